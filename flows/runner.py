@@ -1,0 +1,28 @@
+"""Running a study flow from the CLI or tests: per-workspace Prefect result storage, quiet logs by default."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
+from flows.study import study_flow
+
+PREFECT_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server", "uvicorn", "httpx")
+
+
+def quiet_prefect(verbose: bool) -> None:
+    """Prefect's own console logs (server start, task states, failure tracebacks) only with --verbose; our CLI prints
+    the stage summary and one-line errors itself."""
+    level = logging.INFO if verbose else logging.CRITICAL
+    for name in PREFECT_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+def run_study(spec_path: str, workspace: str, force: list[str] | None = None, verbose: bool = False) -> dict:
+    # the task cache lives with the artifacts it describes: deleting a workspace deletes its cache too
+    results = Path(workspace).resolve() / ".prefect" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    quiet_prefect(verbose)
+    with temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results)}):
+        return study_flow(spec_path, workspace, force or [])

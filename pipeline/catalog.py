@@ -1,0 +1,60 @@
+"""The DuckDB catalog: views (defined in sql/) over a workspace's Parquet artifacts."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+
+from pipeline.errors import InputError
+from pipeline.paths import DATA_DIR, SQL_DIR
+from pipeline.store import Workspace
+
+VIEWS = ["captions", "concepts", "matches", "concept_freq", "imbalance", "subsets", "subset_freq", "runs",
+         "per_class", "run_metrics", "reference_freq"]
+
+
+def sql_statements(path: Path, **params: str) -> list[str]:
+    """Statements of a .sql file with ${NAME} placeholders filled in (paths are quoted for SQL string literals)."""
+    text = path.read_text()
+    for name, value in params.items():
+        text = text.replace("${" + name + "}", value.replace("'", "''"))
+    body = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+    return [s.strip() for s in re.split(r";\s*(?:\n|$)", body) if s.strip()]
+
+
+def refresh(ws: Workspace) -> list[str]:
+    """(Re)create every view; returns the views that have data behind them."""
+    ws.root.mkdir(parents=True, exist_ok=True)
+    live = []
+    with duckdb.connect(str(ws.catalog_path)) as con:
+        for statement in sql_statements(SQL_DIR / "schema.sql"):
+            con.execute(statement)
+        for statement in sql_statements(SQL_DIR / "views.sql", WORKSPACE=ws.root.as_posix(), DATA=DATA_DIR.as_posix()):
+            name = re.search(r"VIEW\s+(\w+)", statement).group(1)
+            try:
+                con.execute(statement)
+                live.append(name)
+            except (duckdb.IOException, duckdb.BinderException, duckdb.InvalidInputException):
+                pass  # no artifacts of this kind yet: the empty view from schema.sql stays
+    return live
+
+
+def connect_readonly(ws: Workspace) -> duckdb.DuckDBPyConnection:
+    if not ws.catalog_path.is_file():
+        raise InputError(f"{ws.catalog_path}: no catalog yet (run a study, or `tailstudy catalog` to build it)")
+    try:
+        return duckdb.connect(str(ws.catalog_path), read_only=True)
+    except duckdb.IOException as err:
+        raise InputError(f"{ws.catalog_path}: cannot open the catalog: {str(err).splitlines()[0]}") from None
+
+
+def query(ws: Workspace, sql: str):
+    """Run a query on the catalog -> pandas DataFrame; SQL errors become one-line input errors."""
+    con = connect_readonly(ws)
+    try:
+        return con.execute(sql).df()
+    except duckdb.Error as err:
+        raise InputError(f"SQL error: {str(err).splitlines()[0]}") from None
+    finally:
+        con.close()

@@ -1,0 +1,395 @@
+"""The study's stages as pure functions: (workspace, config, upstream artifacts) -> artifact directory.
+
+Planning (computing every stage key) is separate from building, so an orchestrator can decide what to reuse before
+any work starts. Each ``build_*`` is idempotent: an existing artifact with the same key is reused unless forced.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import __version__
+from pipeline.curate import CURATE_VERSION, curate
+from pipeline.errors import InputError
+from pipeline.frequency import FREQUENCY_VERSION, caption_coverage, concept_freq, imbalance_stats
+from pipeline.matching import make_matcher, matches_table
+from pipeline.spec import Cell, StudySpec, TrainSpec
+from pipeline.store import Workspace, canonical_json, stage_key, write_parquet
+from pipeline.vocab import Vocabulary, load_vocab
+
+VOCAB_VERSION = 1
+MATCH_VERSION = 1
+REPORT_VERSION = 1
+STAGES = ("vocab", "corpus", "match", "frequency", "curate", "train", "evaluate", "report")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    key: str
+    status: str  # "ran" | "reused"
+    path: Path
+    label: str = ""
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.path / "manifest.json").read_text())
+
+
+def library_versions() -> dict[str, str]:
+    import duckdb
+    import pyarrow
+
+    versions = {"tailstudy": __version__, "python": platform.python_version(), "pyarrow": pyarrow.__version__,
+                "duckdb": duckdb.__version__}
+    try:
+        import open_clip
+        import torch
+
+        versions.update(torch=torch.__version__, open_clip=open_clip.__version__)
+    except ImportError:  # pragma: no cover - data-only installs
+        pass
+    return versions
+
+
+def run_stage(ws: Workspace, stage: str, key: str, inputs: dict[str, Any], build: Callable[[Path], dict],
+              force: bool = False, label: str = "") -> StageResult:
+    """Reuse the artifact at (stage, key) or build it atomically; `force` rebuilds and swaps it in."""
+    final = ws.root / stage / key
+    if ws.exists(stage, key) and not force:
+        return StageResult(stage, key, "reused", final, label)
+    manifest: dict[str, Any] = {"inputs": inputs, "library": library_versions()}
+    with ws.build(stage, key, manifest, replace=force) as out:
+        manifest.update(build(out))
+    return StageResult(stage, key, "ran", final, label)
+
+
+# ---------------------------------------------------------------- plan
+
+@dataclass
+class RunPlan:
+    cell: Cell
+    model: str
+    seed: int
+    subset_key: str
+    train_key: str
+    eval_key: str
+
+
+@dataclass
+class StudyPlan:
+    spec: StudySpec
+    vocab: Vocabulary
+    vocab_key: str
+    corpus_key: str
+    match_key: str
+    frequency_key: str
+    subset_keys: dict[str, str]  # "factor=level" -> subset key
+    cells: list[Cell] = field(default_factory=list)
+    runs: list[RunPlan] = field(default_factory=list)
+    report_key: str = ""
+
+
+def corpus_config(spec: StudySpec) -> dict:
+    return {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": spec.eval.per_class}
+
+
+def train_config(model: str, cfg: TrainSpec, seed: int) -> dict:
+    """The slice of the train config that can change this learner's result (device excluded on purpose)."""
+    slice_ = cfg.model_dump(mode="json", exclude={"device"})
+    if model != "sl_sampled_vocab":
+        slice_.pop("num_to_sample")
+        slice_.pop("vocab_weights")
+    return {"model": model, "train": slice_, "seed": seed}
+
+
+def cell_id(cell: Cell) -> str:
+    return f"{cell.factor}={cell.level}"
+
+
+def plan_study(spec: StudySpec) -> StudyPlan:
+    from pipeline.corpus.synthetic import WORLD_VERSION
+    from pipeline.curate import CURATE_VERSION as _CV  # noqa: F401
+    from pipeline.spec import expand
+
+    vocab = load_vocab(spec.vocabulary)
+    vocab_key = stage_key("vocab", VOCAB_VERSION, {"name": vocab.name, "concepts": vocab.content()})
+    corpus_key = stage_key("corpus", WORLD_VERSION, corpus_config(spec))
+    matcher_version = make_matcher(spec.matching.method, vocab).version
+    match_key = stage_key("match", MATCH_VERSION, {"method": spec.matching.method, "matcher": matcher_version},
+                          {"corpus": corpus_key, "vocab": vocab_key})
+    frequency_key = stage_key("frequency", FREQUENCY_VERSION, {}, {"match": match_key, "vocab": vocab_key})
+    plan = StudyPlan(spec, vocab, vocab_key, corpus_key, match_key, frequency_key, {})
+    for cell in expand(spec):
+        plan.cells.append(cell)
+        plan.subset_keys[cell_id(cell)] = stage_key(
+            "curate", CURATE_VERSION, {"subset": cell.subset.model_dump(mode="json"), "seed": spec.corpus.seed},
+            {"corpus": corpus_key, "match": match_key, "vocab": vocab_key})
+    return plan
+
+
+def plan_runs(ws: Workspace, plan: StudyPlan) -> list[RunPlan]:
+    """Train/evaluate keys, once the subsets exist. A run's key hashes the subset *content* its learner reads (labels
+    only for supervised learners, labels and captions for CLIP), so levels that differ only in what a learner ignores
+    (e.g. captions for SL) share one training run."""
+    from pipeline.evaluate import EVALUATE_VERSION
+    from pipeline.models import learners  # noqa: F401  (fills the registry)
+    from pipeline.models import LEARNERS
+    from pipeline.train import TRAIN_VERSION
+
+    runs = []
+    for cell in plan.cells:
+        subset_key = plan.subset_keys[cell_id(cell)]
+        digests = ws.artifact("curate", subset_key).manifest()["digests"]
+        for model in plan.spec.models:
+            content = digests["labels_captions"] if LEARNERS[model].uses_text else digests["labels"]
+            for seed in plan.spec.seeds:
+                train_key = stage_key("train", TRAIN_VERSION, train_config(model, plan.spec.train, seed),
+                                      {"subset_content": content})
+                eval_key = stage_key("evaluate", EVALUATE_VERSION, {"eval": plan.spec.eval.model_dump(mode="json")},
+                                     {"train": train_key, "corpus": plan.corpus_key})
+                runs.append(RunPlan(cell, model, seed, subset_key, train_key, eval_key))
+    plan.runs = runs
+    plan.report_key = stage_key("report", REPORT_VERSION,
+                                {"study": plan.spec.name,
+                                 "runs": [[cell_id(r.cell), r.model, r.seed, r.eval_key] for r in runs]})
+    return runs
+
+
+def subset_digests(manifest: pa.Table) -> dict[str, str]:
+    labels = manifest.select(["sample_id", "copy", "label"])
+    return {"labels": hashlib.sha256(canonical_json(labels.to_pydict()).encode()).hexdigest()[:16],
+            "labels_captions": hashlib.sha256(canonical_json(manifest.to_pydict()).encode()).hexdigest()[:16]}
+
+
+# ---------------------------------------------------------------- build
+
+def build_vocab(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageResult:
+    def build(out: Path) -> dict:
+        write_parquet(plan.vocab.to_table(), out / "concepts.parquet")
+        return {"rows": {"concepts": len(plan.vocab)}}
+
+    return run_stage(ws, "vocab", plan.vocab_key, {"vocabulary": plan.spec.vocabulary}, build, force)
+
+
+def build_corpus(ws: Workspace, plan: StudyPlan, force: bool = False, progress=None) -> StageResult:
+    from pipeline.corpus.synthetic import generate
+
+    def build(out: Path) -> dict:
+        stats = generate(plan.spec.corpus, plan.spec.eval, out, progress)
+        return {"rows": {"captions": stats["samples"], "eval": stats["eval_samples"]}, "world": stats,
+                "config": corpus_config(plan.spec)}
+
+    return run_stage(ws, "corpus", plan.corpus_key, corpus_config(plan.spec), build, force)
+
+
+def build_match(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageResult:
+    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
+
+    def build(out: Path) -> dict:
+        captions = pq.read_table(corpus_dir / "captions.parquet", columns=["sample_id", "caption"])
+        matcher = make_matcher(plan.spec.matching.method, plan.vocab)
+        table = matches_table(captions.column("sample_id").to_pylist(), captions.column("caption").to_pylist(), matcher)
+        write_parquet(table, out / "matches" / "part-00000.parquet")
+        return {"rows": {"captions": captions.num_rows, "matches": table.num_rows}, "matcher": matcher.version}
+
+    inputs = {"corpus": plan.corpus_key, "vocab": plan.vocab_key, "method": plan.spec.matching.method}
+    return run_stage(ws, "match", plan.match_key, inputs, build, force)
+
+
+def _corpus_name(plan: StudyPlan) -> str:
+    return f"synthetic-{plan.corpus_key}"
+
+
+def build_frequency(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageResult:
+    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
+    match_dir = ws.artifact("match", plan.match_key).path
+
+    def build(out: Path) -> dict:
+        matches = pq.read_table(match_dir / "matches")
+        n_captions = pq.read_metadata(corpus_dir / "captions.parquet").num_rows
+        concepts = plan.vocab.concepts
+        freq = concept_freq(np.array([c.concept_id for c in concepts]), [c.name for c in concepts],
+                            matches.column("concept_id").to_numpy())
+        n = freq.num_rows
+        freq = pa.table({"corpus": pa.array([_corpus_name(plan)] * n, pa.string()),
+                         "vocab": pa.array([plan.vocab.name] * n, pa.string()),
+                         "method": pa.array([plan.spec.matching.method] * n, pa.string()),
+                         **{name: freq.column(name) for name in freq.column_names}})
+        write_parquet(freq, out / "concept_freq.parquet")
+        stats = {**imbalance_stats(freq.column("count").to_numpy()),
+                 **caption_coverage(n_captions, matches.column("sample_id"))}
+        write_parquet(pa.table({"corpus": [_corpus_name(plan)], "vocab": [plan.vocab.name],
+                                "method": [plan.spec.matching.method],
+                                **{k: [v] for k, v in stats.items()}}), out / "imbalance.parquet")
+        return {"rows": {"concept_freq": n}, "imbalance": stats}
+
+    return run_stage(ws, "frequency", plan.frequency_key, {"match": plan.match_key}, build, force)
+
+
+def target_concepts(ws: Workspace, plan: StudyPlan) -> list[int]:
+    world = json.loads((ws.artifact("corpus", plan.corpus_key).path / "world.json").read_text())
+    return sorted(world["targets"])
+
+
+def build_subset(ws: Workspace, plan: StudyPlan, cell: Cell, force: bool = False) -> StageResult:
+    key = plan.subset_keys[cell_id(cell)]
+    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
+
+    def build(out: Path) -> dict:
+        captions = pq.read_table(corpus_dir / "captions.parquet")
+        matches = pq.read_table(ws.artifact("match", plan.match_key).path / "matches")
+        names = {c.concept_id: c.name for c in plan.vocab.concepts}
+        manifest, freq, stats = curate(captions, matches, target_concepts(ws, plan), names, cell.subset,
+                                       plan.spec.corpus.seed)
+        write_parquet(manifest, out / "subset.parquet")
+        write_parquet(freq, out / "subset_freq.parquet")
+        return {"rows": {"subset": manifest.num_rows}, "achieved": stats, "digests": subset_digests(manifest),
+                "level": cell.subset.model_dump(mode="json")}
+
+    inputs = {"corpus": plan.corpus_key, "match": plan.match_key, "subset": cell.subset.model_dump(mode="json")}
+    return run_stage(ws, "curate", key, inputs, build, force, label=cell_id(cell))
+
+
+def load_subset_data(ws: Workspace, plan: StudyPlan, subset_key: str):
+    """Subset manifest -> images (decoded from the corpus's shards), class indices and captions, in manifest order."""
+    import torch
+
+    from pipeline.corpus.shards import load_images
+    from pipeline.train import TrainData
+
+    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
+    subset_dir = ws.artifact("curate", subset_key).path
+    manifest = pq.read_table(subset_dir / "subset.parquet")
+    freq = pq.read_table(subset_dir / "subset_freq.parquet").sort_by("concept_id")
+    class_ids = freq.column("concept_id").to_pylist()
+    captions = pq.read_table(corpus_dir / "captions.parquet", columns=["sample_id", "shard", "key"]).to_pandas()
+    wanted = set(manifest.column("sample_id").to_pylist())
+    rows = captions[captions.sample_id.isin(wanted)]
+    size = plan.spec.corpus.image_size
+    images = load_images([corpus_dir / "shards" / s for s in sorted(rows.shard.unique())], set(rows.key), size)
+    key_of = dict(zip(rows.sample_id, rows.key))
+    missing = [s for s in wanted if key_of.get(s) not in images]
+    if missing:
+        raise InputError(f"{corpus_dir}: {len(missing)} subset samples have no image in the shards (e.g. {missing[0]})")
+    ids = manifest.column("sample_id").to_pylist()
+    index_of = {cid: i for i, cid in enumerate(class_ids)}
+    stack = np.stack([images[key_of[s]] for s in ids]) if ids else np.zeros((0, size, size, 3), np.uint8)
+    labels = [index_of[lab] if lab is not None else -1 for lab in manifest.column("label").to_pylist()]
+    data = TrainData(torch.from_numpy(stack), torch.tensor(labels, dtype=torch.long),
+                     manifest.column("caption").to_pylist())
+    return data, class_ids, freq.column("count").to_pylist()
+
+
+def build_train(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = False, progress=None) -> StageResult:
+    import torch
+
+    from pipeline.train import train
+
+    def build(out: Path) -> dict:
+        data, class_ids, counts = load_subset_data(ws, plan, run.subset_key)
+        work = ws.scratch_dir("train", run.train_key)
+        learner, log = train(run.model, data, counts, plan.spec.train, run.seed, work, progress)
+        torch.save({"model": learner.state_dict(), "class_ids": class_ids, "class_counts": counts}, out / "model.pt")
+        write_parquet(pa.Table.from_pylist(log), out / "train_log.parquet")
+        return {"rows": {"train_samples": int(len(data.labels))}, "model": run.model, "seed": run.seed,
+                "class_ids": class_ids, "class_counts": counts, "final_loss": log[-1]["loss"],
+                "train_config": train_config(run.model, plan.spec.train, run.seed)}
+
+    inputs = {"subset": run.subset_key, **train_config(run.model, plan.spec.train, run.seed)}
+    return run_stage(ws, "train", run.train_key, inputs, build, force, label=f"{cell_id(run.cell)}/{run.model}/s{run.seed}")
+
+
+def build_evaluate(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = False) -> StageResult:
+    import torch
+
+    from pipeline.corpus.shards import load_images
+    from pipeline.evaluate import per_class_arrow, predict, run_metrics
+    from pipeline.train import build_learner, pick_device
+
+    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
+
+    def build(out: Path) -> dict:
+        state = torch.load(ws.artifact("train", run.train_key).path / "model.pt", map_location="cpu", weights_only=False)
+        class_ids, counts = state["class_ids"], state["class_counts"]
+        device = pick_device(plan.spec.train.device)
+        learner = build_learner(run.model, plan.spec.train, counts)
+        learner.load_state_dict(state["model"])
+        learner.to(device)
+        evalset = pq.read_table(corpus_dir / "eval.parquet").to_pandas()
+        evalset = evalset[evalset.concept_id.isin(class_ids)].reset_index(drop=True)
+        images = load_images([corpus_dir / "shards" / s for s in sorted(evalset.shard.unique())], set(evalset.key),
+                             plan.spec.corpus.image_size)
+        x = torch.from_numpy(np.stack([images[k] for k in evalset.key]))
+        index_of = {cid: i for i, cid in enumerate(class_ids)}
+        y_true = evalset.concept_id.map(index_of).to_numpy()
+        names = {c.concept_id: c.name for c in plan.vocab.concepts}
+        class_names = [names[c] for c in class_ids]
+        logits, feats = predict(learner, x, class_names, plan.spec.eval.prompts, device)
+        per_class, metrics = run_metrics(logits, feats, y_true, np.asarray(counts))
+        write_parquet(per_class_arrow(run.eval_key, class_ids, class_names, per_class), out / "per_class.parquet")
+        write_parquet(pa.Table.from_pylist([{"run_id": run.eval_key, "model": run.model, "seed": run.seed,
+                                             "train_key": run.train_key, **metrics}]), out / "metrics.parquet")
+        return {"rows": {"eval": int(len(y_true))}, "metrics": metrics}
+
+    return run_stage(ws, "evaluate", run.eval_key, {"train": run.train_key, "eval": plan.spec.eval.model_dump()},
+                     build, force, label=f"{cell_id(run.cell)}/{run.model}/s{run.seed}")
+
+
+def collect_results(ws: Workspace, plan: StudyPlan):
+    """-> (run_metrics, per_class) DataFrames of the plan's runs, labelled by factor level."""
+    import pandas as pd
+
+    metrics, per_class = [], []
+    for r in plan.runs:
+        art = ws.artifact("evaluate", r.eval_key).path
+        labels = {"factor": r.cell.factor, "level": r.cell.level, "cell": cell_id(r.cell), "model": r.model,
+                  "seed": r.seed}
+        metrics.append({**pq.read_table(art / "metrics.parquet").to_pylist()[0], **labels})
+        per_class.append(pq.read_table(art / "per_class.parquet").to_pandas().assign(**labels))
+    return pd.DataFrame(metrics), pd.concat(per_class, ignore_index=True)
+
+
+def build_report(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageResult:
+    from pipeline.report import write_report
+
+    def build(out: Path) -> dict:
+        run_metrics, per_class = collect_results(ws, plan)
+        corpus_stats = ws.artifact("frequency", plan.frequency_key).manifest()["imbalance"]
+        written = write_report(plan.spec.name, run_metrics, per_class, corpus_stats, out)
+        return {"rows": {"runs": len(run_metrics)}, **written}
+
+    return run_stage(ws, "report", plan.report_key, {"study": plan.spec.name, "runs": len(plan.runs)}, build, force,
+                     label=plan.spec.name)
+
+
+# ---------------------------------------------------------------- study records (what the catalog's views join on)
+
+def runs_table(plan: StudyPlan, statuses: dict[str, str]) -> pa.Table:
+    return pa.Table.from_pylist([
+        {"run_id": r.eval_key, "study": plan.spec.name, "factor": r.cell.factor, "level": r.cell.level,
+         "model": r.model, "seed": r.seed, "subset_key": r.subset_key, "train_key": r.train_key,
+         "status": statuses.get(r.eval_key, "planned")}
+        for r in plan.runs
+    ])
+
+
+def study_subsets_table(plan: StudyPlan) -> pa.Table:
+    return pa.Table.from_pylist([{"subset_key": plan.subset_keys[cell_id(c)], "study": plan.spec.name,
+                                  "factor": c.factor, "level": c.level} for c in plan.cells])
+
+
+def write_study_records(ws: Workspace, plan: StudyPlan, statuses: dict[str, str]) -> Path:
+    """The study's current runs and subsets; rewritten (atomically) on every run of the study."""
+    study_dir = ws.root / "studies" / plan.spec.name
+    write_parquet(runs_table(plan, statuses), study_dir / "runs.parquet")
+    write_parquet(study_subsets_table(plan), study_dir / "subsets.parquet")
+    (study_dir / "spec.json").write_text(canonical_json(plan.spec.model_dump(mode="json")))
+    return study_dir

@@ -1,0 +1,121 @@
+"""One training loop for every learner: seeded, device-agnostic, checkpointed each epoch and resumable."""
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.models import make_learner
+from pipeline.spec import TrainSpec
+
+TRAIN_VERSION = 1
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainData:
+    images: torch.Tensor  # uint8 (N, H, W, 3)
+    labels: torch.Tensor  # long (N,), class index or -1 for open-world samples
+    captions: list[str]
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device: cuda asked but no CUDA device is visible")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1]."""
+    return images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def build_learner(kind: str, cfg: TrainSpec, class_counts: list[int]):
+    return make_learner(kind, arch=cfg.arch, num_classes=len(class_counts), class_counts=class_counts,
+                        num_to_sample=cfg.num_to_sample, vocab_weights=cfg.vocab_weights)
+
+
+def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, seed: int, work_dir: Path,
+          progress: Callable[[int, int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
+    """Train a learner; resumes from ``work_dir/checkpoint.pt`` when a previous attempt was killed."""
+    device = pick_device(cfg.device)
+    torch.manual_seed(seed)
+    learner = build_learner(kind, cfg, class_counts).to(device)
+    keep = torch.ones(len(data.labels), dtype=torch.bool) if learner.uses_unlabeled else data.labels >= 0
+    index = torch.nonzero(keep).squeeze(1)
+    if len(index) == 0:
+        raise RuntimeError(f"{kind}: the subset has no training samples this learner can use")
+    tokens = learner.tokenize([data.captions[i] for i in index.tolist()]) if learner.uses_text else None
+    images, labels = data.images[index], data.labels[index]
+
+    steps_per_epoch = math.ceil(len(index) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = min(steps_per_epoch, total_steps // 10 + 1)
+    opt = torch.optim.AdamW(learner.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup))))
+
+    log: list[dict] = []
+    start_epoch = 0
+    ckpt_path = work_dir / CHECKPOINT
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        learner.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        log, start_epoch = state["log"], state["epoch"] + 1
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    for epoch in range(start_epoch, cfg.epochs):
+        learner.train()
+        order = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        started, loss_sum = time.time(), 0.0
+        for step in range(steps_per_epoch):
+            batch_idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            batch = {"images": to_float(images[batch_idx], device), "labels": labels[batch_idx].to(device)}
+            if tokens is not None:
+                batch["tokens"] = tokens[batch_idx].to(device)
+            step_rng = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
+            with autocast:
+                loss = learner.loss(batch, step_rng)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach())
+        seconds = time.time() - started
+        log.append({"epoch": epoch, "loss": loss_sum / steps_per_epoch, "seconds": seconds,
+                    "images_per_s": len(index) / seconds if seconds else float("nan")})
+        _save_atomic({"model": learner.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                      "log": log, "epoch": epoch}, ckpt_path)
+        if progress:
+            progress(epoch + 1, cfg.epochs, log[-1])
+    return learner, log
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))

@@ -1,0 +1,45 @@
+-- tailstudy catalog: the empty, typed shape of every view.
+-- Run first on every refresh; sql/views.sql then points each view at the workspace's Parquet artifacts. A view whose
+-- artifacts do not exist yet keeps this empty shape, so queries never fail on a fresh workspace.
+
+CREATE OR REPLACE VIEW captions AS SELECT NULL::VARCHAR AS corpus_key, NULL::VARCHAR AS sample_id,
+    NULL::VARCHAR AS caption, NULL::VARCHAR AS title, NULL::VARCHAR AS tags, NULL::VARCHAR AS description,
+    NULL::VARCHAR AS url, NULL::VARCHAR AS shard, NULL::VARCHAR AS key WHERE false;
+
+CREATE OR REPLACE VIEW concepts AS SELECT NULL::VARCHAR AS vocab, NULL::INTEGER AS concept_id, NULL::VARCHAR AS key,
+    NULL::VARCHAR AS name, NULL::VARCHAR[] AS synonyms, NULL::VARCHAR AS definition, NULL::VARCHAR[] AS negatives
+    WHERE false;
+
+CREATE OR REPLACE VIEW matches AS SELECT NULL::VARCHAR AS match_key, NULL::VARCHAR AS sample_id,
+    NULL::INTEGER AS concept_id, NULL::VARCHAR AS method, NULL::FLOAT AS score WHERE false;
+
+CREATE OR REPLACE VIEW concept_freq AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab, NULL::VARCHAR AS method,
+    NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS count, NULL::INTEGER AS rank,
+    NULL::DOUBLE AS share WHERE false;
+
+CREATE OR REPLACE VIEW imbalance AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab, NULL::VARCHAR AS method,
+    NULL::BIGINT AS concepts, NULL::BIGINT AS total, NULL::DOUBLE AS max_min_ratio, NULL::BIGINT AS zero_concepts,
+    NULL::DOUBLE AS gini, NULL::DOUBLE AS top10_share, NULL::DOUBLE AS zipf_exponent WHERE false;
+
+CREATE OR REPLACE VIEW subsets AS SELECT NULL::VARCHAR AS subset_key, NULL::VARCHAR AS study, NULL::VARCHAR AS factor,
+    NULL::VARCHAR AS level, NULL::VARCHAR AS sample_id, NULL::INTEGER AS copy, NULL::INTEGER AS label,
+    NULL::VARCHAR AS caption WHERE false;
+
+CREATE OR REPLACE VIEW subset_freq AS SELECT NULL::VARCHAR AS subset_key, NULL::INTEGER AS concept_id,
+    NULL::VARCHAR AS name, NULL::BIGINT AS count, NULL::INTEGER AS rank, NULL::DOUBLE AS share WHERE false;
+
+CREATE OR REPLACE VIEW runs AS SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS study, NULL::VARCHAR AS factor,
+    NULL::VARCHAR AS level, NULL::VARCHAR AS model, NULL::BIGINT AS seed, NULL::VARCHAR AS subset_key,
+    NULL::VARCHAR AS train_key, NULL::VARCHAR AS status WHERE false;
+
+CREATE OR REPLACE VIEW per_class AS SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS concept_id, NULL::VARCHAR AS name,
+    NULL::BIGINT AS train_count, NULL::BIGINT AS n_eval, NULL::BIGINT AS correct, NULL::DOUBLE AS acc,
+    NULL::BIGINT AS pred_count WHERE false;
+
+CREATE OR REPLACE VIEW run_metrics AS SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS study, NULL::VARCHAR AS factor,
+    NULL::VARCHAR AS level, NULL::VARCHAR AS model, NULL::BIGINT AS seed, NULL::DOUBLE AS top1, NULL::DOUBLE AS top5,
+    NULL::DOUBLE AS rho_acc, NULL::DOUBLE AS rho_pred, NULL::DOUBLE AS head_acc, NULL::DOUBLE AS mid_acc,
+    NULL::DOUBLE AS tail_acc, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2, NULL::DOUBLE AS acc_logfreq_slope WHERE false;
+
+CREATE OR REPLACE VIEW reference_freq AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS name,
+    NULL::BIGINT AS count WHERE false;
