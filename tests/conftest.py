@@ -1,0 +1,50 @@
+"""Shared fixtures. Prefect runs against a real, ephemeral API server in a temporary home, per test session."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="tailstudy-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+TINY_SPEC = """\
+name: tiny
+corpus: {concepts: 10, open_concepts: 5, samples: 1200, open_samples: 150, profile: laion400m, min_count: 8, seed: 0}
+eval: {per_class: 8}
+base: {imbalance: natural, caption: full}
+factors:
+  imbalance: [natural, balanced]
+  caption: [a_cname, full]
+models: [clip, sl]
+train: {arch: tiny, epochs: 2, batch_size: 128}
+seeds: [0]
+"""
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+@pytest.fixture
+def tiny_spec(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPEC)
+    return path
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed `tailstudy` console script as a user would."""
+    env = {**os.environ, "PREFECT_HOME": _PREFECT_HOME, "COLUMNS": "200"}
+    return subprocess.run([str(VENV_BIN / "tailstudy"), *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=env)

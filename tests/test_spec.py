@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import SpecError
+from pipeline.spec import SubsetSpec, ZipfProfile, default_spec_path, expand, level_label, load_spec, parse_spec
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_spec_loads_and_expands_one_factor_at_a_time():
+    spec = load_spec(default_spec_path())
+    cells = expand(spec)
+    expected = sum(len(levels) for levels in spec.factors.values())
+    assert len(cells) == expected
+    for cell in cells:
+        # every cell differs from base in at most its own factor
+        diff = {k for k in SubsetSpec.model_fields if getattr(cell.subset, k) != getattr(spec.base, k)}
+        assert diff <= {cell.factor}
+
+
+def test_grid_expansion_is_the_full_product(tmp_path):
+    spec = load_spec(write(tmp_path, "name: g\ngrid: true\nfactors:\n  imbalance: [natural, balanced, {zipf: 1.5}]\n"
+                                     "  caption: [a_cname, full]\n"))
+    cells = expand(spec)
+    assert len(cells) == 6
+    assert {c.level for c in cells} == {f"{i}+{c}" for i in ("natural", "balanced", "zipf=1.5") for c in ("a_cname", "full")}
+    assert all(c.factor == "imbalance+caption" for c in cells)
+
+
+def test_no_factors_gives_the_base_cell(tmp_path):
+    cells = expand(load_spec(write(tmp_path, "name: b\n")))
+    assert [(c.factor, c.level) for c in cells] == [("base", "base")]
+
+
+def test_zipf_level_is_parsed_and_labelled(tmp_path):
+    spec = load_spec(write(tmp_path, "name: z\nfactors:\n  imbalance: [{zipf: 2.0}]\n"))
+    cell = expand(spec)[0]
+    assert cell.subset.imbalance == ZipfProfile(zipf=2.0)
+    assert cell.level == "zipf=2.0" == level_label({"zipf": 2.0})
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: x\ncorpus: {samplez: 10}\n", "corpus.samplez: unknown key"),
+    ("name: x\nbogus: 1\n", "bogus: unknown key"),
+    ("name: x\nfactors:\n  imbalanse: [natural]\n", "factors.imbalanse: unknown factor"),
+    ("name: x\nfactors:\n  imbalance: [natural, {zipf: -1}]\n", "factors.imbalance[1]"),
+    ("name: x\nfactors:\n  caption: [shouting]\n", "factors.caption[0]"),
+    ("name: x\nmodels: [clip, resnet_magic]\n", "unknown learner 'resnet_magic'"),
+    ("name: x\nfactors:\n  scale: [2.5]\n", "whole number"),
+    ("name: x\nfactors:\n  imbalance: []\n", "at least one level"),
+    ("corpus: {}\n", "name"),
+])
+def test_bad_specs_give_one_line_errors_naming_the_problem(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert fragment in message
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec(tmp_path / "nope.yaml")
+    with pytest.raises(SpecError, match=r"invalid YAML at line \d+"):
+        load_spec(write(tmp_path, "name: x\nfactors: [\n"))
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        parse_spec(["a", "b"])
