@@ -10,8 +10,23 @@ from pipeline.errors import InputError
 from pipeline.paths import DATA_DIR, SQL_DIR
 from pipeline.store import Workspace
 
-VIEWS = ["captions", "concepts", "matches", "concept_freq", "imbalance", "subsets", "subset_freq", "runs",
-         "per_class", "run_metrics", "reference_freq"]
+VIEWS = ["captions", "concepts", "matches", "concept_freq", "imbalance", "study_subsets", "subsets", "subset_freq",
+         "runs", "per_class", "run_metrics", "reference_freq"]
+QUERIES_DIR = SQL_DIR / "queries"
+
+
+def named_queries() -> list[str]:
+    return sorted(p.stem for p in QUERIES_DIR.glob("*.sql"))
+
+
+def resolve_query(text: str) -> str:
+    """`@name` -> the documented query sql/queries/name.sql; anything else is SQL as given."""
+    if not text.startswith("@"):
+        return text
+    path = QUERIES_DIR / f"{text[1:].removesuffix('.sql')}.sql"
+    if not path.is_file():
+        raise InputError(f"{text}: no such documented query (known: {', '.join(named_queries())})")
+    return path.read_text()
 
 
 def sql_statements(path: Path, **params: str) -> list[str]:
@@ -51,6 +66,7 @@ def connect_readonly(ws: Workspace) -> duckdb.DuckDBPyConnection:
 
 def query(ws: Workspace, sql: str):
     """Run a query on the catalog -> pandas DataFrame; SQL errors become one-line input errors."""
+    sql = resolve_query(sql)
     con = connect_readonly(ws)
     try:
         return con.execute(sql).df()

@@ -84,7 +84,8 @@ def run(
 
 @app.command()
 def sql(
-    query: str = typer.Argument(..., help="SQL over the catalog views (captions, concepts, matches, concept_freq, ...)."),
+    query: str = typer.Argument(..., help="SQL over the catalog views (captions, concepts, concept_freq, run_metrics, "
+                                          "...), or @NAME for a documented query of sql/queries/."),
     workspace: Optional[Path] = WorkspaceOpt,
     fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
 ) -> None:

@@ -48,38 +48,46 @@ def build_pool(sample_ids: np.ndarray, match_ids: np.ndarray, match_concepts: np
 
 
 def shape_counts(available: dict[int, int], imbalance) -> dict[int, int]:
-    classes = sorted(available)
+    """Per-class target counts; classes with no candidates stay at zero (they cannot be drawn from)."""
+    classes = sorted(c for c in available if available[c] > 0)
     total = sum(available.values())
-    if imbalance == "natural":
+    if imbalance == "natural" or not classes:
         return dict(available)
     if imbalance == "balanced":
-        return {c: total // len(classes) for c in classes}
+        return {c: (total // len(classes) if c in classes else 0) for c in available}
     if isinstance(imbalance, ZipfProfile):
         ranked = sorted(classes, key=lambda c: (-available[c], c))  # keep the natural order of head and tail
         weights = 1.0 / np.arange(1, len(ranked) + 1) ** imbalance.zipf
         counts = np.maximum(np.floor(weights / weights.sum() * total), 1).astype(int)
-        return {c: int(n) for c, n in zip(ranked, counts)}
+        return {**{c: 0 for c in available}, **{c: int(n) for c, n in zip(ranked, counts)}}
     raise SpecError(f"imbalance: unsupported level {imbalance!r}")
 
 
 def scale_counts(counts: dict[int, int], scale: float) -> dict[int, int]:
-    """Scale to a fraction (<= 1) or a total (> 1); no non-empty class drops to zero (excess from the largest)."""
+    """Scale to a fraction (<= 1) or a total (> 1), exactly; no non-empty class drops to zero.
+
+    Largest-remainder rounding of the proportional shares, each non-empty class kept at >= 1; what that floor adds
+    is taken back from the largest classes (as the paper re-adds one example per emptied class)."""
     total = sum(counts.values())
     target = int(round(total * scale)) if scale <= 1 else int(scale)
     if target > total:
         raise SpecError(f"scale: {target} samples asked, the pool at this level has {total}")
-    nonempty = [c for c in counts if counts[c] > 0]
+    nonempty = sorted(c for c in counts if counts[c] > 0)
     if target < len(nonempty):
         raise SpecError(f"scale: {target} samples cannot keep all {len(nonempty)} classes")
-    scaled = {c: (max(1, math.floor(n * target / total)) if n > 0 else 0) for c, n in counts.items()}
+    exact = {c: counts[c] * target / total for c in nonempty}
+    scaled = {c: max(1, math.floor(exact[c])) for c in nonempty}
+    short = target - sum(scaled.values())
+    for c in sorted(nonempty, key=lambda c: (-(exact[c] - math.floor(exact[c])), c))[:max(0, short)]:
+        scaled[c] += 1
     excess = sum(scaled.values()) - target
-    for c in sorted(scaled, key=lambda c: (-scaled[c], c)):
+    for c in sorted(nonempty, key=lambda c: (-scaled[c], c)):
         if excess <= 0:
             break
         take = min(excess, scaled[c] - 1)
         scaled[c] -= take
         excess -= take
-    return scaled
+    return {c: scaled.get(c, 0) for c in counts}
 
 
 def draw(rows: np.ndarray, n: int, diversity: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +95,7 @@ def draw(rows: np.ndarray, n: int, diversity: float, rng: np.random.Generator) -
     if n == 0 or len(rows) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     order = rows[rng.permutation(len(rows))]
-    distinct = order[: max(1, math.ceil(len(order) * diversity))]
+    distinct = order[: max(1, math.ceil(len(order) * diversity - 1e-9))]  # 25 * 0.28 is 7, not 7.000000000000001
     reps = np.arange(n)
     picked = distinct[reps % len(distinct)]
     return picked, reps // len(distinct)
@@ -101,7 +109,9 @@ def caption_variant(kind: str, name: str, title: str, tags: str, description: st
     if kind == "full":
         return full
     text = {"title": title, "tags": tags, "description": description}[kind] or ""
-    return f"{name}. {text}".rstrip(". ") if prefix else text
+    if not prefix:
+        return text
+    return f"{name}. {text}" if text else name
 
 
 def curate(captions: pa.Table, matches: pa.Table, targets: list[int], names: dict[int, str], level: SubsetSpec,
@@ -115,12 +125,13 @@ def curate(captions: pa.Table, matches: pa.Table, targets: list[int], names: dic
 
     picked_rows, copies, labels = [], [], []
     for cid in sorted(counts):
-        rows, copy = draw(pool.by_class[cid], counts[cid], level.diversity, np.random.default_rng([seed, cid]))
+        rows, copy = draw(pool.by_class[cid], counts[cid], level.diversity,
+                           np.random.default_rng([seed, 0, cid]))
         picked_rows.append(rows)
         copies.append(copy)
         labels.append(np.full(len(rows), cid, np.int64))
     if level.open_world and len(pool.open_rows):
-        rng = np.random.default_rng([seed, -1])
+        rng = np.random.default_rng([seed, 1, 0])  # class draws use [seed, 0, concept_id]
         fraction = level.scale if level.scale <= 1 else min(1.0, level.scale / max(1, sum(available.values())))
         n_open = int(round(len(pool.open_rows) * fraction))
         rows = np.sort(pool.open_rows[rng.permutation(len(pool.open_rows))[:n_open]])

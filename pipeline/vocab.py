@@ -95,7 +95,7 @@ def load_vocab(name_or_path: str) -> Vocabulary:
 def _read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheet exports start with a byte-order mark
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
     try:

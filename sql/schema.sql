@@ -21,6 +21,9 @@ CREATE OR REPLACE VIEW imbalance AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHA
     NULL::BIGINT AS concepts, NULL::BIGINT AS total, NULL::DOUBLE AS max_min_ratio, NULL::BIGINT AS zero_concepts,
     NULL::DOUBLE AS gini, NULL::DOUBLE AS top10_share, NULL::DOUBLE AS zipf_exponent WHERE false;
 
+CREATE OR REPLACE VIEW study_subsets AS SELECT NULL::VARCHAR AS subset_key, NULL::VARCHAR AS study,
+    NULL::VARCHAR AS factor, NULL::VARCHAR AS level WHERE false;
+
 CREATE OR REPLACE VIEW subsets AS SELECT NULL::VARCHAR AS subset_key, NULL::VARCHAR AS study, NULL::VARCHAR AS factor,
     NULL::VARCHAR AS level, NULL::VARCHAR AS sample_id, NULL::INTEGER AS copy, NULL::INTEGER AS label,
     NULL::VARCHAR AS caption WHERE false;

@@ -28,6 +28,10 @@ FROM read_parquet('${WORKSPACE}/frequency/*/concept_freq.parquet');
 CREATE OR REPLACE VIEW imbalance AS
 SELECT * FROM read_parquet('${WORKSPACE}/frequency/*/imbalance.parquet');
 
+-- which subset each study's factor level uses
+CREATE OR REPLACE VIEW study_subsets AS
+SELECT subset_key, study, factor, level FROM read_parquet('${WORKSPACE}/studies/*/subsets.parquet');
+
 -- curated subsets, one row per (study factor level, sample, copy)
 CREATE OR REPLACE VIEW subsets AS
 SELECT s.subset_key, s.study, s.factor, s.level, m.sample_id, m.copy, m.label, m.caption

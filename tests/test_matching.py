@@ -125,16 +125,11 @@ def test_imagenet_matches(m, inet, caption, expected):
     assert m.match_one(caption) == expected, names(inet, m.match_one(caption))
 
 
-@pytest.mark.xfail(strict=True, reason="text.normalise deletes apostrophes instead of turning them into spaces "
-                                       "(as its docstring says) unless \"'s\" is followed by a space, and drops the "
-                                       "typographic apostrophe: \"goldfish's.\" -> 'goldfishs', no match")
 @pytest.mark.parametrize("caption", ["my goldfish's.", "my goldfish's", "goldfish's, tench", "the goldfish\u2019s bowl"])
 def test_possessive_before_punctuation_or_with_curly_apostrophe(m, caption):
     assert GOLDFISH in m.match_one(caption)
 
 
-@pytest.mark.xfail(strict=True, reason="text.normalise drops non-ASCII symbols (em dash, emoji) instead of treating "
-                                       "them as word separators: 'goldfish\u2014tench' -> 'goldfishtench', no match")
 @pytest.mark.parametrize("caption", ["goldfish\u2014tench", "goldfish🐟tench"])
 def test_non_ascii_separators_keep_words_apart(m, caption):
     assert m.match_one(caption) == [TENCH, GOLDFISH]
@@ -296,8 +291,6 @@ def test_user_vocab_yaml_list_of_names(tmp_path):
     assert [c.name for c in load_vocab(str(path)).concepts] == ["cart", "jaguar"]
 
 
-@pytest.mark.xfail(strict=True, reason="vocab._read_rows reads CSV as 'utf-8', not 'utf-8-sig': a UTF-8 BOM (as Excel "
-                                       "writes) becomes part of the first header, so 'name' is reported missing")
 def test_user_vocab_csv_with_bom(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_bytes(b"\xef\xbb\xbf" + _csv_text(USER_ROWS).encode("utf-8"))

@@ -111,8 +111,8 @@ def test_run_metrics_by_hand_four_classes():
     # centred: x = -1,1.5,-1,.5 ; y = 0,1.5,-1.5,0 ; sxy = 2.25 + 1.5 = 3.75 ; sxx = 4.5 ; syy = 4.5 -> 5/6
     assert m["rho_acc"] == pytest.approx(5 / 6)
     # rho_pred: pred counts 3,6,1,2 -> ranks 3,4,1,2 ; centred y = .5,1.5,-1.5,-.5
-    # sxy = -.5 + 2.25 + 1.5 + .25 = 3.5 ; syy = 5 -> 3.5 / sqrt(4.5 * 5)
-    assert m["rho_pred"] == pytest.approx(3.5 / math.sqrt(22.5))
+    # sxy = -.5 + 2.25 + 1.5 - .25 = 3 ; syy = 5 -> 3 / sqrt(4.5 * 5)
+    assert m["rho_pred"] == pytest.approx(3 / math.sqrt(22.5))
     # thirds: head {1, 3}, mid {0}, tail {2}
     assert m["head_acc"] == pytest.approx((1.0 + 0.5) / 2)
     assert m["mid_acc"] == pytest.approx(0.5)
@@ -157,6 +157,7 @@ def test_run_metrics_by_hand_with_unevaluated_and_zero_count_classes():
     assert m["acc_logfreq_slope"] == pytest.approx((L + 3) / (2 * (3 * L * L + 2 * L + 3)))
 
 
+@pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")  # tail third has no eval samples
 def test_run_metrics_top5_with_more_than_five_classes():
     # 7 classes; the true class is ranked 1st, 5th and 6th in the three rows -> top-5 hits 2 of 3; top-1 hits 1 of 3
     logits = np.array([
@@ -168,6 +169,10 @@ def test_run_metrics_top5_with_more_than_five_classes():
     _, m = run_metrics(logits, np.random.default_rng(2).normal(size=(3, 4)), y_true, np.arange(7, 0, -1) * 10)
     assert m["top1"] == pytest.approx(1 / 3)
     assert m["top5"] == pytest.approx(2 / 3)
+    # thirds by count 70..10: head {0,1,2} (acc 1, 0, -), mid {3,4} (acc -, 0), tail {5,6} without eval samples
+    assert m["head_acc"] == pytest.approx(0.5)
+    assert m["mid_acc"] == pytest.approx(0.0)
+    assert math.isnan(m["tail_acc"])
 
 
 # --------------------------------------------------------------------------------------- neural collapse

@@ -111,11 +111,12 @@ def sample_vocabulary(labels: torch.Tensor, num_classes: int, num_to_sample: int
     """Per-step vocabulary: every class present in the batch, plus absent classes drawn without replacement
     (probability ∝ weights) until the vocabulary holds `num_to_sample` classes. -> (vocab class ids, remapped targets)."""
     present = torch.unique(labels)
-    n_extra = max(0, min(num_to_sample, num_classes) - len(present))
+    w = weights.clone().double()
+    w[present] = 0
+    # never more extras than absent classes with positive weight (a zero-weight class is never drawn)
+    n_extra = min(max(0, min(num_to_sample, num_classes) - len(present)), int((w > 0).sum()))
     if n_extra:
-        w = weights.clone().double()
-        w[present] = 0
-        extra = torch.multinomial(w, n_extra, replacement=False, generator=rng) if w.sum() > 0 else present[:0]
+        extra = torch.multinomial(w, n_extra, replacement=False, generator=rng)
         vocab = torch.cat([present, extra.to(present.dtype)])
     else:
         vocab = present

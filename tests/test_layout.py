@@ -1,0 +1,38 @@
+"""Architecture rules that keep the project what it says it is."""
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_pipeline_library_never_imports_prefect():
+    modules = sorted(
+        ".".join(p.relative_to(REPO).with_suffix("").parts) for p in (REPO / "pipeline").rglob("*.py")
+        if p.name != "__init__.py" or p.parent.name != "pipeline"
+    )
+    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + \
+        "print(sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_sql_lives_in_sql_files():
+    for path in (REPO / "pipeline").rglob("*.py"):
+        text = path.read_text().upper()
+        assert "CREATE OR REPLACE VIEW" not in text and "SELECT " not in text, path
+
+
+def test_offline_environment_is_set_by_the_library():
+    code = "import os, pipeline; print(os.environ['HF_HUB_OFFLINE'], os.environ['NO_ALBUMENTATIONS_UPDATE'], " \
+           "os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])"
+    env = {"PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.stdout.split() == ["1", "1", "false"]
+
+
+def test_standard_library_dataclasses_is_imported():
+    import dataclasses
+
+    assert "site-packages" not in dataclasses.__file__
