@@ -4,15 +4,20 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import torch
-from scipy.stats import spearmanr
-
+from pipeline.stats import spearman
 from pipeline.train import to_float
 
-EVALUATE_VERSION = 1
+EVALUATE_VERSION = 2
 
-# The 80 OpenAI ImageNet prompt templates are a later option; "a {name}" is the single prompt the paper's
-# synthetic-caption runs use.
-PROMPTS = {"a_cname": ["a {}"]}
+
+
+def prompt_templates(kind: str) -> list:
+    """'a_cname': the single prompt "a {name}"; 'templates': the 80 OpenAI ImageNet prompts, averaged per class."""
+    if kind == "templates":
+        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+        return list(OPENAI_IMAGENET_TEMPLATES)
+    return [lambda name: f"a {name}"]
 
 
 @torch.no_grad()
@@ -20,21 +25,14 @@ def predict(learner, images: torch.Tensor, class_names: list[str], prompts: str,
             batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """-> (logits (N, C), image features (N, D)) on the evaluation images."""
     learner.eval()
-    templates = PROMPTS[prompts]
-    class_prompts = [[t.format(name) for t in templates] for name in class_names]
+    templates = prompt_templates(prompts)
+    class_prompts = [[t(name) for t in templates] for name in class_names]
     logits, feats = [], []
     for start in range(0, len(images), batch_size):
         x = to_float(images[start:start + batch_size], device)
         feats.append(learner.image_features(x).float().cpu())
         logits.append(learner.class_logits(x, class_prompts).float().cpu())
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
 
 
 def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, train_counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -77,8 +75,9 @@ def neural_collapse(features: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     return nc1, nc2
 
 
-def run_metrics(logits: np.ndarray, features: np.ndarray, y_true: np.ndarray, train_counts: np.ndarray
-                ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def run_metrics(logits: np.ndarray, features: np.ndarray, y_true: np.ndarray, train_counts: np.ndarray,
+                trimmed: list[int] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Run-level metrics; `trimmed` = class indices cut by tail trimming (their mean accuracy is `trimmed_acc`)."""
     y_pred = logits.argmax(1)
     k = min(5, logits.shape[1])
     top5 = np.argpartition(-logits, k - 1, axis=1)[:, :k]
@@ -101,6 +100,7 @@ def run_metrics(logits: np.ndarray, features: np.ndarray, y_true: np.ndarray, tr
         "nc1": nc1,
         "nc2": nc2,
         "acc_logfreq_slope": slope,
+        "trimmed_acc": float(np.nanmean(acc[trimmed])) if trimmed else float("nan"),
     }
     return per_class, metrics
 

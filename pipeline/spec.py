@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -46,20 +46,92 @@ class EvalSpec(_Strict):
     prompts: Literal["a_cname", "templates"] = "a_cname"
 
 
-ImbalanceName = Literal["natural", "balanced"]
-CaptionName = Literal["cname", "a_cname", "title", "tags", "description", "full"]
+class ExponentialProfile(_Strict):
+    exponential: float = Field(ge=1)  # max/min count ratio
+
+
+class MatchProfile(_Strict):
+    match: str  # a shipped reference table, e.g. laion400m, incaps_imagenet_ori
+
+    @field_validator("match")
+    @classmethod
+    def _table_exists(cls, value: str) -> str:
+        from pipeline.frequency import reference_tables
+
+        known = reference_tables()
+        if value not in known and f"{value}_imagenet_ori" not in known:
+            raise ValueError(f"no reference frequency table {value!r} (e.g. laion400m, metaclip_400m, incaps_imagenet)")
+        return value
+
+
+class CapProfile(_Strict):
+    cap: int = Field(ge=1)  # MetaCLIP-style balancing threshold t
+
+
+class TrimTail(_Strict):
+    last_k: int = Field(ge=1)
+    ceil: int = Field(ge=0)  # 0 = the k rarest classes are never seen in training (zero-shot)
+
+
+ImbalanceLevel = Union[Literal["natural", "balanced"], ZipfProfile, ExponentialProfile, MatchProfile, CapProfile]
+IMBALANCE_KINDS = {"zipf": ZipfProfile, "exponential": ExponentialProfile, "match": MatchProfile, "cap": CapProfile}
+CAPTION_SINGLE = ("cname", "a_cname", "templates", "synonym_templates", "full")
+CAPTION_FIELDS = ("title", "tags", "description")
+NAMED_CLASS_LISTS = ("imagenet100",)
 
 
 class SubsetSpec(_Strict):
     """One point in factor space: what the curate stage builds."""
 
-    imbalance: Union[ImbalanceName, ZipfProfile] = "natural"
-    caption: CaptionName = "full"
+    imbalance: ImbalanceLevel = "natural"
+    # cname | a_cname | templates | synonym_templates | full | title, tags, description and their '+' combinations
+    caption: str = "full"
     # prefix the class name to natural-text variants so that every variant keeps the same samples (as the paper does)
     name_prefix: bool = True
     scale: float = Field(1.0, gt=0)  # <= 1: fraction of the pool; > 1: number of samples
+    # 'all' | k (k random target classes) | a named list ('imagenet100') | a list of class names
+    concepts: Union[int, str, list[str]] = "all"
     open_world: bool = False
     diversity: float = Field(1.0, gt=0, le=1.0)
+    trim_tail: Optional[TrimTail] = None
+
+    @field_validator("imbalance", mode="before")
+    @classmethod
+    def _imbalance_kind(cls, value: Any) -> Any:
+        """Dispatch on the level's form so that errors name the real problem, not every union branch."""
+        if isinstance(value, str):
+            if value not in ("natural", "balanced"):
+                raise ValueError(f"unknown imbalance {value!r} (natural, balanced, zipf: a, exponential: r, "
+                                 "match: TABLE, cap: t)")
+            return value
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in IMBALANCE_KINDS:
+            return IMBALANCE_KINDS[next(iter(value))].model_validate(value)
+        if isinstance(value, BaseModel):
+            return value
+        raise ValueError("imbalance must be natural, balanced or one of {zipf: a}, {exponential: r}, {match: TABLE}, "
+                         "{cap: t}")
+
+    @field_validator("caption")
+    @classmethod
+    def _caption_kind(cls, value: str) -> str:
+        parts = value.split("+")
+        if value in CAPTION_SINGLE or (all(p in CAPTION_FIELDS for p in parts) and len(set(parts)) == len(parts)):
+            return value
+        raise ValueError(f"unknown caption variant {value!r} ({', '.join(CAPTION_SINGLE + CAPTION_FIELDS)}, "
+                         "or fields joined with '+', e.g. title+tags)")
+
+    @field_validator("concepts")
+    @classmethod
+    def _concepts_kind(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("concepts must be 'all', a number of classes, a named list or a list of class names")
+        if isinstance(value, int) and value < 2:
+            raise ValueError("concepts: at least 2 classes")
+        if isinstance(value, str) and value != "all" and value not in NAMED_CLASS_LISTS:
+            raise ValueError(f"unknown class list {value!r} (all, {', '.join(NAMED_CLASS_LISTS)}, a number, or names)")
+        if isinstance(value, list) and len(value) < 2:
+            raise ValueError("concepts: at least 2 classes")
+        return value
 
     @field_validator("scale")
     @classmethod
@@ -79,6 +151,10 @@ class TrainSpec(_Strict):
     # sl_sampled_vocab: classes in the per-step vocabulary (present ones always included)
     num_to_sample: int = Field(16, ge=2)
     vocab_weights: Literal["uniform", "linear", "sqrt"] = "uniform"
+    # supervised heads: a linear layer, or cosine similarity to learned class prototypes
+    head: Literal["linear", "cosine"] = "linear"
+    # clip: text tower trained from scratch, or the packaged MiniLM sentence encoder frozen / fine-tuned
+    text_tower: Literal["scratch", "minilm_frozen", "minilm_finetune"] = "scratch"
 
 
 class StudySpec(_Strict):
@@ -96,11 +172,11 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check_factors_and_models(self) -> "StudySpec":
-        from pipeline.models import LEARNERS  # local: models import torch, spec stays light to import
+        from pipeline.models import LEARNER_OPTIONS
 
         for model in self.models:
-            if model not in LEARNERS:
-                raise ValueError(f"models: unknown learner {model!r} (known: {', '.join(sorted(LEARNERS))})")
+            if model not in LEARNER_OPTIONS:
+                raise ValueError(f"models: unknown learner {model!r} (known: {', '.join(LEARNER_OPTIONS)})")
         for factor, levels in self.factors.items():
             if factor not in SubsetSpec.model_fields:
                 raise ValueError(f"factors.{factor}: unknown factor (known: {', '.join(SubsetSpec.model_fields)})")
@@ -132,7 +208,9 @@ def level_label(level: Any) -> str:
     if isinstance(level, BaseModel):
         level = level.model_dump()
     if isinstance(level, dict):
-        return ",".join(f"{k}={v}" for k, v in level.items())
+        return ",".join(f"{k}={v}" for k, v in level.items() if v is not None)
+    if isinstance(level, list):
+        return ",".join(str(v) for v in level)
     return str(level).lower() if isinstance(level, bool) else str(level)
 
 

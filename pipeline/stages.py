@@ -103,10 +103,10 @@ def corpus_config(spec: StudySpec) -> dict:
 
 def train_config(model: str, cfg: TrainSpec, seed: int) -> dict:
     """The slice of the train config that can change this learner's result (device excluded on purpose)."""
-    slice_ = cfg.model_dump(mode="json", exclude={"device"})
-    if model != "sl_sampled_vocab":
-        slice_.pop("num_to_sample")
-        slice_.pop("vocab_weights")
+    from pipeline.models import COMMON_OPTIONS, LEARNER_OPTIONS
+
+    options = cfg.model_dump(mode="json")
+    slice_ = {k: options[k] for k in (*COMMON_OPTIONS, *LEARNER_OPTIONS[model])}
     return {"model": model, "train": slice_, "seed": seed}
 
 
@@ -140,8 +140,7 @@ def plan_runs(ws: Workspace, plan: StudyPlan) -> list[RunPlan]:
     only for supervised learners, labels and captions for CLIP), so levels that differ only in what a learner ignores
     (e.g. captions for SL) share one training run."""
     from pipeline.evaluate import EVALUATE_VERSION
-    from pipeline.models import learners  # noqa: F401  (fills the registry)
-    from pipeline.models import LEARNERS
+    from pipeline.models import TEXT_LEARNERS
     from pipeline.train import TRAIN_VERSION
 
     runs = []
@@ -149,7 +148,7 @@ def plan_runs(ws: Workspace, plan: StudyPlan) -> list[RunPlan]:
         subset_key = plan.subset_keys[cell_id(cell)]
         digests = ws.artifact("curate", subset_key).manifest()["digests"]
         for model in plan.spec.models:
-            content = digests["labels_captions"] if LEARNERS[model].uses_text else digests["labels"]
+            content = digests["labels_captions"] if model in TEXT_LEARNERS else digests["labels"]
             for seed in plan.spec.seeds:
                 train_key = stage_key("train", TRAIN_VERSION, train_config(model, plan.spec.train, seed),
                                       {"subset_content": content})
@@ -247,8 +246,9 @@ def build_subset(ws: Workspace, plan: StudyPlan, cell: Cell, force: bool = False
         captions = pq.read_table(corpus_dir / "captions.parquet")
         matches = pq.read_table(ws.artifact("match", plan.match_key).path / "matches")
         names = {c.concept_id: c.name for c in plan.vocab.concepts}
+        synonyms = {c.concept_id: c.synonyms for c in plan.vocab.concepts}
         manifest, freq, stats = curate(captions, matches, target_concepts(ws, plan), names, cell.subset,
-                                       plan.spec.corpus.seed)
+                                       plan.spec.corpus.seed, synonyms)
         write_parquet(manifest, out / "subset.parquet")
         write_parquet(freq, out / "subset_freq.parquet")
         return {"rows": {"subset": manifest.num_rows}, "achieved": stats, "digests": subset_digests(manifest),
@@ -296,7 +296,9 @@ def build_train(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = Fals
     def build(out: Path) -> dict:
         data, class_ids, counts = load_subset_data(ws, plan, run.subset_key)
         work = ws.scratch_dir("train", run.train_key)
-        learner, log = train(run.model, data, counts, plan.spec.train, run.seed, work, progress)
+        names = {c.concept_id: c.name for c in plan.vocab.concepts}
+        learner, log = train(run.model, data, counts, plan.spec.train, run.seed, work, progress,
+                             [names[c] for c in class_ids])
         torch.save({"model": learner.state_dict(), "class_ids": class_ids, "class_counts": counts}, out / "model.pt")
         write_parquet(pa.Table.from_pylist(log), out / "train_log.parquet")
         return {"rows": {"train_samples": int(len(data.labels))}, "model": run.model, "seed": run.seed,
@@ -320,7 +322,9 @@ def build_evaluate(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = F
         state = torch.load(ws.artifact("train", run.train_key).path / "model.pt", map_location="cpu", weights_only=False)
         class_ids, counts = state["class_ids"], state["class_counts"]
         device = pick_device(plan.spec.train.device)
-        learner = build_learner(run.model, plan.spec.train, counts)
+        names = {c.concept_id: c.name for c in plan.vocab.concepts}
+        class_names = [names[c] for c in class_ids]
+        learner = build_learner(run.model, plan.spec.train, counts, class_names)
         learner.load_state_dict(state["model"])
         learner.to(device)
         evalset = pq.read_table(corpus_dir / "eval.parquet").to_pandas()
@@ -330,10 +334,10 @@ def build_evaluate(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = F
         x = torch.from_numpy(np.stack([images[k] for k in evalset.key]))
         index_of = {cid: i for i, cid in enumerate(class_ids)}
         y_true = evalset.concept_id.map(index_of).to_numpy()
-        names = {c.concept_id: c.name for c in plan.vocab.concepts}
-        class_names = [names[c] for c in class_ids]
         logits, feats = predict(learner, x, class_names, plan.spec.eval.prompts, device)
-        per_class, metrics = run_metrics(logits, feats, y_true, np.asarray(counts))
+        trimmed = ws.artifact("curate", run.subset_key).manifest()["achieved"].get("trimmed_classes", [])
+        per_class, metrics = run_metrics(logits, feats, y_true, np.asarray(counts),
+                                         [index_of[c] for c in trimmed if c in index_of])
         write_parquet(per_class_arrow(run.eval_key, class_ids, class_names, per_class), out / "per_class.parquet")
         write_parquet(pa.Table.from_pylist([{"run_id": run.eval_key, "model": run.model, "seed": run.seed,
                                              "train_key": run.train_key, **metrics}]), out / "metrics.parquet")

