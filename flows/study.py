@@ -80,21 +80,34 @@ def publish_artifacts(plan: S.StudyPlan, run_metrics, report_dir: Path) -> None:
                              key=_artifact_key("report", plan.spec.name), description="study report")
 
 
-@flow(name="tailstudy-study", log_prints=True)
-def study_flow(spec_path: str, workspace: str, force: list[str] | None = None) -> dict:
-    """Run (or re-use) every stage of a study; returns the stage records, the results table and the report path."""
+def open_study(spec_path: str, workspace: str, force: list[str] | None):
+    """-> (spec, workspace, plan, stage runner) for a flow run; stale temp dirs of killed runs are cleared first."""
     spec = load_spec(spec_path)
     ws = Workspace(workspace)
     ws.clean_stale_temps()
-    plan = S.plan_study(spec)
-    run = StageRunner(ws, set(force or []))
+    return spec, ws, S.plan_study(spec), StageRunner(ws, set(force or []))
 
-    run("vocab", plan.vocab_key, spec.vocabulary,
-        lambda f: S.build_vocab(ws, plan, f))
-    with item_bar("corpus: rendering the synthetic world") as bar:
-        run("corpus", plan.corpus_key, "synthetic", lambda f: S.build_corpus(ws, plan, f, bar))
-    run("match", plan.match_key, spec.matching.method, lambda f: S.build_match(ws, plan, f))
+
+def data_stages(run: StageRunner, ws: Workspace, plan: S.StudyPlan) -> None:
+    """vocab -> corpus -> match -> frequency. The match stage maps one task per caption shard, executed by the flow's
+    task runner (threads, processes or Dask); the stage keys do not depend on it."""
+    spec = plan.spec
+    run("vocab", plan.vocab_key, spec.vocabulary, lambda f: S.build_vocab(ws, plan, f))
+    source = spec.corpus.source
+    doing = "rendering the synthetic world" if source == "synthetic" else f"ingesting {source}"
+    with item_bar(f"corpus: {doing}") as bar:
+        run("corpus", plan.corpus_key, source, lambda f: S.build_corpus(ws, plan, f, bar))
+    match_shards = lambda fn, jobs: task(fn, name="match-shard").map(jobs).result()  # noqa: E731
+    run("match", plan.match_key, spec.matching.method, lambda f: S.build_match(ws, plan, f, map_shards=match_shards))
     run("frequency", plan.frequency_key, spec.vocabulary, lambda f: S.build_frequency(ws, plan, f))
+
+
+@flow(name="tailstudy-study", log_prints=True)
+def study_flow(spec_path: str, workspace: str, force: list[str] | None = None) -> dict:
+    """Run (or re-use) every stage of a study; returns the stage records, the results table and the report path."""
+    spec, ws, plan, run = open_study(spec_path, workspace, force)
+
+    data_stages(run, ws, plan)
     for cell in plan.cells:
         label = S.cell_id(cell)
         run("curate", plan.subset_keys[label], label, lambda f, c=cell: S.build_subset(ws, plan, c, f))
@@ -115,3 +128,12 @@ def study_flow(spec_path: str, workspace: str, force: list[str] | None = None) -
     return {"study": spec.name, "workspace": str(ws.root), "stages": run.records,
             "results": run_metrics.drop(columns=["cell"]).to_dict("records"),
             "report": str(report_dir / "report.html"), "report_status": report["status"]}
+
+
+def study_flow_with(task_runner: str | None = None):
+    """The study flow with a task runner for the tasks it submits or maps (the data stages' per-shard tasks):
+    ``None``/``"local"`` is Prefect's thread pool in this process; ``"dask:N"`` a local Dask cluster; ``"tcp://HOST:PORT"``
+    an existing Dask cluster (see ``flows/task_runners.py``). Stage keys and artifacts do not depend on the runner."""
+    from flows.task_runners import make_task_runner
+
+    return study_flow.with_options(task_runner=make_task_runner(task_runner))

@@ -136,6 +136,360 @@ def catalog_cmd(workspace: Optional[Path] = WorkspaceOpt) -> None:
     out.print(f"{ws.catalog_path}: views with data: {', '.join(live) or 'none'}")
 
 
+@app.command()
+def match(
+    captions: Path = typer.Argument(..., help="Caption file (.parquet, .csv, .tsv, .jsonl; text formats may be .gz) "
+                                              "or a folder of such shards."),
+    vocab: str = typer.Option(..., "--vocab", help="A built-in vocabulary (imagenet1k, imagenet100, cub, food101, "
+                                                   "flowers102, pets, dtd, places365, eurosat, cars, aircraft) or a "
+                                                   "CSV/TSV/JSON/YAML file."),
+    method: str = typer.Option("phrase", "--method", "-m", help="phrase | bag | semantic"),
+    caption_col: Optional[str] = typer.Option(None, "--caption-col", help="Caption column (default: caption, text "
+                                                                          "or TEXT, the first present)."),
+    id_col: Optional[str] = typer.Option(None, "--id-col", help="Id column (default: sample_id when present, else "
+                                                                "the row number)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="semantic only: the similarity a match "
+                                                                        "needs (default 0.45)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Corpus name in concept_freq (default: the file or "
+                                                            "folder name)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Processes (default: one per core)."),
+    force: bool = typer.Option(False, "--force", help="Match again even when the artifact exists."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Match captions to concepts; matches and concept frequencies land in the catalog for `tailstudy sql`."""
+    from tqdm import tqdm
+
+    from pipeline import catalog
+    from pipeline.matching import MATCHERS
+    from pipeline.stages import match_captions
+
+    if method not in MATCHERS:
+        _fail(f"--method {method}: use {' | '.join(MATCHERS)}")
+    if threshold is not None and method != "semantic":
+        _fail("--threshold applies only to --method semantic")
+    if threshold is not None and not 0 <= threshold <= 1:
+        _fail(f"--threshold {threshold}: must be between 0 and 1")
+    if workers is not None and workers < 1:
+        _fail(f"--workers {workers}: must be at least 1")
+    ws = _workspace(workspace)
+    bar: list = []
+    tqdm.monitor_interval = 0  # no monitor thread: a single-threaded process can fork its match workers
+
+    def advance(step: int, total: Optional[int]) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, desc=f"match {captions.name}", unit="caption", unit_scale=True,
+                            file=sys.stderr, dynamic_ncols=True, mininterval=0.5))
+        bar[0].update(step)
+
+    try:
+        results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None else {},
+                                 caption_col, id_col, name, workers, advance, force)
+    finally:
+        if bar:
+            bar[0].close()
+    catalog.refresh(ws)
+    for stage, result in results.items():
+        out.print(f"  {result.status:<7} {stage:<10} {result.key}", highlight=False)
+    freq = results["frequency"].manifest()
+    stats = freq["imbalance"]
+    out.print(f"{stats['captions']:,} captions: {stats['captions'] - stats['no_concept']:,} with a concept "
+              f"({stats['several_concepts']:,} with several), {stats['total']:,} matches; "
+              f"{stats['concepts'] - stats['zero_concepts']:,} of {stats['concepts']:,} concepts occur; "
+              f"Gini {_fmt(stats['gini'])}", highlight=False)
+    where = f" -w {workspace}" if workspace else ""
+    out.print(f"corpus {freq['corpus']!r} in concept_freq, matches, imbalance; e.g. tailstudy sql @top_concepts{where}, "
+              f"@concept_head_tail, @caption_coverage, @corpus_vs_reference", highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------- deploy / submit (a Prefect server; deploy/README)
+
+PROCESS_POOL = "tailstudy-process"
+GPU_POOL = "tailstudy-gpu"
+
+
+def _prefect_file(path: Optional[Path]) -> Path:
+    from pipeline.paths import REPO_ROOT
+
+    found = (path or REPO_ROOT / "deploy" / "prefect.yaml").resolve()
+    if not found.is_file():
+        _fail(f"{found}: no such prefect.yaml")
+    return found
+
+
+def _deployments(prefect_file: Path) -> list[dict]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(prefect_file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        _fail(f"{prefect_file}: invalid YAML")
+    found = [d for d in data.get("deployments") or [] if isinstance(d, dict) and d.get("name")]
+    if not found:
+        _fail(f"{prefect_file}: no named deployments")
+    return found
+
+
+def _server_url() -> str:
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        _fail("no Prefect server configured: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api); "
+              "`tailstudy run` runs a study without one")
+    return url
+
+
+def _entry_kind(deployment: dict) -> str:
+    """flows/deployments.py:study -> 'study' (the entry flow's function name)."""
+    return str(deployment.get("entrypoint", "")).rpartition(":")[2]
+
+
+def _ensure_pools(gpu: bool) -> dict[str, str]:
+    """Create the work pools tailstudy's deployments use, where missing -> {pool: 'exists'|'created'|'absent'}."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    from pipeline.paths import REPO_ROOT
+
+    wanted = {PROCESS_POOL: ("process", ProcessWorker.get_default_base_job_template())}
+    gpu_template = REPO_ROOT / "deploy" / "work-pools" / "kubernetes-gpu.json"
+    if gpu:
+        wanted[GPU_POOL] = ("kubernetes", json.loads(gpu_template.read_text()))
+    status: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for name in (PROCESS_POOL, GPU_POOL):
+            try:
+                client.read_work_pool(name)
+                status[name] = "exists"
+                continue
+            except ObjectNotFound:
+                pass
+            if name not in wanted:
+                status[name] = "absent"
+                continue
+            kind, template = wanted[name]
+            client.create_work_pool(WorkPoolCreate(name=name, type=kind, base_job_template=template))
+            status[name] = "created"
+    return status
+
+
+@app.command()
+def deploy(
+    names: List[str] = typer.Option([], "--name", "-n", help="Deploy only these deployments of deploy/prefect.yaml "
+                                                             "(repeatable; default: all whose work pool exists)."),
+    gpu: bool = typer.Option(False, "--gpu", help=f"Also create the Kubernetes GPU pool {GPU_POOL!r} "
+                                                  "(deploy/work-pools/kubernetes-gpu.json) and deploy to it."),
+    prefect_file: Optional[Path] = typer.Option(None, "--prefect-file", help="Default: deploy/prefect.yaml."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show `prefect deploy`'s own output."),
+) -> None:
+    """Register tailstudy's deployments on the Prefect server at PREFECT_API_URL (creating missing work pools)."""
+    import subprocess
+
+    from pipeline.paths import REPO_ROOT
+
+    url = _server_url()
+    path = _prefect_file(prefect_file)
+    deployments = _deployments(path)
+    unknown = [n for n in names if n not in {d["name"] for d in deployments}]
+    if unknown:
+        _fail(f"--name {unknown[0]}: no such deployment in {path} "
+              f"(known: {', '.join(d['name'] for d in deployments)})")
+    try:
+        pools = _ensure_pools(gpu)
+    except Exception as exc:  # connection refused, bad URL, server error
+        _fail(f"cannot reach the Prefect server at {url}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    for pool, state in pools.items():
+        if state != "absent":
+            out.print(f"  work pool {pool}: {state}", highlight=False)
+    pool_of = {d["name"]: (d.get("work_pool") or {}).get("name") for d in deployments}
+    chosen = list(names) or [d["name"] for d in deployments if pools.get(pool_of[d["name"]]) in ("exists", "created")]
+    missing = [n for n in chosen if pools.get(pool_of[n]) not in ("exists", "created")]
+    if missing:
+        _fail(f"deployment {missing[0]} needs work pool {pool_of[missing[0]]!r}, which does not exist "
+              f"(--gpu creates {GPU_POOL!r})")
+    if not chosen:
+        _fail("nothing to deploy")
+    command = [sys.executable, "-m", "prefect", "deploy", "--prefect-file", str(path)]
+    for name in chosen:
+        command += ["--name", name]
+    env = {**os.environ, "PREFECT_CLI_PROMPT": "false", "PREFECT_API_URL": url}
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if verbose or done.returncode != 0:
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+    created = [line.split("'")[1] for line in done.stdout.splitlines() if "successfully created with id" in line]
+    if done.returncode != 0 or len(created) != len(chosen):
+        _fail(f"prefect deploy failed (exit {done.returncode}); deployed {len(created)} of {len(chosen)}", 1)
+    for full in created:
+        out.print(f"  deployed {full}", highlight=False)
+    out.print(f"{len(created)} deployments on {url}; start a worker with "
+              f"`prefect worker start --pool {PROCESS_POOL}`", highlight=False)
+
+
+@app.command()
+def submit(
+    spec: Optional[Path] = typer.Argument(None, help="Study spec YAML, read here and sent as text "
+                                                     "(default: the embedded default study)."),
+    deployment: str = typer.Option("study", "--deployment", "-d", help="A deployment of deploy/prefect.yaml "
+                                   "(study, study-gpu, match, match-dask, train, train-gpu, ...) or FLOW/DEPLOYMENT."),
+    workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help="Workspace path as the worker sees it "
+                                            "(default: the worker's $TAILSTUDY_WORKSPACE, else ./workspace)."),
+    force: List[str] = typer.Option([], "--force", help="Re-run this stage even if cached (repeatable; 'all')."),
+    task_runner: Optional[str] = typer.Option(None, "--task-runner", help="study/match: local, threads[:N], "
+                                              "processes[:N], dask[:N] or tcp://HOST:PORT of a Dask scheduler."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="train: GPUs per run (sets the flow parameter and the "
+                                                            "work pool's `gpus` job variable)."),
+    models: List[str] = typer.Option([], "--model", help="train: only this learner (repeatable)."),
+    levels: List[str] = typer.Option([], "--level", help="train: only this factor level (repeatable)."),
+    seeds: List[int] = typer.Option([], "--seed", help="train: only this seed (repeatable)."),
+    watch: bool = typer.Option(False, "--watch", help="Wait for the flow run to end; exit 1 unless it completed."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="With --watch: give up after this many seconds."),
+) -> None:
+    """Trigger a run of a deployed flow on the Prefect server at PREFECT_API_URL (see `tailstudy deploy`)."""
+    import time
+
+    from pipeline.spec import default_spec_path, load_spec
+    from pipeline.stages import STAGES
+
+    url = _server_url()
+    spec_path = spec or default_spec_path()
+    load_spec(spec_path)  # a bad spec fails here, not on the worker
+    bad = [f for f in force if f not in (*STAGES, "all")]
+    if bad:
+        _fail(f"--force {bad[0]}: unknown stage (stages: {', '.join(STAGES)}, all)")
+
+    from flows.deployments import ENTRY_FLOWS
+    from flows.task_runners import parse_task_runner
+
+    flow_kind = {flow_.name: kind for kind, flow_ in ENTRY_FLOWS.items()}
+    if "/" in deployment:
+        full = deployment
+        kind = flow_kind.get(deployment.split("/", 1)[0])
+        if kind is None:
+            _fail(f"--deployment {deployment}: not a tailstudy flow ({', '.join(flow_kind)})")
+    else:
+        entry = next((d for d in _deployments(_prefect_file(None)) if d["name"] == deployment), None)
+        if entry is None or _entry_kind(entry) not in ENTRY_FLOWS:
+            _fail(f"--deployment {deployment}: no such deployment in deploy/prefect.yaml")
+        kind = _entry_kind(entry)
+        full = f"{ENTRY_FLOWS[kind].name}/{deployment}"
+
+    params: dict = {"spec_yaml": Path(spec_path).read_text(encoding="utf-8")}
+    job_variables: dict = {}
+    if workspace:
+        params["workspace"] = workspace
+    if force:
+        params["force"] = list(force)
+    if task_runner is not None:
+        if kind == "train":
+            _fail("--task-runner: the train flow has no data stages to spread (use it with study or match)")
+        parse_task_runner(task_runner)
+        params["task_runner"] = task_runner
+    train_only = {"--gpus": gpus is not None, "--model": bool(models), "--level": bool(levels), "--seed": bool(seeds)}
+    if kind != "train" and any(train_only.values()):
+        _fail(f"{next(k for k, v in train_only.items() if v)}: only for the train deployments")
+    if gpus is not None:
+        if gpus < 0:
+            _fail("--gpus: must be 0 or more")
+        params["gpus"] = gpus
+        job_variables["gpus"] = gpus
+    for key, values in (("models", models), ("levels", levels), ("seeds", seeds)):
+        if values:
+            params[key] = list(values)
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        flow_run = run_deployment(full, parameters=params, job_variables=job_variables or None, timeout=0,
+                                  tags=["tailstudy"])
+    except ObjectNotFound:
+        _fail(f"deployment {full} is not on the server at {url} (run `tailstudy deploy` first)")
+    except Exception as exc:
+        _fail(f"cannot submit {full} to {url}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    out.print(f"submitted {full}: flow run {flow_run.name} ({flow_run.id})", highlight=False)
+    if not watch:
+        return
+    started = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run.id).state
+            if state is not None and state.is_final():
+                break
+            if timeout is not None and time.monotonic() - started > timeout:
+                _fail(f"flow run {flow_run.name}: still {state.name if state else 'pending'} after {timeout:g} s", 1)
+            time.sleep(2)
+    out.print(f"flow run {flow_run.name}: {state.name}", highlight=False)
+    if not state.is_completed():
+        _fail(f"flow run {flow_run.name} ended {state.name}: {state.message or ''}".rstrip(": "), 1)
+
+
+@app.command()
+def ingest(
+    urls: Path = typer.Argument(..., help="URL list: .parquet, .csv, .tsv or .jsonl with a URL and a caption column "
+                                          "(extra columns are kept)."),
+    url_col: Optional[str] = typer.Option(None, "--url-col", help="URL column (default: the preset's, else url)."),
+    caption_col: Optional[str] = typer.Option(None, "--caption-col", help="Caption column (default: the preset's, "
+                                                                          "else caption)."),
+    id_col: Optional[str] = typer.Option(None, "--id-col", help="Unique sample-id column (default: the row number)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Column names of laion | cc12m | datacomp."),
+    image_size: int = typer.Option(64, "--image-size", help="Images are resized to this size (pixels, square)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="parquet | csv | tsv | jsonl (default: from the name)."),
+    no_header: bool = typer.Option(False, "--no-header", help="CSV/TSV without a header row: columns url, caption."),
+    resize_mode: str = typer.Option("center_crop", "--resize-mode", help="center_crop | border | keep_ratio | no."),
+    threads: int = typer.Option(16, "--threads", help="Download threads per process."),
+    processes: int = typer.Option(1, "--processes", help="Download processes."),
+    timeout: int = typer.Option(10, "--timeout", help="Seconds per request."),
+    retry_rounds: int = typer.Option(1, "--retry-rounds", help="Rounds re-fetching URLs that failed transiently."),
+    retry_wait: float = typer.Option(5.0, "--retry-wait", help="Seconds to wait before each retry round."),
+    shard_size: int = typer.Option(10000, "--shard-size", help="Samples per webdataset shard."),
+    refetch: int = typer.Option(0, "--refetch", help="Later retries: N re-fetches what still failed transiently in "
+                                                     "the corpus of N-1 (its finished shards are reused)."),
+    workspace: Optional[Path] = WorkspaceOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show img2dataset's own output."),
+) -> None:
+    """Download a URL list with img2dataset into webdataset shards (a corpus artifact a study can reuse); failed
+    URLs are recorded per sample (the `downloads` view) and transient failures are retried. Resumes when
+    interrupted: finished shards are never downloaded again."""
+    from pydantic import ValidationError
+
+    from pipeline import catalog
+    from pipeline.errors import SpecError
+    from pipeline.spec import UrlsCorpusSpec, _first_error
+    from pipeline.stages import build_source
+
+    options = {"source": "urls", "path": str(urls), "url_col": url_col, "caption_col": caption_col, "id_col": id_col,
+               "preset": preset, "image_size": image_size, "format": fmt, "header": not no_header,
+               "resize_mode": resize_mode, "threads": threads, "processes": processes, "timeout": timeout,
+               "retry_rounds": retry_rounds, "retry_wait": retry_wait, "shard_size": shard_size,
+               "refetch": refetch}
+    try:
+        cfg = UrlsCorpusSpec.model_validate({k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        raise SpecError(f"ingest: {_first_error(exc)}") from None
+    ws = _workspace(workspace)
+    try:
+        result = build_source(ws, cfg, quiet=not verbose,
+                              say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
+    except KeyboardInterrupt:  # typer would exit 130 silently
+        err.print("interrupted: finished shards are kept; run the same command again to resume", highlight=False)
+        raise typer.Exit(130) from None
+    summary = result.manifest()["status"]
+    catalog.refresh(ws)
+    out.print(f"{result.status} corpus {result.key}: {summary['success']} of {summary['samples']} images "
+              f"({summary['success_rate']:.1%}), {summary['bytes']:,} bytes"
+              + (f", {summary['retried_ok']} recovered by retries" if summary.get("retried_ok") else ""),
+              highlight=False)
+    if summary["errors"]:
+        out.print("errors: " + ", ".join(f"{kind} {n}" for kind, n in summary["errors"].items()), highlight=False)
+    out.print(f"path: {result.path}", highlight=False)
+    out.print(f'per sample: tailstudy sql "select status, error_kind, count(*) from downloads where corpus_key = '
+              f"'{result.key}' group by all\"", highlight=False)
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

@@ -23,7 +23,7 @@ from pipeline.classlists import named_class_list
 from pipeline.errors import SpecError
 from pipeline.frequency import concept_freq, imbalance_stats, reference_counts
 from pipeline.stats import spearman
-from pipeline.spec import CapProfile, ExponentialProfile, MatchProfile, SubsetSpec, TrimTail, ZipfProfile
+from pipeline.spec import CapProfile, DiversityThreshold, ExponentialProfile, MatchProfile, SubsetSpec, TrimTail, ZipfProfile
 
 CURATE_VERSION = 2
 
@@ -184,12 +184,24 @@ def trim_tail(counts: dict[int, int], available: dict[int, int], trim: TrimTail 
     return {c: (min(n, trim.ceil) if c in rarest else n) for c, n in counts.items()}, sorted(rarest)
 
 
+def similar_enough(matches: pa.Table, diversity) -> pa.Table:
+    """LAIONet-style intra-class diversity: keep only matches whose caption-definition similarity reaches the
+    threshold (a higher threshold keeps captions closer to the definition: less diverse classes)."""
+    if not isinstance(diversity, DiversityThreshold):
+        return matches
+    methods = set(matches.column("method").to_pylist()) if "method" in matches.column_names else set()
+    if methods != {"semantic"}:
+        raise SpecError("diversity: {threshold: t} needs matches of the semantic matcher (matching.method: semantic)")
+    return matches.filter(pc.greater_equal(matches.column("score"), diversity.threshold))
+
+
 def draw(rows: np.ndarray, n: int, diversity: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """n rows from a class: without replacement while possible, then repeats; -> (rows, copy index)."""
     if n == 0 or len(rows) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     order = rows[rng.permutation(len(rows))]
-    distinct = order[: max(1, math.ceil(len(order) * diversity - 1e-9))]  # 25 * 0.28 is 7, not 7.000000000000001
+    fraction = diversity if isinstance(diversity, float) else 1.0  # a threshold already filtered the pool
+    distinct = order[: max(1, math.ceil(len(order) * fraction - 1e-9))]  # 25 * 0.28 is 7, not 7.000000000000001
     reps = np.arange(n)
     return distinct[reps % len(distinct)], reps // len(distinct)
 
@@ -247,6 +259,7 @@ def curate(captions: pa.Table, matches: pa.Table, targets: list[int], names: dic
            seed: int, synonyms: dict[int, tuple[str, ...]] | None = None) -> tuple[pa.Table, pa.Table, dict]:
     """-> (subset manifest, per-class frequency of the subset, achieved imbalance statistics)."""
     sample_ids = captions.column("sample_id").to_numpy(zero_copy_only=False)
+    matches = similar_enough(matches, level.diversity)
     pool = build_pool(sample_ids, matches.column("sample_id").to_numpy(zero_copy_only=False),
                       matches.column("concept_id").to_numpy(), targets)
     classes = select_concepts(targets, level.concepts, names, seed)

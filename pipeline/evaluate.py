@@ -27,11 +27,12 @@ def predict(learner, images: torch.Tensor, class_names: list[str], prompts: str,
     learner.eval()
     templates = prompt_templates(prompts)
     class_prompts = [[t(name) for t in templates] for name in class_names]
+    classes = learner.encode_classes(class_prompts)
     logits, feats = [], []
     for start in range(0, len(images), batch_size):
         x = to_float(images[start:start + batch_size], device)
         feats.append(learner.image_features(x).float().cpu())
-        logits.append(learner.class_logits(x, class_prompts).float().cpu())
+        logits.append(learner.class_logits(x, classes).float().cpu())
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 

@@ -1,7 +1,9 @@
-"""Concept frequencies and imbalance statistics."""
+"""Concept frequencies, imbalance statistics and the rank-frequency figure."""
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +12,7 @@ import pyarrow.compute as pc
 from pipeline.errors import SpecError
 from pipeline.paths import REFERENCE_FREQ_DIR
 
-FREQUENCY_VERSION = 1
+FREQUENCY_VERSION = 2
 
 
 def reference_tables() -> list[str]:
@@ -63,13 +65,18 @@ def gini(counts: np.ndarray) -> float:
     return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
 
 
-def zipf_exponent(counts: np.ndarray) -> float:
-    """Slope of log(count) against log(rank) over non-zero counts, negated (Zipf's s)."""
+def zipf_fit(counts: np.ndarray) -> tuple[float, float]:
+    """Least-squares line of log(count) against log(rank) over non-zero counts -> (s, log c): count ~ c * rank^-s."""
     x = np.sort(np.asarray(counts, float)[np.asarray(counts) > 0])[::-1]
     if len(x) < 2:
-        return float("nan")
-    slope = np.polyfit(np.log(np.arange(1, len(x) + 1)), np.log(x), 1)[0]
-    return float(-slope)
+        return float("nan"), float("nan")
+    slope, intercept = np.polyfit(np.log(np.arange(1, len(x) + 1)), np.log(x), 1)
+    return float(-slope), float(intercept)
+
+
+def zipf_exponent(counts: np.ndarray) -> float:
+    """Slope of log(count) against log(rank) over non-zero counts, negated (Zipf's s)."""
+    return zipf_fit(counts)[0]
 
 
 def imbalance_stats(counts: np.ndarray) -> dict[str, float]:
@@ -101,3 +108,34 @@ def caption_coverage(n_captions: int, match_sample_ids: pa.Array) -> dict[str, i
         "one_concept": int((per_caption == 1).sum()),
         "several_concepts": int((per_caption > 1).sum()),
     }
+
+
+def rank_frequency_figure(counts: np.ndarray, path: Path, title: str) -> Path:
+    """Log-log plot of concept count against rank (non-zero counts), with the fitted Zipf line; a PNG without
+    timestamps or version metadata, so the same counts give the same bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = np.sort(np.asarray(counts, float)[np.asarray(counts) > 0])[::-1]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    if len(y):
+        ranks = np.arange(1, len(y) + 1)
+        ax.loglog(ranks, y, marker=".", linestyle="none", markersize=3, label=f"{len(y)} concepts with a match")
+        s, log_c = zipf_fit(y)
+        if np.isfinite(s):
+            ax.loglog(ranks, np.exp(log_c) * ranks ** -s, linewidth=1, label=f"Zipf fit, s = {s:.2f}")
+        ax.legend(loc="lower left", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no matches", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("captions")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

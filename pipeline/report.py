@@ -60,8 +60,11 @@ def figure_by_level(summary: pd.DataFrame, path: Path) -> None:
     for ax, metric, title in ((axes[0], "rho_pred", "ρ(train frequency, predictions)"), (axes[1], "top1", "top-1")):
         for i, model in enumerate(models):
             part = summary[summary.model == model].set_index("cell").reindex(cells)
-            ax.bar(x + i * width - 0.4 + width / 2, part[metric], width, yerr=part[f"{metric}_sd"], label=model,
-                   capsize=2)
+            xs = x + i * width - 0.4 + width / 2
+            ax.bar(xs, part[metric], width, yerr=part[f"{metric}_sd"], label=model, capsize=2)
+            for xi, value in zip(xs, part[metric]):
+                if np.isnan(value):  # e.g. rho on a balanced subset: every class has the same count
+                    ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="grey")
         ax.set_xticks(x, cells, rotation=30, ha="right", fontsize=8)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
@@ -90,10 +93,18 @@ def html_table(df: pd.DataFrame) -> str:
 
 
 def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame, corpus_stats: dict,
-                 out: Path) -> dict:
+                 out: Path, rank_frequency: Path | None = None) -> dict:
     """-> files written under `out`: report.md, report.html, figures/*.png, summary.csv."""
+    import shutil
+
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
+    corpus_figure_md = corpus_figure_html = ""
+    if rank_frequency is not None and rank_frequency.is_file():  # the frequency stage's log-log rank plot
+        shutil.copyfile(rank_frequency, figures / "rank_frequency.png")
+        corpus_figure_md = "\n![rank-frequency of the matched corpus](figures/rank_frequency.png)\n"
+        corpus_figure_html = '<img src="figures/rank_frequency.png">'
+
     summary = summarise(run_metrics)
     figure_acc_vs_freq(per_class, figures / "acc_vs_freq.png")
     figure_by_level(summary, figures / "by_level.png")
@@ -105,7 +116,7 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
              "frequency and its accuracy (rho_acc) or the number of test images predicted as it (rho_pred); lower "
              "means less frequency bias. Differences in ρ under about 0.1 are within seed noise.")
     md = (f"# tailstudy report: {study}\n\n{intro}\n\n## Runs (mean over seeds)\n\n{markdown_table(shown)}\n"
-          f"## Corpus\n\n{markdown_table(stats)}\n"
+          f"## Corpus\n\n{markdown_table(stats)}\n{corpus_figure_md}"
           "## Figures\n\n![per-class accuracy vs frequency](figures/acc_vs_freq.png)\n\n"
           "![rho and top-1 per level](figures/by_level.png)\n")
     (out / "report.md").write_text(md)
@@ -115,7 +126,7 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%}}</style></head><body>
 <h1>tailstudy report: {html.escape(study)}</h1><p>{intro_html}</p>
 <h2>Runs (mean over seeds)</h2>{html_table(shown)}
-<h2>Corpus</h2>{html_table(stats)}
+<h2>Corpus</h2>{html_table(stats)}{corpus_figure_html}
 <h2>Per-class accuracy vs training frequency</h2><img src="figures/acc_vs_freq.png">
 <h2>ρ and top-1 per factor level</h2><img src="figures/by_level.png">
 </body></html>"""

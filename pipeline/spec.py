@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import SpecError
 
@@ -37,13 +37,139 @@ class CorpusSpec(_Strict):
     seed: int = 0
 
 
+# ---------------------------------------------------------------- corpus sources (dispatched on `source`)
+# `CorpusSpec` keeps its name and fields: it is the synthetic world (tests and pipeline.corpus.synthetic build it
+# directly). A study's `corpus:` is `AnyCorpusSpec`, the union of every source, chosen by its `source` key
+# (default: synthetic), so an error names the real problem under its own path, e.g. `corpus.url_col: ...`.
+SyntheticCorpusSpec = CorpusSpec
+# Targets of a real corpus: the whole vocabulary, the classes of the evaluation folder, or a list of class names/keys.
+CorpusTargets = Union[Literal["vocabulary", "eval"], list[str]]
+
+
+class _RealCorpusSpec(_Strict):
+    """What every non-synthetic source shares. Paths are relative to the working directory; the corpus key hashes
+    the content they point to (file digests, directory listings), never the path itself."""
+
+    image_size: int = Field(64, ge=16, le=1024)
+    targets: CorpusTargets = "vocabulary"
+    seed: int = 0  # seeds the curate stage's draws, as for the synthetic world
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("give 'vocabulary', 'eval' or at least one class name")
+        return value
+
+
+URL_PRESETS: dict[str, dict[str, Optional[str]]] = {
+    # column names as the public metadata files spell them (img2dataset's dataset examples)
+    "laion": {"url_col": "URL", "caption_col": "TEXT", "id_col": None},
+    "cc12m": {"url_col": "url", "caption_col": "caption", "id_col": None},
+    "datacomp": {"url_col": "url", "caption_col": "text", "id_col": "uid"},
+}
+
+
+class UrlsCorpusSpec(_RealCorpusSpec):
+    """A Parquet / CSV / TSV / JSONL list of image URLs + captions, downloaded with img2dataset."""
+
+    source: Literal["urls"]
+    path: str
+    format: Optional[Literal["parquet", "csv", "tsv", "jsonl"]] = None  # default: from the file name
+    preset: Optional[Literal["laion", "cc12m", "datacomp"]] = None
+    url_col: Optional[str] = None  # default: the preset's, else "url"
+    caption_col: Optional[str] = None  # default: the preset's, else "caption"
+    id_col: Optional[str] = None  # sample ids (must be unique); default: the preset's if present, else the row number
+    title_col: Optional[str] = None
+    tags_col: Optional[str] = None
+    description_col: Optional[str] = None
+    header: bool = True  # false: a CSV/TSV without a header row, columns url_col, caption_col (CC-12M's cc12m.tsv)
+    resize_mode: Literal["border", "center_crop", "keep_ratio", "keep_ratio_largest", "no"] = "center_crop"
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    shard_size: int = Field(10000, ge=1, le=1_000_000)
+    timeout: int = Field(10, ge=1)  # seconds per request
+    retries: int = Field(0, ge=0, le=10)  # img2dataset's immediate re-tries of a failed request
+    retry_rounds: int = Field(1, ge=0, le=20)  # the retry step: re-fetch transient failures of finished shards
+    retry_wait: float = Field(5.0, ge=0)  # seconds before each retry round (not part of the corpus key)
+    # later retries: the corpus built with refetch = n re-fetches the transient failures of the one built with n - 1
+    # (reusing its finished shards); a new corpus key, so the stages downstream see the new samples
+    refetch: int = Field(0, ge=0, le=100)
+    # how the download runs (not part of the corpus key: they cannot change what is downloaded)
+    processes: int = Field(1, ge=1, le=256)
+    threads: int = Field(16, ge=1, le=1024)
+
+    def columns(self) -> dict[str, Optional[str]]:
+        """url/caption/id column names after applying the preset."""
+        preset = URL_PRESETS.get(self.preset or "", {})
+        return {"url_col": self.url_col or preset.get("url_col") or "url",
+                "caption_col": self.caption_col or preset.get("caption_col") or "caption",
+                "id_col": self.id_col or preset.get("id_col")}
+
+
+class WebdatasetCorpusSpec(_RealCorpusSpec):
+    """Existing webdataset shards (.tar of <key>.jpg|png|webp + <key>.txt and/or <key>.json), e.g. img2dataset's."""
+
+    source: Literal["webdataset"]
+    path: str  # a directory of .tar shards, one .tar, or a glob pattern
+
+
+class FolderCorpusSpec(_RealCorpusSpec):
+    """ImageNet-Captions style: images in class folders + a JSON / JSONL / TSV of title, tags, description per file."""
+
+    source: Literal["folder"]
+    path: str
+    metadata: Optional[str] = None  # default: PATH/metadata.json, .jsonl, .tsv or .csv
+
+
+CORPUS_SOURCES: dict[str, type[_Strict]] = {"synthetic": CorpusSpec, "urls": UrlsCorpusSpec,
+                                            "webdataset": WebdatasetCorpusSpec, "folder": FolderCorpusSpec}
+RealCorpusSpec = Union[UrlsCorpusSpec, WebdatasetCorpusSpec, FolderCorpusSpec]
+
+
+class _CorpusSource(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    source: Literal["synthetic", "urls", "webdataset", "folder"] = "synthetic"
+
+
+def _corpus_source(value: Any) -> Any:
+    """Dispatch a `corpus:` mapping on its `source` (default synthetic), so errors come from that source's model."""
+    if isinstance(value, dict):
+        source = _CorpusSource.model_validate(value).source  # an unknown source is an error at corpus.source
+        return CORPUS_SOURCES[source].model_validate(value)
+    if isinstance(value, BaseModel) and type(value) in CORPUS_SOURCES.values():
+        return value
+    raise ValueError(f"corpus must be a mapping with a source ({', '.join(CORPUS_SOURCES)})")
+
+
+AnyCorpusSpec = Annotated[Union[CorpusSpec, UrlsCorpusSpec, WebdatasetCorpusSpec, FolderCorpusSpec],
+                          BeforeValidator(_corpus_source)]
+
+
 class MatchingSpec(_Strict):
-    method: Literal["phrase"] = "phrase"
+    """How captions are matched to concepts (pipeline/matching): phrase | bag | semantic."""
+
+    method: Literal["phrase", "bag", "semantic"] = "phrase"
+    # semantic only: the caption <-> "name: definition" similarity a phrase candidate needs (default 0.45)
+    threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _threshold_is_semantic(self) -> "MatchingSpec":
+        if self.threshold is not None and self.method != "semantic":
+            raise ValueError("threshold applies only to method semantic")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options of the matcher (make_matcher(method, vocab, **options))."""
+        return {"threshold": self.threshold} if self.threshold is not None else {}
 
 
 class EvalSpec(_Strict):
-    per_class: int = Field(30, ge=1)
+    per_class: int = Field(30, ge=1)  # the synthetic world's eval split; at most this many per class from `folder`
     prompts: Literal["a_cname", "templates"] = "a_cname"
+    # an ImageNet-style folder (one sub-folder per class, named by wnid/key or class name) for non-synthetic corpora.
+    # It becomes part of the corpus artifact, so the corpus key hashes its content; excluded from this model's dump so
+    # that evaluate keys (which hash the dump) stay as they were.
+    folder: Optional[str] = Field(None, exclude=True)
 
 
 class ExponentialProfile(_Strict):
@@ -66,6 +192,10 @@ class MatchProfile(_Strict):
 
 class CapProfile(_Strict):
     cap: int = Field(ge=1)  # MetaCLIP-style balancing threshold t
+
+
+class DiversityThreshold(_Strict):
+    threshold: float = Field(ge=0.0, le=1.0)
 
 
 class TrimTail(_Strict):
@@ -92,7 +222,9 @@ class SubsetSpec(_Strict):
     # 'all' | k (k random target classes) | a named list ('imagenet100') | a list of class names
     concepts: Union[int, str, list[str]] = "all"
     open_world: bool = False
-    diversity: float = Field(1.0, gt=0, le=1.0)
+    # d in (0, 1]: each class drawn from a d-fraction of its distinct images; {threshold: t}: LAIONet-style, only
+    # captions whose semantic-matcher similarity to "name: definition" reaches t (needs matching.method semantic)
+    diversity: Union[float, DiversityThreshold] = 1.0
     trim_tail: Optional[TrimTail] = None
 
     @field_validator("imbalance", mode="before")
@@ -110,6 +242,13 @@ class SubsetSpec(_Strict):
             return value
         raise ValueError("imbalance must be natural, balanced or one of {zipf: a}, {exponential: r}, {match: TABLE}, "
                          "{cap: t}")
+
+    @field_validator("diversity")
+    @classmethod
+    def _diversity_range(cls, value):
+        if isinstance(value, float) and not 0 < value <= 1:
+            raise ValueError("diversity must be a fraction in (0, 1] or {threshold: t}")
+        return value
 
     @field_validator("caption")
     @classmethod
@@ -151,6 +290,8 @@ class TrainSpec(_Strict):
     # sl_sampled_vocab: classes in the per-step vocabulary (present ones always included)
     num_to_sample: int = Field(16, ge=2)
     vocab_weights: Literal["uniform", "linear", "sqrt"] = "uniform"
+    # sl_sampled_vocab: build one vocabulary per chunk of this many samples (0 = one per batch)
+    vocab_chunk: int = Field(0, ge=0)
     # supervised heads: a linear layer, or cosine similarity to learned class prototypes
     head: Literal["linear", "cosine"] = "linear"
     # clip: text tower trained from scratch, or the packaged MiniLM sentence encoder frozen / fine-tuned
@@ -159,7 +300,7 @@ class TrainSpec(_Strict):
 
 class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    corpus: CorpusSpec = CorpusSpec()
+    corpus: AnyCorpusSpec = CorpusSpec()
     vocabulary: str = "imagenet1k"
     matching: MatchingSpec = MatchingSpec()
     eval: EvalSpec = EvalSpec()
@@ -190,6 +331,11 @@ class StudySpec(_Strict):
                     SubsetSpec.model_validate({**self.base.model_dump(), factor: level})
                 except ValidationError as err:
                     raise ValueError(f"factors.{factor}[{i}]: {_first_error(err)}") from None
+        levels = [self.base] + [SubsetSpec.model_validate({**self.base.model_dump(), f: lvl})
+                                for f, lvls in self.factors.items() for lvl in lvls]
+        if self.matching.method != "semantic" and any(isinstance(lv.diversity, DiversityThreshold) for lv in levels):
+            raise ValueError("diversity: {threshold: t} needs matching: {method: semantic} (it filters on the "
+                             "semantic matcher's caption-definition similarity)")
         if not self.seeds:
             raise ValueError("seeds: needs at least one seed")
         return self

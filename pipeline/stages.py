@@ -20,14 +20,14 @@ from pipeline import __version__
 from pipeline.curate import CURATE_VERSION, curate
 from pipeline.errors import InputError
 from pipeline.frequency import FREQUENCY_VERSION, caption_coverage, concept_freq, imbalance_stats
-from pipeline.matching import make_matcher, matches_table
+from pipeline.matching import MATCHERS, make_matcher, matches_table  # noqa: F401
 from pipeline.spec import Cell, StudySpec, TrainSpec
 from pipeline.store import Workspace, canonical_json, stage_key, write_parquet
 from pipeline.vocab import Vocabulary, load_vocab
 
 VOCAB_VERSION = 1
 MATCH_VERSION = 1
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 STAGES = ("vocab", "corpus", "match", "frequency", "curate", "train", "evaluate", "report")
 
 
@@ -44,19 +44,16 @@ class StageResult:
 
 
 def library_versions() -> dict[str, str]:
-    import duckdb
-    import pyarrow
+    """Versions of the libraries that shape an artifact, read from package metadata (no heavy imports)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    versions = {"tailstudy": __version__, "python": platform.python_version(), "pyarrow": pyarrow.__version__,
-                "duckdb": duckdb.__version__}
-    try:
-        import open_clip
-        import torch
-
-        versions.update(torch=torch.__version__, open_clip=open_clip.__version__)
-    except ImportError:  # pragma: no cover - data-only installs
-        pass
-    return versions
+    found = {"tailstudy": __version__, "python": platform.python_version()}
+    for package in ("pyarrow", "duckdb", "numpy", "torch", "open_clip_torch"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:  # pragma: no cover - data-only installs
+            pass
+    return found
 
 
 def run_stage(ws: Workspace, stage: str, key: str, inputs: dict[str, Any], build: Callable[[Path], dict],
@@ -98,7 +95,19 @@ class StudyPlan:
 
 
 def corpus_config(spec: StudySpec) -> dict:
-    return {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": spec.eval.per_class}
+    """The corpus key's config slice. Synthetic: the world's config (unchanged since the first version). Other
+    sources: the source artifact's key (input digest + content-changing options), the eval folder's listing, the
+    vocabulary and the targets (pipeline.corpus.sources)."""
+    if spec.corpus.source == "synthetic":
+        if spec.eval.folder:
+            from pipeline.errors import SpecError
+
+            raise SpecError("eval.folder: only for urls / webdataset / folder corpora (the synthetic world has its own "
+                            "evaluation split)")
+        return {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": spec.eval.per_class}
+    from pipeline.corpus.sources import study_corpus_config
+
+    return study_corpus_config(spec)
 
 
 def train_config(model: str, cfg: TrainSpec, seed: int) -> dict:
@@ -116,14 +125,12 @@ def cell_id(cell: Cell) -> str:
 
 def plan_study(spec: StudySpec) -> StudyPlan:
     from pipeline.corpus.synthetic import WORLD_VERSION
-    from pipeline.curate import CURATE_VERSION as _CV  # noqa: F401
     from pipeline.spec import expand
 
     vocab = load_vocab(spec.vocabulary)
     vocab_key = stage_key("vocab", VOCAB_VERSION, {"name": vocab.name, "concepts": vocab.content()})
     corpus_key = stage_key("corpus", WORLD_VERSION, corpus_config(spec))
-    matcher_version = make_matcher(spec.matching.method, vocab).version
-    match_key = stage_key("match", MATCH_VERSION, {"method": spec.matching.method, "matcher": matcher_version},
+    match_key = stage_key("match", MATCH_VERSION, match_config(spec.matching.method, spec.matching.options(), vocab),
                           {"corpus": corpus_key, "vocab": vocab_key})
     frequency_key = stage_key("frequency", FREQUENCY_VERSION, {}, {"match": match_key, "vocab": vocab_key})
     plan = StudyPlan(spec, vocab, vocab_key, corpus_key, match_key, frequency_key, {})
@@ -179,6 +186,8 @@ def build_vocab(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageRes
 
 
 def build_corpus(ws: Workspace, plan: StudyPlan, force: bool = False, progress=None) -> StageResult:
+    if plan.spec.corpus.source != "synthetic":
+        return build_real_corpus(ws, plan, force, progress)
     from pipeline.corpus.synthetic import generate
 
     def build(out: Path) -> dict:
@@ -189,53 +198,229 @@ def build_corpus(ws: Workspace, plan: StudyPlan, force: bool = False, progress=N
     return run_stage(ws, "corpus", plan.corpus_key, corpus_config(plan.spec), build, force)
 
 
-def build_match(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageResult:
-    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
+def build_source(ws: Workspace, cfg, force: bool = False, progress=None, quiet: bool = True,
+                 say: Callable[[str], None] | None = None) -> StageResult:
+    """The ingested corpus alone (urls / webdataset / folder; no eval set): what `tailstudy ingest` builds and a study
+    corpus reuses. A urls download works in WORKSPACE/corpus/.work-<key>/ and resumes from there when interrupted."""
+    from pipeline.corpus import sources
+
+    key = sources.source_key(cfg)
 
     def build(out: Path) -> dict:
-        captions = pq.read_table(corpus_dir / "captions.parquet", columns=["sample_id", "caption"])
-        matcher = make_matcher(plan.spec.matching.method, plan.vocab)
-        table = matches_table(captions.column("sample_id").to_pylist(), captions.column("caption").to_pylist(), matcher)
-        write_parquet(table, out / "matches" / "part-00000.parquet")
-        return {"rows": {"captions": captions.num_rows, "matches": table.num_rows}, "matcher": matcher.version}
+        if cfg.source == "urls":
+            from pipeline.corpus.ingest import assemble, download
+            from pipeline.corpus.readers import read_url_list
 
-    inputs = {"corpus": plan.corpus_key, "vocab": plan.vocab_key, "method": plan.spec.matching.method}
-    return run_stage(ws, "match", plan.match_key, inputs, build, force)
+            urls = read_url_list(cfg)  # validated before any work file is written
+            previous = None
+            if cfg.refetch:  # the preceding generation (built or reused), whose failures this one re-fetches
+                previous = build_source(ws, cfg.model_copy(update={"refetch": cfg.refetch - 1}), False, progress,
+                                        quiet, say).path
+            work = ws.scratch_dir("corpus", key)
+            report = download(urls, cfg, work, quiet=quiet, say=say, previous=previous)
+            summary = assemble(urls, cfg, work, out, progress)
+            extra = {"download": report}
+        elif cfg.source == "webdataset":
+            summary, extra = sources.build_webdataset(cfg, out, progress), {}
+        else:
+            summary, extra = sources.build_folder(cfg, out, progress), {}
+        return {"rows": {"captions": summary["success"], "downloads": summary["samples"]}, "source": cfg.source,
+                "status": summary, "config": sources.source_config(cfg), **extra}
+
+    return run_stage(ws, "corpus", key, {"source": cfg.source, "path": str(cfg.path)}, build, force,
+                     label=f"{cfg.source}:{Path(cfg.path).name}")
+
+
+def build_real_corpus(ws: Workspace, plan: StudyPlan, force: bool = False, progress=None) -> StageResult:
+    """A study corpus over a non-synthetic source: the source artifact (built or reused) + eval set + targets."""
+    from pipeline.corpus.sources import assemble_study_corpus
+
+    config = corpus_config(plan.spec)
+
+    def build(out: Path) -> dict:
+        source = build_source(ws, plan.spec.corpus, progress=progress)
+        stats = assemble_study_corpus(source.path, out, plan.spec, plan.vocab)
+        return {"rows": {"captions": stats["samples"], "eval": stats["eval_samples"]}, "source_key": source.key,
+                "source_status": source.status, "corpus": stats, "status": source.manifest().get("status"),
+                "config": config}
+
+    inputs = {"source": plan.spec.corpus.source, "path": str(plan.spec.corpus.path), "eval": plan.spec.eval.folder}
+    return run_stage(ws, "corpus", plan.corpus_key, inputs, build, force)
+
+
+def match_config(method: str, options: dict, vocab: Vocabulary) -> dict:
+    """The match stage's config slice: the method and the matcher's version string (rule, normaliser, options)."""
+    return {"method": method, "matcher": make_matcher(method, vocab, **options).version}
+
+
+def vocab_stage_key(vocab: Vocabulary) -> str:
+    return stage_key("vocab", VOCAB_VERSION, {"name": vocab.name, "concepts": vocab.content()})
+
+
+def build_vocab_artifact(ws: Workspace, vocab: Vocabulary, source: str, force: bool = False) -> StageResult:
+    """The vocab artifact of a vocabulary used outside a study (``tailstudy match``); same key as in a study."""
+    def build(out: Path) -> dict:
+        write_parquet(vocab.to_table(), out / "concepts.parquet")
+        return {"rows": {"concepts": len(vocab)}}
+
+    return run_stage(ws, "vocab", vocab_stage_key(vocab), {"vocabulary": source}, build, force)
+
+
+def run_match_stage(ws: Workspace, key: str, sources: list, method: str, options: dict, vocab: Vocabulary,
+                    inputs: dict, force: bool = False, workers: int | None = None, progress=None,
+                    map_shards=None) -> StageResult:
+    """Match caption sources shard by shard -> WORKSPACE/match/<key>/matches/part-NNNNN.parquet (one per shard).
+
+    Finished shards wait in the stage's work directory, so a killed run resumes where it stopped; the artifact appears
+    only when every shard is done. Bad input leaves neither an artifact nor work files."""
+    import os
+    import shutil
+
+    from pipeline.matching.inputs import plan_shards
+    from pipeline.matching.sharded import MatcherSpec, part_path, run_shards
+
+    spec = MatcherSpec(method, vocab, dict(options))
+
+    def build(out: Path) -> dict:
+        work = ws.scratch_dir("match", key)
+        if force:
+            shutil.rmtree(work)
+            work.mkdir()
+        try:
+            shards = plan_shards(sources)
+            stats = run_shards(shards, spec, work, workers, progress, map_shards)
+        except InputError:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        (out / "matches").mkdir()
+        for shard in shards:
+            os.replace(part_path(work, shard.index), out / "matches" / part_path(work, shard.index).name)
+        return {"rows": {"captions": sum(s["captions"] for s in stats), "matches": sum(s["matches"] for s in stats)},
+                "matched_captions": sum(s["matched_captions"] for s in stats), "matcher": spec.build().version,
+                "method": method, "options": options, "shards": stats}
+
+    return run_stage(ws, "match", key, inputs, build, force)
+
+
+def build_match(ws: Workspace, plan: StudyPlan, force: bool = False, workers: int | None = None, progress=None,
+                map_shards=None) -> StageResult:
+    """Match the corpus's captions. `map_shards(fn, jobs)` runs the per-shard jobs (e.g. as mapped Prefect tasks);
+    without it they run in `workers` local processes (default: one per core)."""
+    from pipeline.matching.inputs import resolve_sources
+
+    matching = plan.spec.matching
+    expected = stage_key("match", MATCH_VERSION, match_config(matching.method, matching.options(), plan.vocab),
+                         {"corpus": plan.corpus_key, "vocab": plan.vocab_key})
+    if expected != plan.match_key:
+        raise InputError("matching options are not part of the plan's match key: plan_study must hash "
+                         "make_matcher(method, vocab, **spec.matching.options()).version")
+    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
+    sources = resolve_sources(corpus_dir / "captions.parquet", "caption", "sample_id")
+    inputs = {"corpus": plan.corpus_key, "vocab": plan.vocab_key, "method": matching.method}
+    return run_match_stage(ws, plan.match_key, sources, matching.method, matching.options(), plan.vocab, inputs,
+                           force, workers, progress, map_shards)
 
 
 def _corpus_name(plan: StudyPlan) -> str:
-    return f"synthetic-{plan.corpus_key}"
+    """The `corpus` column of concept_freq: the source kind and the corpus key."""
+    return f"{plan.spec.corpus.source}-{plan.corpus_key}"
 
 
-def build_frequency(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageResult:
-    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
-    match_dir = ws.artifact("match", plan.match_key).path
+def run_frequency_stage(ws: Workspace, key: str, match_key: str, vocab: Vocabulary, corpus: str, method: str,
+                        inputs: dict, force: bool = False) -> StageResult:
+    """concept_freq.parquet, imbalance.parquet (imbalance statistics + caption coverage) and rank_frequency.png of
+    one match artifact."""
+    from pipeline.frequency import rank_frequency_figure
+
+    match = ws.artifact("match", match_key)
 
     def build(out: Path) -> dict:
-        matches = pq.read_table(match_dir / "matches")
-        n_captions = pq.read_metadata(corpus_dir / "captions.parquet").num_rows
-        concepts = plan.vocab.concepts
+        matches = pq.read_table(match.path / "matches", columns=["sample_id", "concept_id"])
+        n_captions = int(match.manifest()["rows"]["captions"])
+        concepts = vocab.concepts
         freq = concept_freq(np.array([c.concept_id for c in concepts]), [c.name for c in concepts],
                             matches.column("concept_id").to_numpy())
         n = freq.num_rows
-        freq = pa.table({"corpus": pa.array([_corpus_name(plan)] * n, pa.string()),
-                         "vocab": pa.array([plan.vocab.name] * n, pa.string()),
-                         "method": pa.array([plan.spec.matching.method] * n, pa.string()),
+        labels = {"corpus": corpus, "vocab": vocab.name, "method": method}
+        freq = pa.table({**{k: pa.array([v] * n, pa.string()) for k, v in labels.items()},
                          **{name: freq.column(name) for name in freq.column_names}})
         write_parquet(freq, out / "concept_freq.parquet")
         stats = {**imbalance_stats(freq.column("count").to_numpy()),
                  **caption_coverage(n_captions, matches.column("sample_id"))}
-        write_parquet(pa.table({"corpus": [_corpus_name(plan)], "vocab": [plan.vocab.name],
-                                "method": [plan.spec.matching.method],
-                                **{k: [v] for k, v in stats.items()}}), out / "imbalance.parquet")
-        return {"rows": {"concept_freq": n}, "imbalance": stats}
+        write_parquet(pa.table({**{k: [v] for k, v in labels.items()}, **{k: [v] for k, v in stats.items()}}),
+                      out / "imbalance.parquet")
+        rank_frequency_figure(freq.column("count").to_numpy(), out / "rank_frequency.png",
+                              f"{corpus} · {vocab.name} · {method}")
+        return {"rows": {"concept_freq": n}, "imbalance": stats, **labels}
 
-    return run_stage(ws, "frequency", plan.frequency_key, {"match": plan.match_key}, build, force)
+    return run_stage(ws, "frequency", key, inputs, build, force)
+
+
+def build_frequency(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageResult:
+    return run_frequency_stage(ws, plan.frequency_key, plan.match_key, plan.vocab, _corpus_name(plan),
+                               plan.spec.matching.method, {"match": plan.match_key}, force)
+
+
+@dataclass(frozen=True)
+class MatchPlan:
+    """The keys of ``tailstudy match`` on one input, before any work."""
+
+    vocab: Vocabulary
+    vocab_key: str
+    sources: list
+    method: str
+    options: dict
+    key: str
+    upstream: dict
+
+
+def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", options: dict | None = None,
+               caption_col: str | None = None, id_col: str | None = None) -> MatchPlan:
+    """Check the vocabulary, the method and every input file, and compute the match key (content-addressed)."""
+    from pipeline.matching.inputs import input_digest, resolve_sources
+
+    options = dict(options or {})
+    vocab = load_vocab(vocab_ref)
+    if method not in MATCHERS:
+        raise InputError(f"--method {method}: unknown matching method (known: {', '.join(MATCHERS)})")
+    try:
+        config = match_config(method, options, vocab)
+    except ValueError as err:
+        raise InputError(f"--method {method}: {err}") from None
+    sources = resolve_sources(captions, caption_col, id_col)
+    config["columns"] = [[s.name, s.caption_col, s.id_col] for s in sources]
+    upstream = {"captions": input_digest(sources), "vocab": vocab_stage_key(vocab)}
+    return MatchPlan(vocab, upstream["vocab"], sources, method, options,
+                     stage_key("match", MATCH_VERSION, config, upstream), upstream)
+
+
+def match_captions(ws: Workspace, captions: str | Path, vocab_ref: str, method: str = "phrase",
+                   options: dict | None = None, caption_col: str | None = None, id_col: str | None = None,
+                   corpus: str | None = None, workers: int | None = None, progress=None,
+                   force: bool = False) -> dict[str, StageResult]:
+    """``tailstudy match``: vocab, match and frequency artifacts of a caption file or folder, keyed by content.
+
+    Every input problem surfaces as one InputError; bad rows found while matching leave no match artifact."""
+    plan = plan_match(captions, vocab_ref, method, options, caption_col, id_col)
+    vocab_result = build_vocab_artifact(ws, plan.vocab, vocab_ref)
+    inputs = {"captions": str(Path(captions).resolve()), **plan.upstream, "method": method}
+    match_result = run_match_stage(ws, plan.key, plan.sources, method, plan.options, plan.vocab, inputs, force,
+                                   workers, progress)
+    corpus = corpus or Path(captions).name.split(".")[0]
+    frequency_key = stage_key("frequency", FREQUENCY_VERSION, {"corpus": corpus, "method": method},
+                              {"match": plan.key, "vocab": plan.vocab_key})
+    frequency_result = run_frequency_stage(ws, frequency_key, plan.key, plan.vocab, corpus, method,
+                                           {"match": plan.key, "corpus": corpus}, force)
+    return {"vocab": vocab_result, "match": match_result, "frequency": frequency_result}
 
 
 def target_concepts(ws: Workspace, plan: StudyPlan) -> list[int]:
-    world = json.loads((ws.artifact("corpus", plan.corpus_key).path / "world.json").read_text())
-    return sorted(world["targets"])
+    """The curate stage's target concepts: the synthetic world's targets, or what a real corpus's `targets` rule
+    resolved to when its corpus was built (default: the whole vocabulary)."""
+    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
+    if (corpus_dir / "world.json").is_file():
+        return sorted(json.loads((corpus_dir / "world.json").read_text())["targets"])
+    return sorted(json.loads((corpus_dir / "targets.json").read_text())["targets"])
 
 
 def build_subset(ws: Workspace, plan: StudyPlan, cell: Cell, force: bool = False) -> StageResult:
@@ -367,7 +552,9 @@ def build_report(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageRe
     def build(out: Path) -> dict:
         run_metrics, per_class = collect_results(ws, plan)
         corpus_stats = ws.artifact("frequency", plan.frequency_key).manifest()["imbalance"]
-        written = write_report(plan.spec.name, run_metrics, per_class, corpus_stats, out)
+        freq_dir = ws.artifact("frequency", plan.frequency_key).path
+        written = write_report(plan.spec.name, run_metrics, per_class, corpus_stats, out,
+                               freq_dir / "rank_frequency.png")
         return {"rows": {"runs": len(run_metrics)}, **written}
 
     return run_stage(ws, "report", plan.report_key, {"study": plan.spec.name, "runs": len(plan.runs)}, build, force,

@@ -1,31 +1,185 @@
-"""Caption normalisation. Its version is part of every matching stage key: bump it when the output changes."""
+"""Caption normalisation and tokenisation. Their versions are part of every matching stage key: bump one when its output
+changes.
+
+Two tokenisers, each as a per-string reference (the specification) and a vectorised Arrow/numpy equivalent (what the
+matchers run, tested to give the same tokens):
+
+- ``normalise`` / ``phrase_tokens`` (NORMALISER_VERSION) for phrase matching: HTML entities decoded, accents folded,
+  possessive "'s" dropped, other apostrophes removed, lower case, words = runs of [0-9a-z].
+- ``paper_words`` / ``paper_tokens`` (PAPER_TOKENISER_VERSION) for the paper's bag-of-words rule: lower case, every
+  character but a-z becomes a space, words split on spaces (NLTK's word_tokenize on such text only splits "cannot",
+  "gimme", "gonna", "gotta", "lemme" and "wanna", which ``paper_words`` does too).
+"""
 from __future__ import annotations
 
 import html
 import re
 import unicodedata
+from typing import Sequence
 
-NORMALISER_VERSION = 2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-_NON_WORD = re.compile(r"[^0-9a-z]+")
-_POSSESSIVE = re.compile(r"['\u2019]s\b")
-_APOSTROPHE = re.compile(r"['\u2019]")
-# after NFKD: any non-ASCII character that is not a combining accent separates words (dashes, emoji, CJK)
-_NON_ASCII_SEPARATOR = re.compile(r"[^\x00-\x7f\u0300-\u036f]+")
+NORMALISER_VERSION = 3
+PAPER_TOKENISER_VERSION = 1
+
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f\u0300-\u036f]+")  # after NFKD: separators (dashes, emoji, CJK, ...)
+_COMBINING = re.compile(r"[\u0300-\u036f]+")  # after NFKD: accents, dropped
+_POSSESSIVE = re.compile(r"'s\b", re.ASCII)
+_WORD = re.compile(r"[0-9a-z]+")
+_PAPER_NON_LETTER = re.compile(r"[^a-z ]")
+
+# NLTK's word_tokenize splits these whole words (its other contraction rules need apostrophes, which are gone)
+PAPER_CONTRACTIONS: dict[str, tuple[str, str]] = {
+    "cannot": ("can", "not"), "gimme": ("gim", "me"), "gonna": ("gon", "na"), "gotta": ("got", "ta"),
+    "lemme": ("lem", "me"), "wanna": ("wan", "na"),
+}
+
+
+# ---------------------------------------------------------------- per-string references
+
+def _fold_non_ascii(text: str) -> str:
+    """NFKD, curly apostrophe -> ', accents dropped, other non-ASCII characters -> spaces."""
+    text = unicodedata.normalize("NFKD", text).replace("\u2019", "'")
+    return _COMBINING.sub("", _NON_ASCII_RUN.sub(" ", text))
 
 
 def normalise(text: str | None) -> str:
     """Lower-case ASCII words separated by single spaces; HTML entities decoded, accents folded, punctuation dropped.
 
-    Hyphens become spaces, so "T-shirt", "t shirt" and "T SHIRT" normalise alike. A possessive "'s" is dropped and other
-    apostrophes are removed ("potter's wheel" -> "potter wheel", "don't" -> "dont"), for captions and synonyms alike.
+    Hyphens and any other non-alphanumeric character separate words, so "T-shirt", "t shirt" and "T SHIRT" normalise
+    alike. A possessive "'s" (or "’s") is dropped and other apostrophes are removed ("potter's wheel" -> "potter
+    wheel", "don't" -> "dont"), for captions and synonyms alike. Characters that are neither ASCII nor accents after
+    NFKD decomposition (emoji, CJK, dashes, ...) separate words.
     """
     if not text:
         return ""
-    text = html.unescape(text)
-    text = unicodedata.normalize("NFKD", text)
-    text = _POSSESSIVE.sub("", text)
-    text = _APOSTROPHE.sub("", text)
-    text = _NON_ASCII_SEPARATOR.sub(" ", text)
-    text = text.encode("ascii", "ignore").decode("ascii").lower()
-    return _NON_WORD.sub(" ", text).strip()
+    if "&" in text:
+        text = html.unescape(text)
+    if not text.isascii():
+        text = _fold_non_ascii(text)
+    text = _POSSESSIVE.sub("", text.lower()).replace("'", "")
+    return " ".join(_WORD.findall(text))
+
+
+def paper_words(text: str | None) -> list[str]:
+    """The paper's caption tokens (Wen et al. 2024, before lemmatisation): lower, non-letters -> spaces, split."""
+    if not text:
+        return []
+    words = []
+    for word in _PAPER_NON_LETTER.sub(" ", text.lower()).split():
+        words.extend(PAPER_CONTRACTIONS.get(word, (word,)))
+    return words
+
+
+# ---------------------------------------------------------------- vectorised equivalents
+
+def as_string_array(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Captions as one Arrow string array (nulls kept)."""
+    if isinstance(captions, pa.ChunkedArray):
+        captions = captions.combine_chunks() if captions.num_chunks != 1 else captions.chunk(0)
+    if not isinstance(captions, pa.Array):
+        captions = pa.array(list(captions), pa.string())
+    if not pa.types.is_string(captions.type):
+        captions = captions.cast(pa.string())
+    return captions
+
+
+def _lut(keep: str, lower: bool) -> np.ndarray:
+    table = np.full(256, ord(" "), np.uint8)
+    for ch in keep:
+        table[ord(ch)] = ord(ch)
+    if lower:
+        for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+            table[ord(ch)] = ord(ch.lower())
+    return table
+
+
+_PHRASE_LUT = _lut("0123456789abcdefghijklmnopqrstuvwxyz", lower=True)
+_PAPER_LUT = _lut("abcdefghijklmnopqrstuvwxyz", lower=True)
+
+
+_AMP, _APOSTROPHE = ord("&"), ord("'")
+
+
+def _flagged_rows(arr: pa.Array, flag: np.ndarray) -> np.ndarray:
+    """Rows holding at least one byte for which `flag` (a 256-entry bool table) is set; one numpy pass."""
+    _validity, offsets, data = arr.buffers()
+    if data is None or len(arr) == 0:
+        return np.zeros(0, np.int64)
+    ends = np.frombuffer(offsets, np.int32)[arr.offset: arr.offset + len(arr) + 1]
+    hits = np.flatnonzero(flag[np.frombuffer(data, np.uint8)[ends[0]: ends[-1]]]) + ends[0]
+    return np.unique(np.searchsorted(ends, hits, "right") - 1)
+
+
+def _flag(*, amp: bool = False, apostrophe: bool = False, non_ascii: bool = False) -> np.ndarray:
+    table = np.zeros(256, bool)
+    table[_AMP] = amp
+    table[_APOSTROPHE] = apostrophe
+    table[128:] = non_ascii
+    return table
+
+
+_AMP_OR_NON_ASCII = _flag(amp=True, non_ascii=True)
+_APOSTROPHE_FLAG = _flag(apostrophe=True)
+_NON_ASCII_FLAG = _flag(non_ascii=True)
+
+
+def _replace_rows(arr: pa.Array, rows: np.ndarray, values: pa.Array) -> pa.Array:
+    mask = np.zeros(len(arr), bool)
+    mask[rows] = True
+    return pc.replace_with_mask(arr, pa.array(mask), values)
+
+
+def _map_rows(arr: pa.Array, rows: np.ndarray, fn) -> pa.Array:
+    """A per-string Python function applied to a few rows -> their new values."""
+    return pa.array([fn(s) for s in arr.take(pa.array(rows)).to_pylist()], pa.string())
+
+
+def _decompose(text: str) -> str:
+    """The Python half of normalise's non-ASCII path: entities decoded, NFKD, curly apostrophe -> '."""
+    if "&" in text:
+        text = html.unescape(text)
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKD", text).replace("\u2019", "'")
+
+
+def _split_bytes(arr: pa.Array, lut: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """Map every byte through `lut` (kept bytes stay, the rest become spaces), split on spaces -> (row of each token,
+    tokens). A caption that starts or ends with a separator gives an empty token there (no word ever matches one)."""
+    _validity, offsets, data = arr.buffers()
+    if data is None or data.size == 0:
+        return np.zeros(0, np.int64), pa.array([], pa.string())
+    mapped = lut[np.frombuffer(data, np.uint8)]
+    arr = pa.Array.from_buffers(pa.string(), len(arr), [None, offsets, pa.py_buffer(mapped)], null_count=0,
+                                offset=arr.offset)
+    lists = pc.ascii_split_whitespace(arr)  # runs of separators count once
+    rows = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    return rows, pc.list_flatten(lists)
+
+
+def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Vectorised ``normalise(...).split()`` of every caption -> (row of each token, tokens), in caption order; an
+    empty token may start or end a caption's tokens (never sits between two words)."""
+    arr = pc.fill_null(as_string_array(captions), "")
+    rows = _flagged_rows(arr, _AMP_OR_NON_ASCII)
+    if len(rows):  # the rare rows: entities and non-ASCII text (Python's unicodedata, as normalise)
+        sub = pc.replace_substring_regex(_map_rows(arr, rows, _decompose), r"[^\x00-\x7f\x{0300}-\x{036f}]+", " ")
+        arr = _replace_rows(arr, rows, pc.replace_substring_regex(sub, r"[\x{0300}-\x{036f}]+", ""))
+    rows = _flagged_rows(arr, _APOSTROPHE_FLAG)
+    if len(rows):
+        sub = pc.replace_substring_regex(arr.take(pa.array(rows)), r"'[sS]\b", "")
+        arr = _replace_rows(arr, rows, pc.replace_substring(sub, "'", ""))
+    return _split_bytes(arr, _PHRASE_LUT)
+
+
+def paper_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Vectorised paper tokeniser -> (row of each token, tokens), before contraction splitting: a token "cannot"
+    stands for "can" + "not" (see PAPER_CONTRACTIONS). Empty tokens may appear, as in ``phrase_tokens``."""
+    arr = pc.fill_null(as_string_array(captions), "")
+    rows = _flagged_rows(arr, _NON_ASCII_FLAG)
+    if len(rows):
+        arr = _replace_rows(arr, rows, _map_rows(arr, rows, str.lower))  # Python's Unicode lower, as the paper's
+    return _split_bytes(arr, _PAPER_LUT)

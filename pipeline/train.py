@@ -16,6 +16,33 @@ from pipeline.spec import TrainSpec
 
 TRAIN_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
+# Under torchrun (WORLD_SIZE > 1) the loop runs data-parallel: see `distributed_context`.
+SUPPORTS_DDP = True
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_context(device: torch.device) -> tuple[DistributedContext, torch.device]:
+    """From torchrun's environment: join the process group (NCCL on GPUs, gloo on CPUs) and pick this rank's GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistributedContext(), device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistributedContext(dist.get_rank(), dist.get_world_size()), device
 
 
 @dataclass
@@ -47,16 +74,27 @@ def _save_atomic(obj: dict, path: Path) -> None:
 def build_learner(kind: str, cfg: TrainSpec, class_counts: list[int], class_names: list[str] | None = None):
     return make_learner(kind, arch=cfg.arch, num_classes=len(class_counts), class_counts=class_counts,
                         class_names=class_names, num_to_sample=cfg.num_to_sample, vocab_weights=cfg.vocab_weights,
-                        head=cfg.head, text_tower=cfg.text_tower)
+                        head=cfg.head, text_tower=cfg.text_tower, vocab_chunk=cfg.vocab_chunk)
 
 
 def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, seed: int, work_dir: Path,
           progress: Callable[[int, int, dict], None] | None = None,
           class_names: list[str] | None = None) -> tuple[torch.nn.Module, list[dict]]:
-    """Train a learner; resumes from ``work_dir/checkpoint.pt`` when a previous attempt was killed."""
-    device = pick_device(cfg.device)
+    """Train a learner; resumes from ``work_dir/checkpoint.pt`` when a previous attempt was killed.
+
+    Under torchrun every rank takes its share of each global batch, gradients are averaged by DDP (CLIP's loss
+    gathers features across ranks), and rank 0 alone writes checkpoints."""
+    ctx, device = distributed_context(pick_device(cfg.device))
     torch.manual_seed(seed)
     learner = build_learner(kind, cfg, class_counts, class_names).to(device)
+    if ctx.world > 1:
+        learner.distribute(ctx.rank, ctx.world)
+        if device.type == "cuda":  # batch statistics over the global batch (SyncBatchNorm needs CUDA)
+            learner = torch.nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+        model = torch.nn.parallel.DistributedDataParallel(learner, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
+    else:
+        model = learner
     keep = torch.ones(len(data.labels), dtype=torch.bool) if learner.uses_unlabeled else data.labels >= 0
     index = torch.nonzero(keep).squeeze(1)
     if len(index) == 0:
@@ -88,13 +126,13 @@ def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, s
         order = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         started, loss_sum = time.time(), 0.0
         for step in range(steps_per_epoch):
-            batch_idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            batch_idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][ctx.rank::ctx.world]
             batch = {"images": to_float(images[batch_idx], device), "labels": labels[batch_idx].to(device)}
             if tokens is not None:
                 batch["tokens"] = tokens[batch_idx].to(device)
             step_rng = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
             with autocast:
-                loss = learner.loss(batch, step_rng)
+                loss = model(batch, step_rng)  # Learner.forward is its loss (DDP hooks forward)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -103,8 +141,9 @@ def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, s
         seconds = time.time() - started
         log.append({"epoch": epoch, "loss": loss_sum / steps_per_epoch, "seconds": seconds,
                     "images_per_s": len(index) / seconds if seconds else float("nan")})
-        _save_atomic({"model": learner.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "log": log, "epoch": epoch}, ckpt_path)
+        if ctx.is_main:
+            _save_atomic({"model": learner.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "log": log, "epoch": epoch}, ckpt_path)
         if progress:
             progress(epoch + 1, cfg.epochs, log[-1])
     return learner, log

@@ -1,10 +1,14 @@
-"""Concept vocabularies: the shipped ImageNet-1k one, or a user's CSV / JSON / YAML file."""
+"""Concept vocabularies: the shipped ones (imagenet1k, imagenet100, and the class lists of CUB, Food-101, Flowers-102,
+Oxford Pets, DTD, Places365, EuroSAT, Stanford Cars, FGVC-Aircraft), or a user's CSV / TSV / JSON / YAML file."""
 from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import yaml
@@ -56,22 +60,68 @@ class Vocabulary:
         ]
 
 
+@lru_cache(maxsize=None)
 def imagenet1k() -> Vocabulary:
-    """ImageNet-1k in standard class order (sorted wnids); synonyms as the paper counts them.
+    """ImageNet-1k in standard class order (sorted wnids): display name, synonyms, WordNet definition, negatives.
 
-    Source: Wen et al. 2024, CVMI-Lab/clip-beyond-tail (MIT), data/vocab/descriptors_imagenet_synset.json; display
-    names are the CLIP class names of data/vocab/descriptors_imagenet.json, in the same order.
+    Synonyms: the CLIP display name (data/vocab/descriptors_imagenet.json) followed by the synonym list the paper counts
+    with (descriptors_imagenet_synset.json), lower-cased. Negatives: the words the paper uses to reject captions of its
+    nine ambiguous classes (imagenet1k_negatives.tsv). Definitions: WordNet 3.0 glosses (imagenet1k_definitions.tsv).
+    Sources: Wen et al. 2024, CVMI-Lab/clip-beyond-tail (MIT); WordNet 3.0 (Princeton University).
     """
     synsets = json.loads((VOCAB_DIR / "descriptors_imagenet_synset.json").read_text())
     names = list(json.loads((VOCAB_DIR / "descriptors_imagenet.json").read_text()))
+    definitions = dict(_tsv_rows(VOCAB_DIR / "imagenet1k_definitions.tsv"))
+    negatives = {wnid: tuple(words.split("|"))
+                 for wnid, _keyword, words in _tsv_rows(VOCAB_DIR / "imagenet1k_negatives.tsv")[1:]}
     concepts = []
     for idx, (wnid, synonyms) in enumerate(synsets.items()):
         syns = tuple(dict.fromkeys([names[idx].lower(), *(s.lower() for s in synonyms)]))
-        concepts.append(Concept(idx, wnid, names[idx], syns))
+        concepts.append(Concept(idx, wnid, names[idx], syns, definitions[wnid], negatives.get(wnid, ())))
     return Vocabulary("imagenet1k", tuple(concepts))
 
 
-BUILTIN_VOCABS = {"imagenet1k": imagenet1k}
+@lru_cache(maxsize=None)
+def imagenet100() -> Vocabulary:
+    """The ImageNet-100 subset of CMC (Tian et al. 2020) used by the paper; concept ids stay ImageNet-1k indices."""
+    idxs = [int(x) for x in (VOCAB_DIR / "imagenet100_idxs.txt").read_text().split()]
+    concepts = imagenet1k().concepts
+    return Vocabulary("imagenet100", tuple(concepts[i] for i in idxs))
+
+
+def paper_synonyms(name: str) -> tuple[str, ...]:
+    """A class name as the paper turns it into synonyms: lower case, "(...)" dropped, split on " or " and " / "."""
+    text = re.sub(r"\([^)]*\)", "", name.lower())
+    return tuple(dict.fromkeys(part.strip() for part in re.split(" or | / ", text) if part.strip()))
+
+
+def descriptor_vocab(name: str, dataset: str) -> Vocabulary:
+    """A downstream dataset's classes in class order (data/vocab/descriptors_<dataset>.json: class name -> visual
+    descriptions, Menon & Vondrick 2023 as shipped by Wen et al. 2024). concept_id = class index, key = name = the class
+    name, synonyms as the paper derives them (with its replacements, synonym_overrides.json), definition = the
+    descriptions joined."""
+    descriptors = json.loads((VOCAB_DIR / f"descriptors_{dataset}.json").read_text())
+    overrides = json.loads((VOCAB_DIR / "synonym_overrides.json").read_text()).get(dataset, {})
+    concepts = []
+    for idx, (cname, descriptions) in enumerate(descriptors.items()):
+        synonyms = tuple(overrides[cname]) if cname in overrides else paper_synonyms(cname)
+        concepts.append(Concept(idx, cname, cname, synonyms, ", ".join(descriptions) or None))
+    return Vocabulary(name, tuple(concepts))
+
+
+# name -> dataset file of data/vocab/descriptors_<dataset>.json
+DESCRIPTOR_VOCABS = {"cub": "cub", "food101": "food101", "flowers102": "flowers102", "pets": "pets", "dtd": "dtd",
+                     "places365": "places365", "eurosat": "eurosat", "cars": "cars", "aircraft": "fgvcaircraft"}
+BUILTIN_VOCABS: dict[str, Callable[[], Vocabulary]] = {
+    "imagenet1k": imagenet1k,
+    "imagenet100": imagenet100,
+    **{name: lru_cache(maxsize=None)(partial(descriptor_vocab, name, dataset))
+       for name, dataset in DESCRIPTOR_VOCABS.items()},
+}
+
+
+def _tsv_rows(path: Path) -> list[list[str]]:
+    return [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def load_vocab(name_or_path: str) -> Vocabulary:

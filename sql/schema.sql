@@ -6,6 +6,12 @@ CREATE OR REPLACE VIEW captions AS SELECT NULL::VARCHAR AS corpus_key, NULL::VAR
     NULL::VARCHAR AS caption, NULL::VARCHAR AS title, NULL::VARCHAR AS tags, NULL::VARCHAR AS description,
     NULL::VARCHAR AS url, NULL::VARCHAR AS shard, NULL::VARCHAR AS key WHERE false;
 
+CREATE OR REPLACE VIEW downloads AS SELECT NULL::VARCHAR AS corpus_key, NULL::VARCHAR AS sample_id,
+    NULL::VARCHAR AS url, NULL::VARCHAR AS status, NULL::VARCHAR AS error_kind, NULL::VARCHAR AS error_message,
+    NULL::INTEGER AS attempts, NULL::BIGINT AS bytes, NULL::INTEGER AS width, NULL::INTEGER AS height,
+    NULL::INTEGER AS original_width, NULL::INTEGER AS original_height, NULL::VARCHAR AS shard, NULL::VARCHAR AS key
+    WHERE false;
+
 CREATE OR REPLACE VIEW concepts AS SELECT NULL::VARCHAR AS vocab, NULL::INTEGER AS concept_id, NULL::VARCHAR AS key,
     NULL::VARCHAR AS name, NULL::VARCHAR[] AS synonyms, NULL::VARCHAR AS definition, NULL::VARCHAR[] AS negatives
     WHERE false;
@@ -18,8 +24,10 @@ CREATE OR REPLACE VIEW concept_freq AS SELECT NULL::VARCHAR AS corpus, NULL::VAR
     NULL::DOUBLE AS share WHERE false;
 
 CREATE OR REPLACE VIEW imbalance AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab, NULL::VARCHAR AS method,
-    NULL::BIGINT AS concepts, NULL::BIGINT AS total, NULL::DOUBLE AS max_min_ratio, NULL::BIGINT AS zero_concepts,
-    NULL::DOUBLE AS gini, NULL::DOUBLE AS top10_share, NULL::DOUBLE AS zipf_exponent WHERE false;
+    NULL::BIGINT AS concepts, NULL::BIGINT AS total, NULL::BIGINT AS max, NULL::BIGINT AS min_nonzero,
+    NULL::DOUBLE AS max_min_ratio, NULL::BIGINT AS zero_concepts, NULL::DOUBLE AS gini, NULL::DOUBLE AS top10_share,
+    NULL::DOUBLE AS zipf_exponent, NULL::BIGINT AS captions, NULL::BIGINT AS no_concept, NULL::BIGINT AS one_concept,
+    NULL::BIGINT AS several_concepts WHERE false;
 
 CREATE OR REPLACE VIEW study_subsets AS SELECT NULL::VARCHAR AS subset_key, NULL::VARCHAR AS study,
     NULL::VARCHAR AS factor, NULL::VARCHAR AS level WHERE false;

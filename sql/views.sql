@@ -9,6 +9,16 @@ SELECT regexp_extract(filename, '/corpus/([^/]+)/', 1) AS corpus_key,
        sample_id, caption, title, tags, description, url, shard, key
 FROM read_parquet('${WORKSPACE}/corpus/*/captions.parquet', filename = true);
 
+-- per-sample status of every non-synthetic corpus: status = success | failed_to_download | failed_to_resize |
+-- invalid_url | failed_to_decode | no_image | no_metadata | missing_file; error_kind groups errors (http_404, timeout,
+-- connection, decode, invalid_url, ...); attempts counts fetches (retry rounds included); bytes = stored image size.
+-- e.g. success rate: select corpus_key, avg((status = 'success')::int) from downloads group by all
+CREATE OR REPLACE VIEW downloads AS
+SELECT regexp_extract(filename, '/corpus/([^/]+)/', 1) AS corpus_key,
+       sample_id, url, status, error_kind, error_message, attempts, bytes, width, height, original_width,
+       original_height, shard, key
+FROM read_parquet('${WORKSPACE}/corpus/*/downloads.parquet', filename = true);
+
 -- concept vocabularies used by the workspace's studies
 CREATE OR REPLACE VIEW concepts AS
 SELECT DISTINCT vocab, concept_id, key, name, synonyms, definition, negatives
@@ -26,7 +36,9 @@ FROM read_parquet('${WORKSPACE}/frequency/*/concept_freq.parquet');
 
 -- imbalance statistics of each matched corpus
 CREATE OR REPLACE VIEW imbalance AS
-SELECT * FROM read_parquet('${WORKSPACE}/frequency/*/imbalance.parquet');
+SELECT corpus, vocab, method, concepts, total, max, min_nonzero, max_min_ratio, zero_concepts, gini, top10_share,
+       zipf_exponent, captions, no_concept, one_concept, several_concepts
+FROM read_parquet('${WORKSPACE}/frequency/*/imbalance.parquet', union_by_name = true);
 
 -- which subset each study's factor level uses
 CREATE OR REPLACE VIEW study_subsets AS

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.curate import curate
 from pipeline.errors import SpecError
-from pipeline.spec import SubsetSpec, ZipfProfile
+from pipeline.spec import SubsetSpec
 from pipeline.store import write_parquet
 
 TARGETS = [10, 20, 30, 40]

@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import SpecError
 from pipeline.frequency import reference_counts
 from pipeline.spec import SubsetSpec, load_spec
-from tests.test_curate import NAMES, World
+from tests.test_curate import World
 
 # a larger pool so that shapes are visible: 8 classes, 3..200 samples each
 BIG = {1: 200, 2: 120, 3: 80, 4: 50, 5: 30, 6: 12, 7: 6, 8: 3}
@@ -197,3 +197,31 @@ def test_a_subset_shared_by_two_studies_has_one_stage_key(tmp_path):
     ka, kb = plan_study(load_spec(a)).subset_keys, plan_study(load_spec(b)).subset_keys
     assert ka["imbalance=balanced"] == kb["imbalance=balanced"]
     assert ka["imbalance=natural"] not in kb.values()
+
+
+def test_diversity_threshold_keeps_only_captions_similar_enough_to_the_definition(big):
+    import pyarrow as pa
+
+    from pipeline.curate import curate
+
+    scores = np.random.default_rng(0).uniform(0.3, 0.9, big.matches.num_rows)
+    semantic = big.matches.append_column("method", pa.array(["semantic"] * big.matches.num_rows)) \
+        .append_column("score", pa.array(scores, pa.float32()))
+    keep = {s for s, c, sc in zip(semantic.column("sample_id").to_pylist(), semantic.column("concept_id").to_pylist(),
+                                  scores) if sc >= np.float32(0.6)}
+    manifest, _, _ = curate(big.captions, semantic, big.targets, BIG_NAMES, SubsetSpec(diversity={"threshold": 0.6}), 0)
+    ids = set(manifest.column("sample_id").to_pylist())
+    assert ids and ids <= keep
+    loose, _, _ = curate(big.captions, semantic, big.targets, BIG_NAMES, SubsetSpec(diversity={"threshold": 0.3}), 0)
+    assert len(loose) > len(manifest)
+    with pytest.raises(SpecError, match="semantic"):
+        run(big, diversity={"threshold": 0.6})  # phrase matches carry no similarity
+
+
+def test_diversity_threshold_needs_the_semantic_matcher_in_the_spec(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\nfactors:\n  diversity: [1.0, {threshold: 0.6}]\n")
+    with pytest.raises(SpecError, match="needs matching"):
+        load_spec(path)
+    path.write_text("name: x\nmatching: {method: semantic}\nfactors:\n  diversity: [1.0, {threshold: 0.6}]\n")
+    assert load_spec(path).factors["diversity"][1] == {"threshold": 0.6}

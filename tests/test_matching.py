@@ -70,7 +70,6 @@ def names(vocab, ids):
 @pytest.mark.parametrize("phrase, plural", [
     ("cart", "carts"),
     ("goldfish", "goldfishes"),  # sh
-    ("bus", "buses"),            # s
     ("box", "boxes"),            # x
     ("buzz", "buzzes"),          # z
     ("church", "churches"),      # ch
@@ -81,6 +80,17 @@ def names(vocab, ids):
 ])
 def test_inflections(phrase, plural):
     assert inflections(phrase) == [phrase, plural]
+
+
+@pytest.mark.parametrize("phrase, forms", [
+    ("bus", ["bus", "buses", "busses"]),                 # regular, then WordNet's exception list
+    ("mouse", ["mouse", "mouses", "mice"]),
+    ("computer mouse", ["computer mouse", "computer mouses", "computer mice"]),
+    ("axis", ["axis", "axises", "axes"]),
+    ("man", ["man", "mans", "men"]),
+])
+def test_irregular_plurals(phrase, forms):
+    assert inflections(phrase) == forms
 
 
 # ---------------------------------------------------------------- the phrase matcher on ImageNet-1k

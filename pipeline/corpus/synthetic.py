@@ -23,7 +23,7 @@ from pipeline.spec import CorpusSpec, EvalSpec, ZipfProfile
 from pipeline.store import write_parquet
 from pipeline.vocab import Concept, Vocabulary, imagenet1k
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2  # 2: concept eligibility honours negative words (crane, bow)
 SHARD_SIZE = 5000
 FAMILY_SIZE = 5
 

@@ -1,68 +1,72 @@
-"""Whole-word phrase matching of every synonym (and its plural) in one Aho-Corasick pass per caption."""
+"""Phrase matching: whole-word, case-insensitive occurrences of every synonym and its plurals, with negative words.
+
+The rule, caption by caption (captions and synonyms both go through ``pipeline.text.normalise``):
+
+- a caption matches a concept when one of the concept's synonyms, or a synonym whose last word is replaced by a plural
+  of it (the regular English plural, and the irregular plurals WordNet's exception list gives: mouse -> mice), occurs
+  in the normalised caption as a run of whole words;
+- unless one of the concept's negative words (also with its plurals) occurs as whole words anywhere in the caption.
+
+All captions of a batch are tokenised at once (Arrow) and every pattern is found in one vectorised trie walk.
+"""
 from __future__ import annotations
 
-from typing import Sequence
-
-import ahocorasick
 import numpy as np
 
-from pipeline.text import NORMALISER_VERSION, normalise
+from pipeline.matching.base import Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, unique_pairs
+from pipeline.matching.trie import WordTrie
+from pipeline.matching.wordnet import noun_lemmatiser
+from pipeline.text import NORMALISER_VERSION, normalise, phrase_tokens
 from pipeline.vocab import Vocabulary
 
-PHRASE_VERSION = 1
+PHRASE_VERSION = 2
 _SIBILANT_ENDINGS = ("s", "x", "z", "ch", "sh")
 
 
+def regular_plural(word: str) -> str:
+    if word.endswith(_SIBILANT_ENDINGS):
+        return word + "es"
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
 def inflections(phrase: str) -> list[str]:
-    """The phrase and the plural of its last word (regular English rules; irregular plurals are not guessed)."""
+    """The phrase, then the phrase with its last word replaced by its regular plural, then by each irregular plural
+    WordNet lists for it (a normalised phrase in, distinct phrases out)."""
     head, _, last = phrase.rpartition(" ")
     prefix = f"{head} " if head else ""
-    if last.endswith(_SIBILANT_ENDINGS):
-        plural = last + "es"
-    elif last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
-        plural = last[:-1] + "ies"
-    else:
-        plural = last + "s"
-    return [phrase, prefix + plural]
+    forms = [last, regular_plural(last), *noun_lemmatiser().irregular_plurals(last)]
+    return list(dict.fromkeys(prefix + form for form in forms))
 
 
-class PhraseMatcher:
+class PhraseMatcher(MatchOne):
     method = "phrase"
     version = f"phrase{PHRASE_VERSION}-norm{NORMALISER_VERSION}"
 
     def __init__(self, vocab: Vocabulary):
-        self.automaton = ahocorasick.Automaton()
-        owners: dict[str, set[int]] = {}
+        positive: dict[tuple[str, ...], set[int]] = {}
+        negative: dict[tuple[str, ...], set[int]] = {}
         for concept in vocab.concepts:
-            for synonym in concept.synonyms:
-                norm = normalise(synonym)
-                if not norm:
-                    continue
-                for form in inflections(norm):
-                    owners.setdefault(f" {form} ", set()).add(concept.concept_id)
-        for pattern, ids in owners.items():
-            self.automaton.add_word(pattern, tuple(sorted(ids)))
-        self.automaton.make_automaton()
-        self.negatives = {
-            c.concept_id: [f" {normalise(n)} " for n in c.negatives if normalise(n)] for c in vocab.concepts if c.negatives
-        }
+            for table, phrases in ((positive, concept.synonyms), (negative, concept.negatives)):
+                for phrase in phrases:
+                    norm = normalise(phrase)
+                    for form in inflections(norm) if norm else ():
+                        table.setdefault(tuple(form.split()), set()).add(concept.concept_id)
+        patterns = sorted(set(positive) | set(negative))
+        self.trie = WordTrie(patterns)
+        self.positive = Csr([sorted(positive.get(p, ())) for p in patterns])
+        self.negative = Csr([sorted(negative.get(p, ())) for p in patterns])
+        self.has_negatives = bool(negative)
+        self.n_ids = max((c.concept_id for c in vocab.concepts), default=0) + 1
 
-    def match_one(self, caption: str | None) -> list[int]:
-        text = f" {normalise(caption)} "
-        if len(text) <= 2:
-            return []
-        found: set[int] = set()
-        for _end, ids in self.automaton.iter(text):
-            found.update(ids)
-        if self.negatives and found:
-            found = {cid for cid in found if not any(neg in text for neg in self.negatives.get(cid, ()))}
-        return sorted(found)
-
-    def match(self, captions: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows: list[int] = []
-        ids: list[int] = []
-        for row, caption in enumerate(captions):
-            for cid in self.match_one(caption):
-                rows.append(row)
-                ids.append(cid)
-        return np.asarray(rows, np.int64), np.asarray(ids, np.int32), np.ones(len(ids), np.float32)
+    def match(self, captions: Captions) -> MatchResult:
+        rows, tokens = phrase_tokens(captions)
+        hit_rows, hit_patterns = self.trie.find(rows, self.trie.word_ids(tokens))
+        if len(hit_rows) == 0:
+            return empty_result()
+        rows, ids = unique_pairs(*self.positive.expand(hit_rows, hit_patterns), self.n_ids)
+        if self.has_negatives:
+            neg_rows, neg_ids = self.negative.expand(hit_rows, hit_patterns)
+            rows, ids = drop_pairs(rows, ids, neg_rows, neg_ids, self.n_ids)
+        return rows, ids.astype(np.int32), np.ones(len(rows), np.float32)

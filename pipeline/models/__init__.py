@@ -12,7 +12,7 @@ COMMON_OPTIONS = ("arch", "epochs", "batch_size", "lr", "weight_decay")
 LEARNER_OPTIONS: dict[str, tuple[str, ...]] = {
     "clip": ("text_tower",),
     "sl": ("head",),
-    "sl_sampled_vocab": ("head", "num_to_sample", "vocab_weights"),
+    "sl_sampled_vocab": ("head", "num_to_sample", "vocab_weights", "vocab_chunk"),
     "sl_frozen_text_head": (),
     "sl_batch_logit_adjust": ("head",),
 }

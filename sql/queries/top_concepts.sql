@@ -1,5 +1,5 @@
--- The 20 most frequent concepts of each matched corpus.
-SELECT corpus, rank, name, count, round(share, 4) AS share
+-- The 20 most frequent concepts of each matched corpus and matching method.
+SELECT corpus, method, rank, name, count, round(share, 4) AS share
 FROM concept_freq
 WHERE rank <= 20
-ORDER BY corpus, rank;
+ORDER BY corpus, method, rank;

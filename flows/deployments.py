@@ -1,0 +1,192 @@
+"""Entry points of deploy/prefect.yaml: a whole study, its data stages alone, and training runs alone.
+
+Every entry flow takes the study spec either as a path that exists where the flow runs (``spec``) or as the spec's
+YAML text (``spec_yaml``: what ``tailstudy submit`` sends, so that a remote worker needs no copy of the file; it is
+kept as ``WORKSPACE/specs/<name>-<digest>.yaml``). ``workspace`` defaults to ``$TAILSTUDY_WORKSPACE`` on the worker,
+else ``./workspace`` under the flow's working directory (the repository checkout for the process pool, /opt/tailstudy
+in the image). The entry flow then runs the work as a subflow whose task runner is chosen by ``task_runner`` and whose
+Prefect results (the stage cache) live in ``WORKSPACE/.prefect/results``, as with ``tailstudy run``: the same
+workspace reuses the same artifacts whichever way a study was started.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import yaml
+from prefect import flow
+
+from flows.study import data_stages, open_study, study_flow_with
+from flows.task_runners import make_task_runner, parse_task_runner
+from pipeline import catalog
+from pipeline import stages as S
+from pipeline.errors import InputError
+from pipeline.spec import default_spec_path, load_spec, parse_spec
+from pipeline.store import Workspace, atomic_write_text
+
+DEFAULT_WORKSPACE = "workspace"
+
+
+# ---------------------------------------------------------------- shared by the entry flows
+
+def resolve_workspace(workspace: str | None) -> Workspace:
+    return Workspace(workspace or os.environ.get("TAILSTUDY_WORKSPACE") or DEFAULT_WORKSPACE)
+
+
+def materialise_spec(ws: Workspace, spec: str | None, spec_yaml: str | None) -> Path:
+    """The spec file the stages read: `spec` as given, or `spec_yaml` stored content-addressed in the workspace."""
+    if spec and spec_yaml:
+        raise InputError("give either spec (a path on the worker) or spec_yaml (the spec's text), not both")
+    if spec_yaml is not None:
+        try:
+            data = yaml.safe_load(spec_yaml)
+        except yaml.YAMLError:
+            raise InputError("spec_yaml: invalid YAML") from None
+        study = parse_spec(data, "spec_yaml")
+        digest = hashlib.sha256(spec_yaml.encode("utf-8")).hexdigest()[:16]
+        path = ws.root / "specs" / f"{study.name}-{digest}.yaml"
+        if not path.is_file():
+            atomic_write_text(path, spec_yaml)
+        return path
+    path = Path(spec).expanduser().resolve() if spec else default_spec_path()
+    load_spec(path)  # a missing or bad spec fails here, in one line
+    return path
+
+
+def check_force(force: list[str] | None) -> list[str]:
+    bad = [f for f in force or [] if f not in (*S.STAGES, "all")]
+    if bad:
+        raise InputError(f"force {bad[0]}: unknown stage (stages: {', '.join(S.STAGES)}, all)")
+    return list(force or [])
+
+
+def in_workspace(work_flow, ws: Workspace, task_runner: str | None = None):
+    """The work flow with its Prefect results (the stage cache) in ``WORKSPACE/.prefect/results``, where
+    ``tailstudy run`` keeps them too, and with the task runner named by ``task_runner`` (None: the flow's own)."""
+    results = ws.root / ".prefect" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    options = {"result_storage": results}
+    if task_runner is not None:
+        options["task_runner"] = make_task_runner(task_runner)
+    return work_flow.with_options(**options)
+
+
+def log_stages(records: list[dict]) -> dict[str, int]:
+    for rec in records:
+        print(f"{rec['status']:<7} {rec['stage']:<10} {rec['key']}  {rec['label']}")
+    counts = {s: sum(1 for r in records if r["status"] == s) for s in ("ran", "reused", "shared")}
+    print(f"stages: {counts['ran']} ran, {counts['reused']} reused, {counts['shared']} shared")
+    return counts
+
+
+# ---------------------------------------------------------------- work flows (run as subflows of the entries)
+
+@flow(name="tailstudy-data-stages", log_prints=True)
+def data_stages_flow(spec_path: str, workspace: str, force: list[str] | None = None) -> dict:
+    """The data stages of a study (vocabulary, corpus, match, frequency) and the catalog over them."""
+    spec, ws, plan, run = open_study(spec_path, workspace, force)
+    data_stages(run, ws, plan)
+    catalog.refresh(ws)
+    imbalance = ws.artifact("frequency", plan.frequency_key).manifest().get("imbalance", {})
+    return {"study": spec.name, "workspace": str(ws.root), "stages": run.records, "imbalance": imbalance}
+
+
+def select_runs(plan: S.StudyPlan, models: list[str] | None, levels: list[str] | None,
+                seeds: list[int] | None) -> list[S.RunPlan]:
+    """Runs of the plan filtered by learner, factor level ('imbalance=natural' or just 'natural') and seed."""
+    chosen = [r for r in plan.runs
+              if (not models or r.model in models)
+              and (not levels or S.cell_id(r.cell) in levels or r.cell.level in levels)
+              and (not seeds or r.seed in seeds)]
+    if not chosen:
+        raise InputError(f"no training run of study {plan.spec.name!r} matches models={models}, levels={levels}, "
+                         f"seeds={seeds}")
+    return chosen
+
+
+def _torchrun_build(ws: Workspace, spec_path: str, run: S.RunPlan, label: str, gpus: int, force: bool):
+    from flows.torchrun import launch
+
+    launch(gpus, spec_path, ws.root, run.train_key, force)
+    art = ws.artifact("train", run.train_key)
+    if not ws.exists("train", run.train_key):
+        raise RuntimeError(f"torchrun finished but {art.path} holds no artifact")
+    return S.StageResult("train", run.train_key, "ran", art.path, label)
+
+
+@flow(name="tailstudy-train-runs", log_prints=True)
+def train_runs_flow(spec_path: str, workspace: str, models: list[str] | None = None,
+                    levels: list[str] | None = None, seeds: list[int] | None = None, gpus: int = 0,
+                    force: list[str] | None = None) -> dict:
+    """Train and evaluate the selected runs of a study; their data stages and subsets are reused (or built)."""
+    from flows.torchrun import check_gpus
+
+    check_gpus(gpus)
+    spec, ws, plan, run = open_study(spec_path, workspace, force)
+    data_stages(run, ws, plan)
+    for cell in plan.cells:
+        run("curate", plan.subset_keys[S.cell_id(cell)], S.cell_id(cell),
+            lambda f, c=cell: S.build_subset(ws, plan, c, f))
+    S.plan_runs(ws, plan)
+    for r in select_runs(plan, models, levels, seeds):
+        label = f"{S.cell_id(r.cell)}/{r.model}/s{r.seed}"
+        if gpus > 1:
+            build = lambda f, r=r, label=label: _torchrun_build(ws, spec_path, r, label, gpus, f)  # noqa: E731
+        else:
+            build = lambda f, r=r: S.build_train(ws, plan, r, f)  # noqa: E731
+        run("train", r.train_key, label, build)
+        run("evaluate", r.eval_key, label, lambda f, r=r: S.build_evaluate(ws, plan, r, f))
+    catalog.refresh(ws)
+    return {"study": spec.name, "workspace": str(ws.root), "stages": run.records}
+
+
+# ---------------------------------------------------------------- entry flows (deploy/prefect.yaml)
+
+@flow(name="tailstudy-run-study", log_prints=True)
+def study(spec: str | None = None, spec_yaml: str | None = None, workspace: str | None = None,
+          force: list[str] | None = None, task_runner: str = "local") -> dict:
+    """Run (or reuse) every stage of a study: data, match, frequency, curate, train, evaluate, report."""
+    ws = resolve_workspace(workspace)
+    force = check_force(force)
+    parse_task_runner(task_runner)
+    path = materialise_spec(ws, spec, spec_yaml)
+    print(f"study {path} in {ws.root} (task runner: {task_runner})")
+    summary = in_workspace(study_flow_with(task_runner), ws)(str(path), str(ws.root), force)
+    counts = log_stages(summary["stages"])
+    print(f"report: {summary['report']}")
+    return {"study": summary["study"], "workspace": summary["workspace"], "report": summary["report"],
+            "stages": counts, "runs": len(summary["results"])}
+
+
+@flow(name="tailstudy-match", log_prints=True)
+def match(spec: str | None = None, spec_yaml: str | None = None, workspace: str | None = None,
+          force: list[str] | None = None, task_runner: str = "local") -> dict:
+    """A study's data stages alone (vocabulary, corpus, match, frequency), e.g. on CPU workers or a Dask cluster,
+    ahead of training on GPU workers."""
+    ws = resolve_workspace(workspace)
+    force = check_force(force)
+    path = materialise_spec(ws, spec, spec_yaml)
+    parse_task_runner(task_runner)
+    print(f"data stages of {path} in {ws.root} (task runner: {task_runner})")
+    summary = in_workspace(data_stages_flow, ws, task_runner)(str(path), str(ws.root), force)
+    log_stages(summary["stages"])
+    return {"study": summary["study"], "workspace": summary["workspace"], "imbalance": summary["imbalance"]}
+
+
+@flow(name="tailstudy-train", log_prints=True)
+def train(spec: str | None = None, spec_yaml: str | None = None, workspace: str | None = None,
+          models: list[str] | None = None, levels: list[str] | None = None, seeds: list[int] | None = None,
+          gpus: int = 0, force: list[str] | None = None) -> dict:
+    """Training runs of a study (all, or those of the given learners / factor levels / seeds), then their evaluation.
+    gpus: 0 = the spec's train.device; 1 = one GPU, required; N > 1 = one run over N local GPUs through torchrun."""
+    ws = resolve_workspace(workspace)
+    force = check_force(force)
+    path = materialise_spec(ws, spec, spec_yaml)
+    print(f"training runs of {path} in {ws.root} (gpus: {gpus})")
+    summary = in_workspace(train_runs_flow, ws)(str(path), str(ws.root), models, levels, seeds, gpus, force)
+    counts = log_stages(summary["stages"])
+    return {"study": summary["study"], "workspace": summary["workspace"], "stages": counts}
+
+
+ENTRY_FLOWS = {"study": study, "match": match, "train": train}

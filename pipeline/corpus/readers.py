@@ -1,0 +1,380 @@
+"""Reading real corpora's inputs: URL lists (Parquet / CSV / TSV / JSONL), webdataset shards, image folders with
+caption metadata, and ImageNet-style evaluation folders.
+
+Everything here validates before anything is written: a bad input is one ``InputError`` line naming the file, the
+column and the row; a bad *sample* (a non-http URL, an undecodable image) is a per-sample status, recorded.
+"""
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.corpus.shards import IMAGE_EXTS
+from pipeline.errors import InputError
+
+TEXT_FIELDS = ("title", "tags", "description")
+# columns every corpus's per-sample status table (downloads.parquet, the `downloads` view) has, in this order
+STATUS_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_kind", pa.string()),
+    ("error_message", pa.string()), ("attempts", pa.int32()), ("bytes", pa.int64()), ("width", pa.int32()),
+    ("height", pa.int32()), ("original_width", pa.int32()), ("original_height", pa.int32()), ("sha256", pa.string()),
+    ("shard", pa.string()), ("key", pa.string()),
+])
+CAPTION_COLUMNS = ["sample_id", "caption", "title", "tags", "description", "url", "shard", "key"]
+IMAGE_SUFFIXES = tuple(f".{e}" for e in IMAGE_EXTS)
+
+
+# ---------------------------------------------------------------- fingerprints (what a corpus key hashes)
+
+def file_fingerprint(path: Path) -> str:
+    from pipeline.store import file_digest
+
+    return file_digest(path)[:32]
+
+
+def tree_fingerprint(paths: list[Path], root: Optional[Path] = None) -> str:
+    """Digest of a file listing: relative name, size and modification time (content hashing of image trees is too
+    slow to do on every plan; a changed, added or removed file changes the digest)."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        st = path.stat()
+        name = path.relative_to(root).as_posix() if root else path.name
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# ---------------------------------------------------------------- URL lists
+
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
+           ".json": "jsonl", ".ndjson": "jsonl"}
+
+
+def list_format(path: Path, fmt: Optional[str]) -> str:
+    if fmt:
+        return fmt
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zst"):
+        suffixes = suffixes[:-1]
+    if suffixes and suffixes[-1] in FORMATS:
+        return FORMATS[suffixes[-1]]
+    raise InputError(f"{path}: unknown URL-list format (name it .parquet, .csv, .tsv or .jsonl, or set format:)")
+
+
+@dataclass
+class UrlList:
+    """A URL list normalised to one row per sample."""
+
+    path: Path
+    table: pa.Table  # sample_id, url, caption, title, tags, description (strings; url may be invalid)
+    extra: pa.Table  # sample_id + every other input column, as given
+    invalid: dict[int, str]  # row -> why its URL is not downloadable
+
+    @property
+    def valid_rows(self) -> list[int]:
+        return [i for i in range(self.table.num_rows) if i not in self.invalid]
+
+
+def _read_table(path: Path, fmt: str, header: bool, column_names: list[str]) -> pa.Table:
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        return pq.read_table(path)
+    if fmt in ("csv", "tsv"):
+        read = pacsv.ReadOptions(column_names=None if header else column_names, block_size=1 << 24)
+        # TSV lists (CC-12M) put raw quotes inside captions: no quoting there
+        parse = pacsv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else pacsv.ParseOptions()
+        convert = pacsv.ConvertOptions(strings_can_be_null=False)
+        return pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    return pajson.read_json(path)
+
+
+def _as_text(column: pa.ChunkedArray) -> list:
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        return [", ".join(str(v) for v in item) if item is not None else None for item in column.to_pylist()]
+    return pc.cast(column, pa.string()).to_pylist()
+
+
+def url_problem(url) -> Optional[str]:
+    """Why a URL must not be fetched (None when it is a plain http(s) URL)."""
+    if url is None or not str(url).strip():
+        return "empty URL"
+    text = str(url).strip()
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return f"malformed URL: {text[:80]}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"not an http(s) URL: {text[:80]}"
+    if not parts.hostname:
+        return f"URL without a host: {text[:80]}"
+    return None
+
+
+def read_url_list(cfg) -> UrlList:
+    """Read and validate a `source: urls` list (cfg: UrlsCorpusSpec)."""
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such URL list")
+    fmt = list_format(path, cfg.format)
+    cols = cfg.columns()
+    url_col, caption_col, id_col = cols["url_col"], cols["caption_col"], cols["id_col"]
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (no header, no rows)")
+    try:
+        table = _read_table(path, fmt, cfg.header, [url_col, caption_col])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: cannot read as {fmt}: {first}") from None
+    names = table.column_names
+    if table.num_rows == 0:
+        raise InputError(f"{path}: no rows")
+    for role, col in (("url_col", url_col), ("caption_col", caption_col)):
+        if col not in names:
+            raise InputError(f"{path}: no column {col!r} for {role} (columns: {', '.join(names[:12])}"
+                             f"{', ...' if len(names) > 12 else ''})")
+    preset_id = cfg.preset and not cfg.id_col  # a preset's id column is used only where the file has it
+    if id_col and id_col not in names:
+        if not preset_id:
+            raise InputError(f"{path}: no column {id_col!r} for id_col (columns: {', '.join(names[:12])})")
+        id_col = None
+    for role in ("title_col", "tags_col", "description_col"):
+        col = getattr(cfg, role)
+        if col and col not in names:
+            raise InputError(f"{path}: no column {col!r} for {role} (columns: {', '.join(names[:12])})")
+
+    n = table.num_rows
+    if id_col:
+        ids = _as_text(table.column(id_col))
+        seen: dict[str, int] = {}
+        for row, value in enumerate(ids):
+            if value is None or value == "":
+                raise InputError(f"{path}: empty id in column {id_col!r} (row {row + 1})")
+            if value in seen:
+                raise InputError(f"{path}: duplicate id {value!r} in column {id_col!r} (rows {seen[value] + 1} and "
+                                 f"{row + 1})")
+            seen[value] = row
+    else:
+        width = max(9, len(str(n)))
+        ids = [f"r{row:0{width}d}" for row in range(n)]
+    urls = _as_text(table.column(url_col))
+    captions = [c if c is not None else "" for c in _as_text(table.column(caption_col))]
+    fields = {}
+    for field in TEXT_FIELDS:
+        col = getattr(cfg, f"{field}_col")
+        fields[field] = _as_text(table.column(col)) if col else [None] * n
+    invalid = {row: problem for row, url in enumerate(urls) if (problem := url_problem(url))}
+    if len(invalid) == n:
+        row, why = next(iter(invalid.items()))
+        raise InputError(f"{path}: no downloadable URL in column {url_col!r} (row {row + 1}: {why})")
+    normal = pa.table({
+        "sample_id": pa.array(ids, pa.string()),
+        "url": pa.array([u.strip() if isinstance(u, str) else u for u in urls], pa.string()),
+        "caption": pa.array(captions, pa.string()),
+        **{f: pa.array(v, pa.string()) for f, v in fields.items()},
+    })
+    used = {url_col, caption_col, id_col, *(getattr(cfg, f"{f}_col") for f in TEXT_FIELDS)}
+    extra_cols = {}
+    for name in names:
+        if name in used:
+            continue
+        out_name = name if name not in ("sample_id",) else f"input_{name}"
+        extra_cols[out_name] = table.column(name)
+    extra = pa.table({"sample_id": normal.column("sample_id"), **extra_cols})
+    return UrlList(path, normal, extra, invalid)
+
+
+# ---------------------------------------------------------------- webdataset shards
+
+def shard_paths(spec_path: str) -> list[Path]:
+    """A directory (its *.tar), one .tar file, or a glob pattern -> the shards, sorted."""
+    path = Path(spec_path)
+    if path.is_dir():
+        found = sorted(path.glob("*.tar"))
+    elif path.is_file():
+        found = [path]
+    elif any(ch in spec_path for ch in "*?["):
+        found = sorted(Path(p) for p in globlib.glob(spec_path) if Path(p).is_file())
+    else:
+        raise InputError(f"{path}: no such shard, directory or pattern")
+    if not found:
+        raise InputError(f"{path}: no .tar shards there")
+    return found
+
+
+def check_tar(path: Path, index: int, total: int) -> None:
+    if not tarfile.is_tarfile(path):
+        raise InputError(f"{path}: not a tar archive (shard {index + 1} of {total})")
+
+
+def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) per sample, streaming: a sample's members are adjacent (the webdataset convention); a key
+    that comes back later is yielded again, for the caller's duplicate check to name."""
+    current: Optional[str] = None
+    members: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r") as tar:
+            for info in tar:
+                base = os.path.basename(info.name)
+                if not info.isfile() or base.startswith("."):
+                    continue
+                key, _, ext = base.partition(".")
+                if key != current and current is not None:
+                    yield current, members
+                    members = {}
+                current = key
+                members[ext.lower()] = tar.extractfile(info).read()
+    except (tarfile.TarError, EOFError, OSError) as err:
+        why = str(err).splitlines()[0] if str(err) else "truncated"
+        raise InputError(f"{path}: broken tar archive: {why}") from None
+    if current is not None:
+        yield current, members
+
+
+def sample_fields(members: dict[str, bytes]) -> dict[str, Optional[str]]:
+    """Caption, title, tags, description and url of a webdataset sample (txt and/or json)."""
+    meta: dict = {}
+    if "json" in members:
+        try:
+            loaded = json.loads(members["json"].decode("utf-8"))
+            meta = loaded if isinstance(loaded, dict) else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            meta = {}
+    out: dict[str, Optional[str]] = {}
+    for field in TEXT_FIELDS:
+        value = meta.get(field)
+        out[field] = ", ".join(map(str, value)) if isinstance(value, list) else (str(value) if value else None)
+    caption = None
+    if "txt" in members:
+        caption = members["txt"].decode("utf-8", errors="replace").strip()
+    if not caption:
+        caption = next((str(meta[k]) for k in ("caption", "text", "TEXT") if meta.get(k)), None)
+    if not caption:
+        caption = full_caption(out)
+    out["caption"] = caption or ""
+    out["url"] = next((str(meta[k]) for k in ("url", "URL") if meta.get(k)), None)
+    return out
+
+
+def full_caption(fields: dict) -> str:
+    return ". ".join(str(fields[f]) for f in TEXT_FIELDS if fields.get(f))
+
+
+def image_member(members: dict[str, bytes]) -> Optional[str]:
+    return next((e for e in IMAGE_EXTS if e in members), None)
+
+
+def decode_problem(data: bytes) -> Optional[str]:
+    """None when the bytes decode as an image, else why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+        return None
+    except Exception as err:  # PIL raises many types for broken files
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'undecodable'}"[:200]
+
+
+# ---------------------------------------------------------------- image folders
+
+def read_folder_metadata(path: Path) -> dict[str, dict]:
+    """filename (relative path or base name) -> {title, tags, description, caption?, url?}."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such metadata file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty metadata file")
+    suffix = path.suffix.lower()
+    rows: list[dict]
+    try:
+        if suffix in (".tsv", ".csv"):
+            import csv
+
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
+        elif suffix in (".jsonl", ".ndjson"):
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):  # {filename: {...}}
+                rows = [{"filename": k, **(v if isinstance(v, dict) else {"caption": v})} for k, v in data.items()]
+            else:
+                rows = data
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{path}: cannot read metadata: {str(err).splitlines()[0]}") from None
+    if not isinstance(rows, list) or not rows:
+        raise InputError(f"{path}: no metadata rows")
+    out: dict[str, dict] = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InputError(f"{path}: row {i + 1} is not a mapping")
+        name = next((row[k] for k in ("filename", "file", "path", "image", "file_name") if row.get(k)), None)
+        if not name:
+            raise InputError(f"{path}: row {i + 1} has no filename (columns filename, file, path or image)")
+        name = str(name).replace("\\", "/")
+        if name in out:
+            raise InputError(f"{path}: duplicate filename {name!r} (row {i + 1})")
+        out[name] = row
+    return out
+
+
+def default_metadata(root: Path) -> Optional[Path]:
+    for name in ("metadata.json", "metadata.jsonl", "metadata.tsv", "metadata.csv", "imagenet_captions.json"):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def metadata_fields(row: dict) -> dict[str, Optional[str]]:
+    out: dict[str, Optional[str]] = {}
+    for field in TEXT_FIELDS:
+        value = row.get(field)
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        out[field] = str(value).strip() if value not in (None, "") else None
+    caption = row.get("caption") or row.get("text")
+    out["caption"] = str(caption) if caption else full_caption(out)
+    out["url"] = str(row["url"]) if row.get("url") else None
+    return out
+
+
+# ---------------------------------------------------------------- class folders -> concepts
+
+def class_resolver(vocab):
+    """Folder or class name -> concept id: by key (an ImageNet wnid), then by name or synonym (case, '_' and ' '
+    insensitive)."""
+    by_key = {c.key.lower(): c.concept_id for c in vocab.concepts}
+    by_name: dict[str, int] = {}
+    for c in vocab.concepts:
+        by_name.setdefault(c.name.lower(), c.concept_id)
+    for c in vocab.concepts:
+        for s in c.synonyms:
+            by_name.setdefault(s.lower(), c.concept_id)
+
+    def resolve(name: str) -> Optional[int]:
+        text = name.strip().lower()
+        if text in by_key:
+            return by_key[text]
+        return by_name.get(text.replace("_", " "), by_name.get(text))
+
+    return resolve
+
+
+def class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

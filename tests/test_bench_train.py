@@ -1,0 +1,33 @@
+"""benchmarks/bench_train.py runs end to end at the smallest sizes and prints both throughputs and their ratio."""
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bench_train_prints_both_throughputs_and_a_ratio(tmp_path: Path):
+    out_json = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_train.py"), "--samples", "32", "--concepts", "2",
+           "--batch-size", "16", "--epochs", "2", "--threads", "1", "--device", "cpu",
+           "--corpus", str(tmp_path / "corpus"), "--json", str(out_json)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    header = next(line for line in run.stdout.splitlines() if line.startswith("| learner"))
+    assert "images/s (ours)" in header and "images/s (open_clip_train)" in header and "ratio ours/theirs" in header
+    number = r"\s*([0-9.]+)(?: \(clip\))?\s*"
+    rows = [re.fullmatch(r"\| (\w+)\s*\| cpu[^|]*\| (step|end-to-end)\s*\|" + number + r"\|" + number + r"\|" + number
+                         + r"\|", line) for line in run.stdout.splitlines() if line.startswith(("| clip", "| sl"))]
+    assert len(rows) == 4 and all(rows), run.stdout
+    assert {(m[1], m[2]) for m in rows} == {(k, m) for k in ("clip", "sl") for m in ("step", "end-to-end")}
+
+    result = json.loads(out_json.read_text())
+    for row in result["rows"]:
+        assert row["ours"] > 0 and row["theirs"] > 0 and math.isclose(row["ratio"], row["ours"] / row["theirs"])
+    assert result["open_clip_train"]["images_per_epoch"] >= 32  # it rounds an epoch up to whole batches
+    assert not list(tmp_path.glob("**/*.pt")), "no checkpoint may outlive the run"
+    assert (tmp_path / "corpus" / "world.json").is_file()  # --corpus keeps the generated corpus for reuse
