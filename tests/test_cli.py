@@ -101,3 +101,16 @@ def test_sql_errors_and_empty_workspace(tmp_path):
     rows = json.loads(cli("sql", "select count(*) as n from runs", "-w", str(ws), "--format", "json").stdout)
     assert rows == [{"n": 0}]
     assert "SQL error" in one_line_error(cli("sql", "select * from no_such_view", "-w", str(ws)))
+
+
+def test_every_documented_query_runs(study):
+    from pipeline.catalog import named_queries
+
+    _, ws, _ = study
+    for name in named_queries():
+        proc = cli("sql", f"@{name}", "-w", str(ws), "--format", "json")
+        assert proc.returncode == 0, (name, proc.stderr)
+        assert isinstance(json.loads(proc.stdout), list)
+    rows = json.loads(cli("sql", "@run_summary", "-w", str(ws), "--format", "json").stdout)
+    assert {r["level"] for r in rows} == {"natural", "balanced", "a_cname", "full"}
+    assert "no such documented query" in one_line_error(cli("sql", "@nope", "-w", str(ws)))

@@ -11,11 +11,8 @@ from pipeline.models import LEARNER_OPTIONS, TEXT_LEARNERS, make_learner
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 def batch(n=6, classes=(0, 2, 2, 5, 5, 5)):

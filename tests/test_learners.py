@@ -13,12 +13,8 @@ from pipeline.train import CHECKPOINT, TrainData, train
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny models train many times faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def gen(seed: int) -> torch.Generator:

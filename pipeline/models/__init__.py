@@ -34,6 +34,6 @@ def register(name: str):
 
 
 def make_learner(name: str, **kwargs):
-    from pipeline.models import learners  # noqa: F401  (fills the registry)
+    from pipeline.models import learners  # noqa: F401  (importing it fills the registry)
 
     return LEARNERS[name](**kwargs)
