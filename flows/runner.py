@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
-from flows.study import study_flow
+from flows.study import study_flow, study_flow_with
 
 PREFECT_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server", "uvicorn", "httpx")
 
@@ -19,10 +19,14 @@ def quiet_prefect(verbose: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def run_study(spec_path: str, workspace: str, force: list[str] | None = None, verbose: bool = False) -> dict:
+def run_study(spec_path: str, workspace: str, force: list[str] | None = None, verbose: bool = False,
+              task_runner: str | None = None) -> dict:
+    """Run the study flow in this process; `task_runner` (local, threads:N, processes:N, dask:N, tcp://HOST:PORT)
+    executes the data stages' per-shard tasks (see flows/task_runners.py); None keeps the flow's default."""
     # the task cache lives with the artifacts it describes: deleting a workspace deletes its cache too
     results = Path(workspace).resolve() / ".prefect" / "results"
     results.mkdir(parents=True, exist_ok=True)
     quiet_prefect(verbose)
     with temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results)}):
-        return study_flow(spec_path, workspace, force or [])
+        flow_ = study_flow if task_runner is None else study_flow_with(task_runner)
+        return flow_(spec_path, workspace, force or [])

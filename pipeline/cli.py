@@ -59,6 +59,9 @@ def run(
     workspace: Optional[Path] = WorkspaceOpt,
     force: List[str] = typer.Option([], "--force", help="Re-run this stage even if cached (repeatable; 'all')."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's own logs."),
+    task_runner: Optional[str] = typer.Option(None, "--task-runner",
+                                              help="Runs the per-shard data tasks: local, threads:N, processes:N, "
+                                                   "dask:N or tcp://HOST:PORT (a Dask scheduler)."),
 ) -> None:
     """Run a study end to end; stages whose inputs did not change are reused."""
     from pipeline.spec import default_spec_path, load_spec
@@ -72,7 +75,11 @@ def run(
     ws = _workspace(workspace)
     from flows.runner import run_study
 
-    summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose)
+    if task_runner is not None:
+        from flows.task_runners import parse_task_runner
+
+        parse_task_runner(task_runner)  # a bad name fails here, in one line
+    summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose, task_runner=task_runner)
     for rec in summary["stages"]:
         colour = {"ran": "green", "reused": "cyan", "shared": "dim"}.get(rec["status"], "white")
         out.print(f"  [{colour}]{rec['status']:<7}[/] {rec['stage']:<10} {rec['key']}  {rec['label']}", highlight=False)

@@ -114,3 +114,11 @@ def test_every_documented_query_runs(study):
     rows = json.loads(cli("sql", "@run_summary", "-w", str(ws), "--format", "json").stdout)
     assert {r["level"] for r in rows} == {"natural", "balanced", "a_cname", "full"}
     assert "no such documented query" in one_line_error(cli("sql", "@nope", "-w", str(ws)))
+
+
+def test_run_takes_a_task_runner(study):
+    spec, ws, _ = study
+    again = cli("run", str(spec), "-w", str(ws), "--task-runner", "threads:2")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "stages: 0 ran," in again.stdout  # the runner never changes a stage key
+    assert "unknown task runner" in one_line_error(cli("run", str(spec), "-w", str(ws), "--task-runner", "gpu:9"))
