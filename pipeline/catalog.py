@@ -10,8 +10,6 @@ from pipeline.errors import InputError
 from pipeline.paths import DATA_DIR, SQL_DIR
 from pipeline.store import Workspace
 
-VIEWS = ["captions", "concepts", "matches", "concept_freq", "imbalance", "study_subsets", "subsets", "subset_freq",
-         "runs", "per_class", "run_metrics", "reference_freq", "downloads"]
 QUERIES_DIR = SQL_DIR / "queries"
 
 

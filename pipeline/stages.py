@@ -20,7 +20,7 @@ from pipeline import __version__
 from pipeline.curate import CURATE_VERSION, curate
 from pipeline.errors import InputError
 from pipeline.frequency import FREQUENCY_VERSION, caption_coverage, concept_freq, imbalance_stats
-from pipeline.matching import MATCHERS, make_matcher, matches_table  # noqa: F401
+from pipeline.matching import MATCHERS, make_matcher
 from pipeline.spec import Cell, StudySpec, TrainSpec
 from pipeline.store import Workspace, canonical_json, stage_key, write_parquet
 from pipeline.vocab import Vocabulary, load_vocab
@@ -128,7 +128,7 @@ def plan_study(spec: StudySpec) -> StudyPlan:
     from pipeline.spec import expand
 
     vocab = load_vocab(spec.vocabulary)
-    vocab_key = stage_key("vocab", VOCAB_VERSION, {"name": vocab.name, "concepts": vocab.content()})
+    vocab_key = vocab_stage_key(vocab)
     corpus_key = stage_key("corpus", WORLD_VERSION, corpus_config(spec))
     match_key = stage_key("match", MATCH_VERSION, match_config(spec.matching.method, spec.matching.options(), vocab),
                           {"corpus": corpus_key, "vocab": vocab_key})
@@ -178,11 +178,7 @@ def subset_digests(manifest: pa.Table) -> dict[str, str]:
 # ---------------------------------------------------------------- build
 
 def build_vocab(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageResult:
-    def build(out: Path) -> dict:
-        write_parquet(plan.vocab.to_table(), out / "concepts.parquet")
-        return {"rows": {"concepts": len(plan.vocab)}}
-
-    return run_stage(ws, "vocab", plan.vocab_key, {"vocabulary": plan.spec.vocabulary}, build, force)
+    return build_vocab_artifact(ws, plan.vocab, plan.spec.vocabulary, force)
 
 
 def build_corpus(ws: Workspace, plan: StudyPlan, force: bool = False, progress=None) -> StageResult:

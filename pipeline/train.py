@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from pipeline.models import make_learner
+from pipeline.models import TEXT_LEARNERS, make_learner
 from pipeline.spec import TrainSpec
 
 TRAIN_VERSION = 1
@@ -99,7 +99,7 @@ def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, s
     index = torch.nonzero(keep).squeeze(1)
     if len(index) == 0:
         raise RuntimeError(f"{kind}: the subset has no training samples this learner can use")
-    tokens = learner.tokenize([data.captions[i] for i in index.tolist()]) if learner.uses_text else None
+    tokens = learner.tokenize([data.captions[i] for i in index.tolist()]) if kind in TEXT_LEARNERS else None
     images, labels = data.images[index], data.labels[index]
 
     steps_per_epoch = math.ceil(len(index) / cfg.batch_size)

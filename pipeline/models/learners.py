@@ -74,6 +74,13 @@ def sentence_embeddings(texts: tuple[str, ...]) -> torch.Tensor:
     return torch.from_numpy(encoder.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)).float()
 
 
+def image_size_of(arch: str) -> int:
+    """Input size of a registered open_clip config (the benchmark renders its corpus at this size)."""
+    _register_configs()
+    size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
+    return size if isinstance(size, int) else size[0]
+
+
 class LinearHead(nn.Module):
     """Logits over all classes, or over a given subset of them (sampled-vocabulary learners)."""
 
@@ -118,17 +125,10 @@ class TextHead(nn.Module):
 HEADS = {"linear": LinearHead, "cosine": CosineHead}
 
 
-def image_size_of(arch: str) -> int:
-    _register_configs()
-    size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
-    return size if isinstance(size, int) else size[0]
-
-
 class Learner(nn.Module):
     """Common interface. Batches are dicts: images (B,3,H,W float), labels (B, class index or -1), tokens."""
 
     name = "learner"
-    uses_text = False  # needs tokenised captions
     uses_unlabeled = False  # can learn from open-world (label-less) samples
 
     def loss(self, batch: dict, step_rng: torch.Generator) -> torch.Tensor:
@@ -153,7 +153,6 @@ class Learner(nn.Module):
 
 @register("clip")
 class ClipLearner(Learner):
-    uses_text = True
     uses_unlabeled = True
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, text_tower: str = "scratch", **_):
