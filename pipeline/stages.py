@@ -440,38 +440,20 @@ def build_subset(ws: Workspace, plan: StudyPlan, cell: Cell, force: bool = False
 
 
 def load_subset_data(ws: Workspace, plan: StudyPlan, subset_key: str):
-    """Subset manifest -> images (decoded from the corpus's shards), class indices and captions, in manifest order."""
-    import torch
+    """Subset manifest -> a training set streamed from the corpus's shards (pipeline.data), class ids and counts."""
+    from pipeline.data import ShardData, subset_index
 
-    from pipeline.corpus.shards import load_images
-    from pipeline.train import TrainData
-
-    corpus_dir = ws.artifact("corpus", plan.corpus_key).path
     subset_dir = ws.artifact("curate", subset_key).path
-    manifest = pq.read_table(subset_dir / "subset.parquet")
     freq = pq.read_table(subset_dir / "subset_freq.parquet").sort_by("concept_id")
     class_ids = freq.column("concept_id").to_pylist()
-    captions = pq.read_table(corpus_dir / "captions.parquet", columns=["sample_id", "shard", "key"]).to_pandas()
-    wanted = set(manifest.column("sample_id").to_pylist())
-    rows = captions[captions.sample_id.isin(wanted)]
-    size = plan.spec.corpus.image_size
-    images = load_images([corpus_dir / "shards" / s for s in sorted(rows.shard.unique())], set(rows.key), size)
-    key_of = dict(zip(rows.sample_id, rows.key))
-    missing = [s for s in wanted if key_of.get(s) not in images]
-    if missing:
-        raise InputError(f"{corpus_dir}: {len(missing)} subset samples have no image in the shards (e.g. {missing[0]})")
-    ids = manifest.column("sample_id").to_pylist()
-    index_of = {cid: i for i, cid in enumerate(class_ids)}
-    stack = np.stack([images[key_of[s]] for s in ids]) if ids else np.zeros((0, size, size, 3), np.uint8)
-    labels = [index_of[lab] if lab is not None else -1 for lab in manifest.column("label").to_pylist()]
-    data = TrainData(torch.from_numpy(stack), torch.tensor(labels, dtype=torch.long),
-                     manifest.column("caption").to_pylist())
-    return data, class_ids, freq.column("count").to_pylist()
+    index = subset_index(ws.artifact("corpus", plan.corpus_key).path, subset_dir, class_ids)
+    return ShardData(index), class_ids, freq.column("count").to_pylist()
 
 
 def build_train(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = False, progress=None) -> StageResult:
     import torch
 
+    from pipeline.models import TEXT_LEARNERS
     from pipeline.train import train
 
     def build(out: Path) -> dict:
@@ -482,7 +464,9 @@ def build_train(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = Fals
                              [names[c] for c in class_ids])
         torch.save({"model": learner.state_dict(), "class_ids": class_ids, "class_counts": counts}, out / "model.pt")
         write_parquet(pa.Table.from_pylist(log), out / "train_log.parquet")
-        return {"rows": {"train_samples": int(len(data.labels))}, "model": run.model, "seed": run.seed,
+        if run.model in TEXT_LEARNERS:
+            learner.export_open_clip(out)
+        return {"rows": {"train_samples": int(data.num_samples)}, "model": run.model, "seed": run.seed,
                 "class_ids": class_ids, "class_counts": counts, "final_loss": log[-1]["loss"],
                 "train_config": train_config(run.model, plan.spec.train, run.seed)}
 
@@ -493,8 +477,9 @@ def build_train(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = Fals
 def build_evaluate(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = False) -> StageResult:
     import torch
 
-    from pipeline.corpus.shards import load_images
-    from pipeline.evaluate import per_class_arrow, predict, run_metrics
+    from pipeline.data import eval_index
+    from pipeline.data_eval import predict_stream
+    from pipeline.evaluate import per_class_arrow, run_metrics
     from pipeline.train import build_learner, pick_device
 
     corpus_dir = ws.artifact("corpus", plan.corpus_key).path
@@ -508,14 +493,10 @@ def build_evaluate(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = F
         learner = build_learner(run.model, plan.spec.train, counts, class_names)
         learner.load_state_dict(state["model"])
         learner.to(device)
-        evalset = pq.read_table(corpus_dir / "eval.parquet").to_pandas()
-        evalset = evalset[evalset.concept_id.isin(class_ids)].reset_index(drop=True)
-        images = load_images([corpus_dir / "shards" / s for s in sorted(evalset.shard.unique())], set(evalset.key),
-                             plan.spec.corpus.image_size)
-        x = torch.from_numpy(np.stack([images[k] for k in evalset.key]))
         index_of = {cid: i for i, cid in enumerate(class_ids)}
-        y_true = evalset.concept_id.map(index_of).to_numpy()
-        logits, feats = predict(learner, x, class_names, plan.spec.eval.prompts, device)
+        logits, feats, y_true = predict_stream(learner, eval_index(corpus_dir, class_ids), class_names,
+                                               plan.spec.eval.prompts, device, plan.spec.train.batch_size,
+                                               plan.spec.train.workers)
         trimmed = ws.artifact("curate", run.subset_key).manifest()["achieved"].get("trimmed_classes", [])
         per_class, metrics = run_metrics(logits, feats, y_true, np.asarray(counts),
                                          [index_of[c] for c in trimmed if c in index_of])

@@ -79,6 +79,17 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
 
 
+def index_shard(path: Path) -> Iterator[tuple[str, str, int, int]]:
+    """Yield (key, ext, byte offset, size) of every image member: what a reader needs to fetch one image with a seek,
+    without reading the other members' data (tarfile seeks over them)."""
+    with tarfile.open(path, "r") as tar:
+        for info in tar:
+            if info.isfile():
+                key, _, ext = os.path.basename(info.name).partition(".")
+                if ext.lower() in IMAGE_EXTS:
+                    yield key, ext, info.offset_data, info.size
+
+
 def load_images(shard_paths: Iterable[Path], keys: set[str], size: int) -> dict[str, np.ndarray]:
     """Decode the images of the requested keys from the given shards."""
     found: dict[str, np.ndarray] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-COMMON_OPTIONS = ("arch", "epochs", "batch_size", "lr", "weight_decay")
+COMMON_OPTIONS = ("arch", "epochs", "batch_size", "lr", "weight_decay", "max_steps")
 LEARNER_OPTIONS: dict[str, tuple[str, ...]] = {
     "clip": ("text_tower",),
     "sl": ("head",),

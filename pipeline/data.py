@@ -1,0 +1,250 @@
+"""Streamed training and evaluation data: webdataset tar shards -> DataLoader worker processes -> batches.
+
+Nothing holds the images of a subset: an *item index* (per kept sample copy: shard, byte offset and size of its image,
+label, caption) is built from the tar headers and the subset manifest, and each batch is read, decoded and transformed
+when it is needed, with open_clip's own transforms for the model (RandomResizedCrop for training, resize + centre crop
+for evaluation, the model's mean/std).
+
+The rule that keeps runs deterministic: an epoch's sample order is a pure function of (index, seed, epoch) — shards in a
+seeded order, items through a seeded shuffle buffer — and batch b of that order is built by data worker b mod W, each
+image augmented under its own seed (seed, epoch, item). The DataLoader hands batches back round-robin, i.e. in order, so
+the batches, and the weights trained on them, are the same for any number of workers (a pure speed option). Reads stay
+near-sequential: a batch spans at most the shuffle buffer's window of the stream.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.corpus.shards import index_shard
+from pipeline.errors import InputError
+
+SHUFFLE_BUFFER = 4096  # items (references, a few bytes each), not images
+SMALL_IMAGE = 64  # model inputs up to this size decode faster than a worker process starts: no workers by default
+
+
+@dataclass(frozen=True)
+class ItemIndex:
+    """One row per training item (a sample copy) or evaluation image, in stream order (shard, member, copy)."""
+
+    shards: tuple[str, ...]
+    shard: np.ndarray  # int32, position in `shards`
+    offset: np.ndarray  # int64, byte offset of the image in its tar
+    size: np.ndarray  # int64
+    label: np.ndarray  # int64, class index or -1 (open-world)
+    caption: Optional[list[str]] = None
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def take(self, rows: np.ndarray) -> "ItemIndex":
+        caption = [self.caption[i] for i in rows.tolist()] if self.caption is not None else None
+        return replace(self, shard=self.shard[rows], offset=self.offset[rows], size=self.size[rows],
+                       label=self.label[rows], caption=caption)
+
+
+def build_index(shard_paths: list[Path], wanted: dict[str, list[tuple[int, str]]], where: Path,
+                with_captions: bool) -> ItemIndex:
+    """Items of the `wanted` shard keys (key -> [(label, caption) per copy]) from the tar headers of the shards."""
+    cols: dict[str, list] = {"shard": [], "offset": [], "size": [], "label": []}
+    captions: list[str] = []
+    found: set[str] = set()
+    for s, path in enumerate(shard_paths):
+        for key, _ext, offset, size in index_shard(path):
+            copies = wanted.get(key)
+            if copies is None or key in found:
+                continue
+            found.add(key)
+            for label, caption in copies:
+                for col, value in zip(cols, (s, offset, size, label)):
+                    cols[col].append(value)
+                captions.append(caption)
+    missing = len(wanted) - len(found)
+    if missing:
+        example = next(k for k in wanted if k not in found)
+        raise InputError(f"{where}: {missing} samples have no image in the shards (e.g. {example})")
+    dtypes = {"shard": np.int32, "offset": np.int64, "size": np.int64, "label": np.int64}
+    return ItemIndex(tuple(str(p) for p in shard_paths), **{c: np.asarray(v, dtypes[c]) for c, v in cols.items()},
+                     caption=captions if with_captions else None)
+
+
+def subset_index(corpus_dir: Path, subset_dir: Path, class_ids: list[int]) -> ItemIndex:
+    """The subset manifest's items (sample_id, copy -> one item each; the manifest's label and caption)."""
+    manifest = pq.read_table(subset_dir / "subset.parquet", columns=["sample_id", "copy", "label", "caption"])
+    manifest = manifest.sort_by([("sample_id", "ascending"), ("copy", "ascending")])
+    ids = set(manifest.column("sample_id").to_pylist())
+    rows = pq.read_table(corpus_dir / "captions.parquet", columns=["sample_id", "shard", "key"])
+    key_of, shards = {}, set()
+    for sid, shard, key in zip(*(rows.column(c).to_pylist() for c in ("sample_id", "shard", "key"))):
+        if sid in ids:
+            key_of[sid] = key
+            shards.add(shard)
+    del rows, ids
+    index_of = {cid: i for i, cid in enumerate(class_ids)}
+    wanted: dict[str, list[tuple[int, str]]] = {}
+    for sid, label, caption in zip(manifest.column("sample_id").to_pylist(), manifest.column("label").to_pylist(),
+                                   manifest.column("caption").to_pylist()):
+        if sid not in key_of:
+            raise InputError(f"{subset_dir / 'subset.parquet'}: sample {sid} is not in {corpus_dir / 'captions.parquet'}")
+        wanted.setdefault(key_of[sid], []).append((index_of[label] if label is not None else -1, caption))
+    return build_index([corpus_dir / "shards" / s for s in sorted(shards)], wanted, corpus_dir, with_captions=True)
+
+
+def eval_index(corpus_dir: Path, class_ids: list[int]) -> ItemIndex:
+    """The evaluation images of the given classes, labelled by class index, in shard order."""
+    table = pq.read_table(corpus_dir / "eval.parquet", columns=["concept_id", "shard", "key"]).to_pandas()
+    index_of = {cid: i for i, cid in enumerate(class_ids)}
+    table = table[table.concept_id.isin(index_of)]
+    wanted = {k: [(index_of[c], "")] for k, c in zip(table.key, table.concept_id)}
+    return build_index([corpus_dir / "shards" / s for s in sorted(table.shard.unique())], wanted, corpus_dir, False)
+
+
+def epoch_order(index: ItemIndex, seed: int, epoch: int, buffer: int = SHUFFLE_BUFFER) -> np.ndarray:
+    """Item order of one epoch: the shards in a seeded order, their items through a seeded shuffle buffer."""
+    rng = np.random.default_rng([seed, epoch, 7])
+    position = np.empty(len(index.shards), np.int64)
+    position[rng.permutation(len(index.shards))] = np.arange(len(index.shards))
+    stream = np.argsort(position[index.shard], kind="stable")
+    n, k = len(stream), min(buffer, len(stream))
+    if k <= 1:
+        return stream
+    order = np.empty(n, np.int64)
+    held = stream[:k].copy()
+    picks = rng.integers(0, k, size=n - k)
+    for t, item in enumerate(stream[k:].tolist()):  # the buffer is always full here: emit a random slot, refill it
+        order[t] = held[picks[t]]
+        held[picks[t]] = item
+    order[n - k:] = held[rng.permutation(k)]
+    return order
+
+
+def item_seed(seed: int, epoch: int, item: int) -> int:
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{item}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2 ** 63 - 1)
+
+
+class _Reader:
+    """Open shard files, read by (offset, size)."""
+
+    def __init__(self, shards: tuple[str, ...]):
+        self.shards, self.files = shards, {}
+
+    def read(self, shard: int, offset: int, size: int) -> bytes:
+        f = self.files.get(shard)
+        if f is None:
+            f = self.files[shard] = open(self.shards[shard], "rb")
+        f.seek(offset)
+        return f.read(size)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+class BatchStream(IterableDataset):
+    """Batches of one epoch (see the module's rule). `tokenize`: captions -> token tensor (text learners only)."""
+
+    def __init__(self, index: ItemIndex, transform: Callable, batch_size: int, seed: int = 0, epoch: int = 0,
+                 shuffle: bool = True, tokenize: Callable | None = None, rank: int = 0, world: int = 1):
+        self.index, self.transform, self.batch_size = index, transform, batch_size
+        self.seed, self.epoch, self.shuffle, self.tokenize = seed, epoch, shuffle, tokenize
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.index) / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        order = epoch_order(self.index, self.seed, self.epoch) if self.shuffle else np.arange(len(self.index))
+        reader = _Reader(self.index.shards)
+        try:
+            for b in range(worker, len(self), workers):
+                # under DDP each rank takes its share of every global batch, as in-memory training does
+                yield self.batch(order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world], reader)
+        finally:
+            reader.close()
+
+    def batch(self, items: np.ndarray, reader: _Reader) -> dict:
+        ix = self.index
+        images = [self.image(reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i])), int(i)) for i in items]
+        out = {"images": torch.stack(images), "labels": torch.from_numpy(ix.label[items]), "items": torch.from_numpy(items)}
+        if self.tokenize is not None:
+            out["tokens"] = self.tokenize([ix.caption[i] for i in items.tolist()])
+        return out
+
+    def image(self, data: bytes, item: int) -> torch.Tensor:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if not self.shuffle:  # evaluation: deterministic transform, no seeding needed
+                return self.transform(img)
+            with torch.random.fork_rng(devices=[]):  # this item's crop depends on (seed, epoch, item) alone
+                torch.manual_seed(item_seed(self.seed, self.epoch, item))
+                return self.transform(img)
+
+
+def resolve_workers(workers: int | None, image_size: int) -> int:
+    """`train.workers` (None = auto): no workers for small images (their decode is cheaper than starting processes),
+    else up to 4, leaving a core to the training loop. Any value gives the same batches."""
+    if workers is not None:
+        return workers
+    if image_size <= SMALL_IMAGE:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def make_loader(stream: BatchStream, workers: int, pin: bool = False) -> DataLoader:
+    return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
+                      prefetch_factor=2 if workers else None)
+
+
+def open_clip_transform(preprocess_cfg: dict, train: bool):
+    """open_clip's own transform for a model's preprocess config (what create_model_and_transforms returns)."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+
+    return image_transform_v2(PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), preprocess_cfg)), train)
+
+
+@dataclass
+class ShardData:
+    """A training set streamed from a corpus's shards: what the train stage hands to `pipeline.train.train`."""
+
+    index: ItemIndex
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.index)
+
+    def for_learner(self, learner, text: bool) -> "ShardBatches":
+        keep = np.arange(len(self.index)) if learner.uses_unlabeled else np.flatnonzero(self.index.label >= 0)
+        return ShardBatches(self.index.take(keep), open_clip_transform(learner.preprocess_cfg(), True),
+                            learner.tokenize if text else None, learner.preprocess_cfg()["size"])
+
+
+@dataclass
+class ShardBatches:
+    index: ItemIndex
+    transform: Callable
+    tokenize: Callable | None
+    image_size: int | tuple
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.index)
+
+    def epoch(self, epoch: int, seed: int, batch_size: int, rank: int, world: int, workers: int | None,
+              pin: bool) -> DataLoader:
+        size = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
+        stream = BatchStream(self.index, self.transform, batch_size, seed, epoch, True, self.tokenize, rank, world)
+        return make_loader(stream, resolve_workers(workers, size), pin)
