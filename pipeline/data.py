@@ -129,6 +129,13 @@ def epoch_order(index: ItemIndex, seed: int, epoch: int, buffer: int = SHUFFLE_B
     return order
 
 
+def num_batches(n: int, batch_size: int, train: bool = True) -> int:
+    """Batches of an epoch. Training skips a last batch of one sample (BatchNorm cannot train on it; the order changes
+    every epoch, so it is a different sample each time)."""
+    batches = math.ceil(n / batch_size)
+    return batches - 1 if train and batches > 1 and n % batch_size == 1 else batches
+
+
 def item_seed(seed: int, epoch: int, item: int) -> int:
     digest = hashlib.blake2b(f"{seed}/{epoch}/{item}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2 ** 63 - 1)
@@ -162,7 +169,7 @@ class BatchStream(IterableDataset):
         self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return math.ceil(len(self.index) / self.batch_size)
+        return num_batches(len(self.index), self.batch_size, self.shuffle)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from pipeline.data import num_batches
 from pipeline.models import TEXT_LEARNERS, make_learner
 from pipeline.spec import TrainSpec
 
@@ -76,8 +77,8 @@ class MemoryBatches:
 
     def epoch(self, epoch: int, seed: int, batch_size: int, rank: int, world: int, workers, pin: bool):
         order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size][rank::world]
+        for b in range(num_batches(len(order), batch_size)):
+            idx = order[b * batch_size:(b + 1) * batch_size][rank::world]
             batch = {"images": to_float(self.images[idx], torch.device("cpu")), "labels": self.labels[idx]}
             if self.tokens is not None:
                 batch["tokens"] = self.tokens[idx]
@@ -121,7 +122,7 @@ def _wrap(learner, ctx: DistributedContext, device: torch.device):
 
 def schedule(cfg: TrainSpec, num_samples: int) -> tuple[int, int, int]:
     """-> (steps per epoch, total steps, warm-up steps); `max_steps` caps the total (the schedule keeps its shape)."""
-    steps_per_epoch = math.ceil(num_samples / cfg.batch_size)
+    steps_per_epoch = num_batches(num_samples, cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
