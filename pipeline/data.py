@@ -6,8 +6,8 @@ when it is needed, with open_clip's own transforms for the model (RandomResizedC
 for evaluation, the model's mean/std).
 
 The rule that keeps runs deterministic: an epoch's sample order is a pure function of (index, seed, epoch) — shards in a
-seeded order, items through a seeded shuffle buffer — and batch b of that order is built by data worker b mod W, each
-image augmented under its own seed (seed, epoch, item). The DataLoader hands batches back round-robin, i.e. in order, so
+seeded order, items through a seeded shuffle buffer — and batch b of that order is built by data worker b mod W, its
+images augmented under the seed (seed, epoch, b). The DataLoader hands batches back round-robin, i.e. in order, so
 the batches, and the weights trained on them, are the same for any number of workers (a pure speed option). Reads stay
 near-sequential: a batch spans at most the shuffle buffer's window of the stream.
 """
@@ -136,8 +136,8 @@ def num_batches(n: int, batch_size: int, train: bool = True) -> int:
     return batches - 1 if train and batches > 1 and n % batch_size == 1 else batches
 
 
-def item_seed(seed: int, epoch: int, item: int) -> int:
-    digest = hashlib.blake2b(f"{seed}/{epoch}/{item}".encode(), digest_size=8).digest()
+def item_seed(seed: int, epoch: int, part: int) -> int:
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{part}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2 ** 63 - 1)
 
 
@@ -179,26 +179,29 @@ class BatchStream(IterableDataset):
         try:
             for b in range(worker, len(self), workers):
                 # under DDP each rank takes its share of every global batch, as in-memory training does
-                yield self.batch(order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world], reader)
+                items = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
+                if not self.shuffle:  # evaluation: deterministic transforms
+                    yield self.batch(items, reader)
+                    continue
+                with torch.random.fork_rng(devices=[]):  # the batch's crops depend on (seed, epoch, batch) alone
+                    torch.manual_seed(item_seed(self.seed, self.epoch, b * self.world + self.rank))
+                    batch = self.batch(items, reader)
+                yield batch
         finally:
             reader.close()
 
     def batch(self, items: np.ndarray, reader: _Reader) -> dict:
         ix = self.index
-        images = [self.image(reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i])), int(i)) for i in items]
+        images = [self.image(reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i]))) for i in items]
         out = {"images": torch.stack(images), "labels": torch.from_numpy(ix.label[items]), "items": torch.from_numpy(items)}
         if self.tokenize is not None:
             out["tokens"] = self.tokenize([ix.caption[i] for i in items.tolist()])
         return out
 
-    def image(self, data: bytes, item: int) -> torch.Tensor:
+    def image(self, data: bytes) -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            if not self.shuffle:  # evaluation: deterministic transform, no seeding needed
-                return self.transform(img)
-            with torch.random.fork_rng(devices=[]):  # this item's crop depends on (seed, epoch, item) alone
-                torch.manual_seed(item_seed(self.seed, self.epoch, item))
-                return self.transform(img)
+            return self.transform(img)
 
 
 def resolve_workers(workers: int | None, image_size: int) -> int:

@@ -75,6 +75,23 @@ def create_clip(arch: str, text_tower: str = "scratch") -> nn.Module:
     return model
 
 
+def write_open_clip_config(out: Path, model_cfg: dict, preprocess_cfg: dict) -> Path:
+    """open_clip_config.json: what `local-dir:OUT` reads (with no weights beside it open_clip initialises randomly, so
+    `open_clip_train.main --model local-dir:OUT` trains any of our configs without registering them)."""
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    path = out / OPEN_CLIP_CONFIG
+    path.write_text(json.dumps(config, indent=1, sort_keys=True))
+    return path
+
+
+def open_clip_config_dir(arch: str, out: Path) -> Path:
+    """A directory holding only the open_clip config of `arch` (a fresh, untrained model)."""
+    model = create_clip(arch)
+    out.mkdir(parents=True, exist_ok=True)
+    write_open_clip_config(out, clip_model_cfg(arch), dict(open_clip.get_model_preprocess_cfg(model)))
+    return out
+
+
 def clip_tokenizer(arch: str, text_tower: str = "scratch"):
     if text_tower == "scratch":
         return open_clip.get_tokenizer(arch)
@@ -195,22 +212,6 @@ class ClipLearner(Learner):
         os.replace(tmp, out / OPEN_CLIP_WEIGHTS)
         write_open_clip_config(out, self.model_cfg, self.preprocess_cfg())
 
-
-def write_open_clip_config(out: Path, model_cfg: dict, preprocess_cfg: dict) -> Path:
-    """open_clip_config.json: what `local-dir:OUT` reads (with no weights beside it open_clip initialises randomly, so
-    `open_clip_train.main --model local-dir:OUT` trains any of our configs without registering them)."""
-    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
-    path = out / OPEN_CLIP_CONFIG
-    path.write_text(json.dumps(config, indent=1, sort_keys=True))
-    return path
-
-
-def open_clip_config_dir(arch: str, out: Path) -> Path:
-    """A directory holding only the open_clip config of `arch` (a fresh, untrained model)."""
-    model = create_clip(arch)
-    out.mkdir(parents=True, exist_ok=True)
-    write_open_clip_config(out, clip_model_cfg(arch), dict(open_clip.get_model_preprocess_cfg(model)))
-    return out
 
     def distribute(self, rank: int, world: int) -> None:
         # contrast against the whole global batch, not just this rank's share
