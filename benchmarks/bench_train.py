@@ -243,6 +243,8 @@ def run_open_clip_train(shards: list[Path], n_samples: int, args, device) -> dic
             "--log-every-n-steps", "1000000",
         ]
         oct_main.train_one_epoch = timed_epoch
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         captured = io.StringIO()
         try:
             with _quiet_logging(args.verbose) as captured:
@@ -269,6 +271,7 @@ def run_open_clip_train(shards: list[Path], n_samples: int, args, device) -> dic
         "step_samples_per_s": sum(e["images"] for e in measured) / sum(e["seconds"] for e in measured),
         "end_to_end_samples_per_s": sum(e["images"] for e in epochs) / total,
         "main_call_seconds": total,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else float("nan"),
         "argv": argv[:],
     }
 

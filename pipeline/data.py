@@ -192,16 +192,37 @@ class BatchStream(IterableDataset):
 
     def batch(self, items: np.ndarray, reader: _Reader) -> dict:
         ix = self.index
-        images = [self.image(reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i]))) for i in items]
-        out = {"images": torch.stack(images), "labels": torch.from_numpy(ix.label[items]), "items": torch.from_numpy(items)}
+        per_image, per_batch = split_transform(self.transform)
+        images = [self.image(reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i])), per_image)
+                  for i in items]
+        if per_batch is None:
+            images = torch.stack(images)
+        else:
+            images = per_batch(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255))
+        out = {"images": images, "labels": torch.from_numpy(ix.label[items]), "items": torch.from_numpy(items)}
         if self.tokenize is not None:
             out["tokens"] = self.tokenize([ix.caption[i] for i in items.tolist()])
         return out
 
-    def image(self, data: bytes) -> torch.Tensor:
+    @staticmethod
+    def image(data: bytes, transform: Callable):
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            return self.transform(img)
+            out = transform(img)
+            return np.asarray(out) if isinstance(out, Image.Image) else out
+
+
+def split_transform(transform) -> tuple[Callable, Callable | None]:
+    """open_clip's Compose split at its to-tensor step: the PIL steps run per image, to-tensor (uint8 -> float / 255)
+    and Normalize run once per batch (the same arithmetic, element by element, without per-image overhead).
+    -> (per image, per batch); (transform, None) when the transform has no such shape."""
+    from torchvision import transforms as T
+
+    steps = getattr(transform, "transforms", None)
+    names = [type(t).__name__ for t in steps or []]
+    if len(names) < 2 or names[-2] not in ("MaybeToTensor", "ToTensor") or names[-1] != "Normalize":
+        return transform, None
+    return T.Compose([*steps[:-2], lambda img: img.convert("RGB") if img.mode != "RGB" else img]), steps[-1]
 
 
 def resolve_workers(workers: int | None, image_size: int) -> int:
