@@ -19,7 +19,7 @@ trap 'rm -rf "$WORK"' EXIT
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-180}"
 
 MODE="$MODE" WORK="$WORK" "$PY" - <<'EOF'
-import json, os, subprocess, sys, time
+import contextlib, json, os, subprocess, sys, time
 from pathlib import Path
 
 sys.path.insert(0, "benchmarks")
@@ -46,8 +46,9 @@ corpus = work / "corpus"  # 224 px (or 32 px) shards shared by both architecture
 for name, arch in archs.items():
     say(f"[gpu_check] bench_train {name} ({arch}) ...")
     out = work / f"{name}.json"
-    rc = bench_train.main(["--arch", arch, "--device", device, "--corpus", str(corpus), "--learners", "clip",
-                           "--json", str(out), *common])
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON line only
+        bench_train.main(["--arch", arch, "--device", device, "--corpus", str(corpus), "--learners", "clip",
+                          "--json", str(out), *common])
     bench = json.loads(out.read_text())
     ours, theirs = bench["ours"]["clip"], bench["open_clip_train"]
     result[name] = {
