@@ -82,5 +82,13 @@ log = subprocess.run([str(Path(sys.executable).parent / "tailstudy"), "sql", "-w
                       "avg(data_wait_frac) as data_wait_frac, max(peak_gpu_mb) as peak_gpu_mb from train_log"],
                      capture_output=True, text=True, check=True).stdout
 result["mini_study"] = {"seconds": round(seconds, 1), "runs": json.loads(metrics), "train_log": json.loads(log)}
-print(json.dumps(result, default=str))
+def finite(value):  # NaN (no GPU memory on CPU) -> null: the line stays strict JSON
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return None if isinstance(value, float) and value != value else value
+
+
+print(json.dumps(finite(result), default=str, allow_nan=False))
 EOF
