@@ -172,9 +172,15 @@ class BatchStream(IterableDataset):
         return num_batches(len(self.index), self.batch_size, self.shuffle)
 
     def __iter__(self) -> Iterator[dict]:
+        """One epoch; each new iteration is the next epoch. Persistent DataLoader workers keep their own copy and
+        start one iteration per epoch, so every copy counts epochs in step without being told."""
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        order = epoch_order(self.index, self.seed, self.epoch) if self.shuffle else np.arange(len(self.index))
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        yield from self._epoch(epoch, worker, workers)
+
+    def _epoch(self, epoch: int, worker: int, workers: int) -> Iterator[dict]:
+        order = epoch_order(self.index, self.seed, epoch) if self.shuffle else np.arange(len(self.index))
         reader = _Reader(self.index.shards)
         try:
             for b in range(worker, len(self), workers):
@@ -184,7 +190,7 @@ class BatchStream(IterableDataset):
                     yield self.batch(items, reader)
                     continue
                 with torch.random.fork_rng(devices=[]):  # the batch's crops depend on (seed, epoch, batch) alone
-                    torch.manual_seed(item_seed(self.seed, self.epoch, b * self.world + self.rank))
+                    torch.manual_seed(item_seed(self.seed, epoch, b * self.world + self.rank))
                     batch = self.batch(items, reader)
                 yield batch
         finally:
@@ -235,9 +241,9 @@ def resolve_workers(workers: int | None, image_size: int) -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def make_loader(stream: BatchStream, workers: int, pin: bool = False) -> DataLoader:
+def make_loader(stream: BatchStream, workers: int, pin: bool = False, persistent: bool = False) -> DataLoader:
     return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
-                      prefetch_factor=2 if workers else None)
+                      prefetch_factor=2 if workers else None, persistent_workers=persistent and workers > 0)
 
 
 def open_clip_transform(preprocess_cfg: dict, train: bool):
@@ -260,15 +266,19 @@ class ShardData:
     def for_learner(self, learner, text: bool) -> "ShardBatches":
         keep = np.arange(len(self.index)) if learner.uses_unlabeled else np.flatnonzero(self.index.label >= 0)
         return ShardBatches(self.index.take(keep), open_clip_transform(learner.preprocess_cfg(), True),
-                            learner.tokenize if text else None, learner.preprocess_cfg()["size"])
+                            learner.tokenizer if text else None, learner.preprocess_cfg()["size"])
 
 
 @dataclass
 class ShardBatches:
+    """The epochs of one training run: one DataLoader whose workers persist across epochs (no start-up per epoch)."""
+
     index: ItemIndex
     transform: Callable
     tokenize: Callable | None
     image_size: int | tuple
+    _loader: DataLoader | None = None
+    _next_epoch: int = -1
 
     @property
     def num_samples(self) -> int:
@@ -276,6 +286,10 @@ class ShardBatches:
 
     def epoch(self, epoch: int, seed: int, batch_size: int, rank: int, world: int, workers: int | None,
               pin: bool) -> DataLoader:
-        size = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
-        stream = BatchStream(self.index, self.transform, batch_size, seed, epoch, True, self.tokenize, rank, world)
-        return make_loader(stream, resolve_workers(workers, size), pin)
+        if self._loader is None or epoch != self._next_epoch:
+            size = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
+            stream = BatchStream(self.index, self.transform, batch_size, seed, epoch, True, self.tokenize, rank,
+                                 world)
+            self._loader = make_loader(stream, resolve_workers(workers, size), pin, persistent=True)
+        self._next_epoch = epoch + 1
+        return self._loader

@@ -11,6 +11,8 @@ import torch
 
 from pipeline.data import BatchStream, ItemIndex, make_loader, open_clip_transform, resolve_workers
 
+EVAL_BATCH = 256  # images per evaluation batch at most (a 1024-image batch at 224 px is 0.6 GB of floats)
+
 
 @torch.no_grad()
 def predict_stream(learner, index: ItemIndex, class_names: list[str], prompts: str, device: torch.device,
@@ -23,7 +25,7 @@ def predict_stream(learner, index: ItemIndex, class_names: list[str], prompts: s
     classes = learner.encode_classes([[t(name) for t in templates] for name in class_names])
     cfg = learner.preprocess_cfg()
     size = cfg["size"] if isinstance(cfg["size"], int) else max(cfg["size"])
-    stream = BatchStream(index, open_clip_transform(cfg, False), batch_size, shuffle=False)
+    stream = BatchStream(index, open_clip_transform(cfg, False), min(batch_size, EVAL_BATCH), shuffle=False)
     logits = feats = None
     for batch in make_loader(stream, resolve_workers(workers, size), device.type == "cuda"):
         x = batch["images"].to(device, non_blocking=True)

@@ -248,11 +248,21 @@ class ThroughputMeter:
 
 
 def peak_rss_mb() -> float:
-    """High-water RSS of this process plus that of its largest finished child (data workers of past epochs)."""
+    """High-water RSS of this process plus the current RSS of its child processes (the data workers, which persist
+    through the run), in MB."""
     import resource
 
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return kb / 1024
+    total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        import psutil  # in the lock (Prefect's dependency); without it, the workers are left out
+    except ImportError:
+        return total / 2 ** 20
+    for child in psutil.Process().children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:  # exited meanwhile
+            pass
+    return total / 2 ** 20
 
 
 class _null:

@@ -76,8 +76,8 @@ FROM read_parquet('${WORKSPACE}/studies/*/runs.parquet') AS r
 JOIN read_parquet('${WORKSPACE}/evaluate/*/metrics.parquet', union_by_name = true) AS m USING (run_id);
 
 -- per-epoch training log of every run (train_key = the train stage key): loss, optimisation steps, samples/s (in all;
--- per device = per GPU under DDP), fraction of the epoch spent waiting for data, peak RSS (MB, this process + its
--- largest finished child) and peak GPU memory allocated (MB, NULL/NaN on CPU)
+-- per device = per GPU under DDP), fraction of the epoch spent waiting for data, peak RSS (MB, this process's
+-- high-water mark + its data workers' RSS at the epoch's end) and peak GPU memory allocated (MB, NULL/NaN on CPU)
 CREATE OR REPLACE VIEW train_log AS
 SELECT regexp_extract(filename, '/train/([^/]+)/', 1) AS train_key, epoch, loss, steps, seconds, samples,
        samples_per_s, samples_per_s_per_device, data_wait_frac, peak_rss_mb, peak_gpu_mb
