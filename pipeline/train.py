@@ -254,7 +254,7 @@ def peak_rss_mb() -> float:
 
     total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     try:
-        import psutil  # in the lock (Prefect's dependency); without it, the workers are left out
+        import psutil  # in the lock (via dask distributed); without it the workers are left out
     except ImportError:
         return total / 2 ** 20
     for child in psutil.Process().children(recursive=True):
