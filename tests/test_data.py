@@ -7,7 +7,6 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
