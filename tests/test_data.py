@@ -39,9 +39,13 @@ def index(tmp_path_factory) -> ItemIndex:
     return build_index(sorted(root.glob("*.tar")), wanted, root, with_captions=True)
 
 
+def caption_lengths(texts: list[str]) -> torch.Tensor:  # a stand-in tokenizer (module level: workers unpickle it)
+    return torch.tensor([len(t) for t in texts])
+
+
 def batches(index, workers: int, seed: int = 0, epoch: int = 0, batch_size: int = 16) -> list[dict]:
     stream = BatchStream(index, open_clip_transform(CFG, True), batch_size, seed, epoch, True,
-                         tokenize=lambda texts: torch.tensor([len(t) for t in texts]))
+                         tokenize=caption_lengths)
     return list(make_loader(stream, workers))
 
 
