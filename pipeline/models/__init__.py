@@ -21,6 +21,15 @@ TEXT_LEARNERS = {"clip"}  # learners whose training reads captions
 LEARNERS: dict[str, Callable] = {}
 
 
+def learner_options(name: str) -> tuple[str, ...]:
+    """The train options that enter this learner's training key."""
+    return (*COMMON_OPTIONS, *LEARNER_OPTIONS[name])
+
+
+def reads_captions(name: str) -> bool:
+    return name in TEXT_LEARNERS
+
+
 def register(name: str):
     if name not in LEARNER_OPTIONS:
         raise KeyError(f"learner {name!r} needs an entry in LEARNER_OPTIONS")
