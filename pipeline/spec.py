@@ -296,6 +296,9 @@ class TrainSpec(_Strict):
     head: Literal["linear", "cosine"] = "linear"
     # clip: text tower trained from scratch, or the packaged MiniLM sentence encoder frozen / fine-tuned
     text_tower: Literal["scratch", "minilm_frozen", "minilm_finetune"] = "scratch"
+    # how many training runs may overlap on CPU (each in its own process, with cores / parallel torch threads);
+    # on GPUs the executor runs one per visible GPU instead. Never part of a key: results do not depend on it.
+    parallel: int = Field(1, ge=1)
 
 
 class StudySpec(_Strict):

@@ -16,8 +16,6 @@ from pipeline.spec import TrainSpec
 
 TRAIN_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
-# Under torchrun (WORLD_SIZE > 1) the loop runs data-parallel: see `distributed_context`.
-SUPPORTS_DDP = True
 
 
 @dataclass(frozen=True)

@@ -416,7 +416,7 @@ def test_prefect_yaml_follows_prefects_model_and_the_flows_signatures():
     from prefect.cli.deploy._models import PrefectYamlModel
     from prefect.flows import load_flow_from_entrypoint
 
-    from pipeline.cli import GPU_POOL, PROCESS_POOL
+    from flows.cli import GPU_POOL, PROCESS_POOL
 
     raw = yaml.safe_load(PREFECT_YAML.read_text())
     model = PrefectYamlModel.model_validate(raw)
@@ -643,7 +643,7 @@ def test_torchrun_launcher():
 def test_deploy_and_submit_need_a_server():
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from flows.cli import app
 
     for args in (["deploy"], ["submit"]):  # conftest runs the tests without PREFECT_API_URL
         result = CliRunner().invoke(app, args)

@@ -353,7 +353,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """`tailstudy ARGS` through the console script's entry point, in this process (no interpreter start-up)."""
     import sys
 
-    from pipeline.cli import main
+    from flows.cli import main
 
     argv, sys.argv = sys.argv, ["tailstudy", *args]
     try:

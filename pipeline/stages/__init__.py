@@ -25,8 +25,19 @@ REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
 # the stages of a study, in order (what --force names); `source` is the corpus's ingested input, forced by name only
 STAGES = ("vocab", "corpus", "match", "frequency", "curate", "train", "evaluate", "report")
 
+
+def check_force(force: list[str] | None) -> list[str]:
+    """--force names: stages of a study, or 'all'."""
+    from pipeline.errors import InputError
+
+    bad = [f for f in force or [] if f not in (*STAGES, "all")]
+    if bad:
+        raise InputError(f"--force {bad[0]}: unknown stage (stages: {', '.join(STAGES)}, all)")
+    return list(force or [])
+
+
 from pipeline.stages.plan import StudyGraph, plan_match, plan_study, write_study_records  # noqa: E402
 
-__all__ = ["Artifact", "BuildContext", "Node", "Stage", "REGISTRY", "STAGES", "StudyGraph", "plan_study",
+__all__ = ["Artifact", "BuildContext", "check_force", "Node", "Stage", "REGISTRY", "STAGES", "StudyGraph", "plan_study",
            "plan_match", "run_node", "run_local", "resolve", "resolve_all", "walk", "cell_id", "corpus_config",
            "target_concepts", "collect_results", "source_node", "train_config", "write_study_records"]

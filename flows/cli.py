@@ -62,15 +62,15 @@ def run(
     task_runner: Optional[str] = typer.Option(None, "--task-runner",
                                               help="Runs the per-shard data tasks: local, threads:N, processes:N, "
                                                    "dask:N or tcp://HOST:PORT (a Dask scheduler)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="CPU-bound stage nodes (curate, evaluate, ...) that may "
+                                                            "run at once; training runs overlap per train.parallel."),
 ) -> None:
     """Run a study end to end; stages whose inputs did not change are reused."""
     from pipeline.spec import default_spec_path, load_spec
-    from pipeline.stages import STAGES, plan_study
+    from pipeline.stages import check_force, plan_study
 
     spec_path = spec or default_spec_path()
-    bad = [f for f in force if f not in (*STAGES, "all")]
-    if bad:
-        _fail(f"--force {bad[0]}: unknown stage (stages: {', '.join(STAGES)}, all)")
+    check_force(force)
     plan_study(load_spec(spec_path))  # validate spec and vocabulary before any orchestration starts
     ws = _workspace(workspace)
     from flows.runner import run_study
@@ -79,7 +79,8 @@ def run(
         from flows.task_runners import parse_task_runner
 
         parse_task_runner(task_runner)  # a bad name fails here, in one line
-    summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose, task_runner=task_runner)
+    summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose, task_runner=task_runner,
+                        jobs=jobs)
     for rec in summary["stages"]:
         colour = {"ran": "green", "reused": "cyan", "shared": "dim"}.get(rec["status"], "white")
         out.print(f"  [{colour}]{rec['status']:<7}[/] {rec['stage']:<10} {rec['key']}  {rec['label']}", highlight=False)
@@ -168,7 +169,7 @@ def match(
 
     from pipeline import catalog
     from pipeline.matching import MATCHERS
-    from pipeline.stages import match_captions
+    from pipeline.stages import plan_match, run_local
 
     if method not in MATCHERS:
         _fail(f"--method {method}: use {' | '.join(MATCHERS)}")
@@ -189,8 +190,10 @@ def match(
         bar[0].update(step)
 
     try:
-        results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None else {},
-                                 caption_col, id_col, name, workers, advance, force)
+        frequency = plan_match(captions, vocab, method, {"threshold": threshold} if threshold is not None else {},
+                               caption_col, id_col, name)
+        results = run_local(ws, [frequency], lambda node: force and node.stage != "vocab", workers=workers,
+                            progress=advance)
     finally:
         if bar:
             bar[0].close()
@@ -358,14 +361,12 @@ def submit(
     import time
 
     from pipeline.spec import default_spec_path, load_spec
-    from pipeline.stages import STAGES
+    from pipeline.stages import check_force
 
     url = _server_url()
     spec_path = spec or default_spec_path()
     load_spec(spec_path)  # a bad spec fails here, not on the worker
-    bad = [f for f in force if f not in (*STAGES, "all")]
-    if bad:
-        _fail(f"--force {bad[0]}: unknown stage (stages: {', '.join(STAGES)}, all)")
+    check_force(force)
 
     from flows.deployments import ENTRY_FLOWS
     from flows.task_runners import parse_task_runner
@@ -466,7 +467,7 @@ def ingest(
     from pipeline import catalog
     from pipeline.errors import SpecError
     from pipeline.spec import UrlsCorpusSpec, _first_error
-    from pipeline.stages import build_source
+    from pipeline.stages import run_local, source_node
 
     options = {"source": "urls", "path": str(urls), "url_col": url_col, "caption_col": caption_col, "id_col": id_col,
                "preset": preset, "image_size": image_size, "format": fmt, "header": not no_header,
@@ -479,8 +480,8 @@ def ingest(
         raise SpecError(f"ingest: {_first_error(exc)}") from None
     ws = _workspace(workspace)
     try:
-        result = build_source(ws, cfg, quiet=not verbose,
-                              say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
+        result = run_local(ws, [source_node(cfg)], quiet=not verbose,
+                           say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))["source"]
     except KeyboardInterrupt:  # typer would exit 130 silently
         err.print("interrupted: finished shards are kept; run the same command again to resume", highlight=False)
         raise typer.Exit(130) from None
