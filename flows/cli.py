@@ -169,7 +169,7 @@ def match(
 
     from pipeline import catalog
     from pipeline.matching import MATCHERS
-    from pipeline.stages import plan_match, run_local
+    from pipeline.stages import match_captions
 
     if method not in MATCHERS:
         _fail(f"--method {method}: use {' | '.join(MATCHERS)}")
@@ -190,10 +190,8 @@ def match(
         bar[0].update(step)
 
     try:
-        frequency = plan_match(captions, vocab, method, {"threshold": threshold} if threshold is not None else {},
-                               caption_col, id_col, name)
-        results = run_local(ws, [frequency], lambda node: force and node.stage != "vocab", workers=workers,
-                            progress=advance)
+        results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None else {},
+                                 caption_col, id_col, name, workers, advance, force)
     finally:
         if bar:
             bar[0].close()

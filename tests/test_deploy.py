@@ -320,7 +320,7 @@ def main(spec_path, ws_path, out_dir):
     from pipeline.store import Workspace, write_parquet
 
     plan = S.plan_study(load_spec(spec_path))
-    captions = str(Workspace(ws_path).artifact("corpus", plan.corpus_key).path / "captions.parquet")
+    captions = str(Workspace(ws_path).artifact("corpus", plan.key("corpus")).path / "captions.parquet")
 
     @task
     def match_shard(path, start, stop, vocab, method):
@@ -339,7 +339,7 @@ def main(spec_path, ws_path, out_dir):
         total = pq.read_metadata(captions).num_rows
         starts = [i * total // shards for i in range(shards)]
         stops = [(i + 1) * total // shards for i in range(shards)]
-        futures = match_shard.map(unmapped(captions), starts, stops, unmapped(plan.vocab),
+        futures = match_shard.map(unmapped(captions), starts, stops, unmapped(plan.node("vocab").config["vocab"]),
                                   unmapped(plan.spec.matching.method))
         done = [f.result() for f in futures]
         return pa.concat_tables([d[0] for d in done]).combine_chunks(), sorted({(d[1], d[2]) for d in done})

@@ -36,8 +36,8 @@ def check_force(force: list[str] | None) -> list[str]:
     return list(force or [])
 
 
-from pipeline.stages.plan import StudyGraph, plan_match, plan_study, write_study_records  # noqa: E402
+from pipeline.stages.plan import StudyGraph, match_captions, plan_match, plan_study, write_study_records  # noqa: E402
 
 __all__ = ["Artifact", "BuildContext", "check_force", "Node", "Stage", "REGISTRY", "STAGES", "StudyGraph", "plan_study",
-           "plan_match", "run_node", "run_local", "resolve", "resolve_all", "walk", "cell_id", "corpus_config",
+           "plan_match", "match_captions", "run_node", "run_local", "resolve", "resolve_all", "walk", "cell_id", "corpus_config",
            "target_concepts", "collect_results", "source_node", "train_config", "write_study_records"]

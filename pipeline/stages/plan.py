@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from pipeline.errors import InputError
 from pipeline.spec import StudySpec, expand
-from pipeline.stages.base import Node, resolve_all, walk
+from pipeline.stages.base import Node, resolve_all, run_local, walk
 from pipeline.stages.corpus import corpus_node
 from pipeline.stages.curate import cell_id, curate_node
 from pipeline.stages.evaluate import evaluate_node
@@ -21,7 +21,7 @@ from pipeline.stages.match import match_node
 from pipeline.stages.report import report_node
 from pipeline.stages.train import train_node
 from pipeline.stages.vocab import vocab_node
-from pipeline.store import Workspace, canonical_json, write_parquet
+from pipeline.store import Artifact, Workspace, canonical_json, write_parquet
 from pipeline.vocab import load_vocab
 
 
@@ -43,6 +43,11 @@ class StudyGraph:
 
     def key(self, stage: str) -> str | None:
         return self.node(stage).key
+
+    @property
+    def subset_keys(self) -> dict[str, str]:
+        """Factor level ('imbalance=natural') -> its curate key."""
+        return {n.label: n.key for n in self.of("curate")}
 
     @property
     def evaluations(self) -> list[Node]:
@@ -91,6 +96,17 @@ def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", opt
     return frequency
 
 
+def match_captions(ws: Workspace, captions: str | Path, vocab_ref: str, method: str = "phrase",
+                   options: dict | None = None, caption_col: str | None = None, id_col: str | None = None,
+                   corpus: str | None = None, workers: int | None = None, progress=None,
+                   force: bool = False) -> dict[str, Artifact]:
+    """``tailstudy match``: the vocab, match and frequency artifacts of caption files (``plan_match``), built or
+    reused in this process; `force` re-matches (the vocabulary is never rebuilt)."""
+    frequency = plan_match(captions, vocab_ref, method, options, caption_col, id_col, corpus)
+    return run_local(ws, [frequency], lambda node: force and node.stage != "vocab", workers=workers,
+                     progress=progress)
+
+
 # ---------------------------------------------------------------- study records (what the catalog's views join on)
 
 def runs_table(graph: StudyGraph, statuses: dict[str, str]) -> pa.Table:
@@ -119,4 +135,4 @@ def write_study_records(ws: Workspace, graph: StudyGraph, statuses: dict[str, st
     return study_dir
 
 
-__all__ = ["StudyGraph", "plan_study", "plan_match", "cell_id", "write_study_records"]
+__all__ = ["StudyGraph", "plan_study", "plan_match", "match_captions", "cell_id", "write_study_records"]
