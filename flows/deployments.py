@@ -102,14 +102,23 @@ def select_runs(graph: S.StudyGraph, learners: list[str] | None, levels: list[st
 @flow(name="tailstudy-train-runs", log_prints=True)
 def train_runs_flow(spec_path: str, workspace: str, models: list[str] | None = None,
                     levels: list[str] | None = None, seeds: list[int] | None = None, gpus: int = 0,
-                    force: list[str] | None = None) -> dict:
-    """Train and evaluate the selected runs of a study; their data stages and subsets are reused (or built)."""
+                    force: list[str] | None = None, train_keys: list[str] | None = None) -> dict:
+    """Train and evaluate the selected runs of a study (or train, only, the runs with `train_keys`: what a study
+    dispatches); their data stages and subsets are reused (or built)."""
     from flows.torchrun import check_gpus
 
     check_gpus(gpus)
     graph, executor = open_study(spec_path, workspace, force)
     executor.ddp = gpus
-    records = executor.run(select_runs(graph, models, levels, seeds))
+    if train_keys:
+        executor.run(graph.of("curate"))  # train keys hash the subsets
+        S.resolve_all(graph.nodes, executor.ws)
+        targets = list({n.key: n for n in graph.of("train") if n.key in train_keys}.values())
+        if len(targets) != len(set(train_keys)):
+            raise InputError(f"train_keys: not all of {train_keys} are training runs of study {graph.spec.name!r}")
+    else:
+        targets = select_runs(graph, models, levels, seeds)
+    records = executor.run(targets)
     catalog.refresh(executor.ws)
     return {"study": graph.spec.name, "workspace": str(executor.ws.root), "stages": records}
 
@@ -118,14 +127,18 @@ def train_runs_flow(spec_path: str, workspace: str, models: list[str] | None = N
 
 @flow(name="tailstudy-run-study", log_prints=True)
 def study(spec: str | None = None, spec_yaml: str | None = None, workspace: str | None = None,
-          force: list[str] | None = None, task_runner: str = "local") -> dict:
-    """Run (or reuse) every stage of a study: data, match, frequency, curate, train, evaluate, report."""
+          force: list[str] | None = None, task_runner: str = "local", jobs: int = 1,
+          dispatch: str | None = None) -> dict:
+    """Run (or reuse) every stage of a study: data, match, frequency, curate, train, evaluate, report. `dispatch`
+    (FLOW/DEPLOYMENT, e.g. tailstudy-train/train-gpu): each training run becomes a child flow run of that
+    deployment, so its work pool (concurrency = its GPUs) runs them side by side; this flow waits for them, then
+    evaluates and reports. The workspace must be shared with that pool's workers (same path)."""
     ws = resolve_workspace(workspace)
     force = S.check_force(force)
     parse_task_runner(task_runner)
     path = materialise_spec(ws, spec, spec_yaml)
-    print(f"study {path} in {ws.root} (task runner: {task_runner})")
-    summary = in_workspace(study_flow_with(task_runner), ws)(str(path), str(ws.root), force)
+    print(f"study {path} in {ws.root} (task runner: {task_runner}, dispatch: {dispatch or 'none'})")
+    summary = in_workspace(study_flow_with(task_runner), ws)(str(path), str(ws.root), force, jobs, dispatch)
     counts = log_stages(summary["stages"])
     print(f"report: {summary['report']}")
     return {"study": summary["study"], "workspace": summary["workspace"], "report": summary["report"],
@@ -150,14 +163,16 @@ def match(spec: str | None = None, spec_yaml: str | None = None, workspace: str 
 @flow(name="tailstudy-train", log_prints=True)
 def train(spec: str | None = None, spec_yaml: str | None = None, workspace: str | None = None,
           models: list[str] | None = None, levels: list[str] | None = None, seeds: list[int] | None = None,
-          gpus: int = 0, force: list[str] | None = None) -> dict:
-    """Training runs of a study (all, or those of the given learners / factor levels / seeds), then their evaluation.
+          gpus: int = 0, force: list[str] | None = None, train_keys: list[str] | None = None) -> dict:
+    """Training runs of a study (all, or those of the given learners / factor levels / seeds), then their evaluation;
+    or the training runs with `train_keys` alone (what a study with `dispatch` sends).
     gpus: 0 = the spec's train.device; 1 = one GPU, required; N > 1 = one run over N local GPUs through torchrun."""
     ws = resolve_workspace(workspace)
     force = S.check_force(force)
     path = materialise_spec(ws, spec, spec_yaml)
     print(f"training runs of {path} in {ws.root} (gpus: {gpus})")
-    summary = in_workspace(train_runs_flow, ws)(str(path), str(ws.root), models, levels, seeds, gpus, force)
+    summary = in_workspace(train_runs_flow, ws)(str(path), str(ws.root), models, levels, seeds, gpus, force,
+                                                train_keys)
     counts = log_stages(summary["stages"])
     return {"study": summary["study"], "workspace": summary["workspace"], "stages": counts}
 

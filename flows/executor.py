@@ -13,7 +13,6 @@ global to a process, so two runs in one process would not reproduce a sequential
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -27,6 +26,9 @@ from pipeline.stages.base import stage_of
 from pipeline.store import Artifact, Workspace
 
 
+DISPATCHED = 64  # training runs waiting on child flow runs at once (the work pool's concurrency does the limiting)
+
+
 def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Workspace + stage + stage key: the same inputs in the same workspace hit the same cache entry.
     (The key names a file in the result store, so the workspace path enters as a digest.)"""
@@ -38,6 +40,13 @@ def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 def node_task(workspace: str, stage: str, key: str, label: str, build: Callable[[], Artifact]) -> dict:
     art = build()
     return {"stage": stage, "key": art.key, "status": art.status, "label": label, "path": str(art.path)}
+
+
+def torch_threads() -> int:
+    """This process's torch thread budget, which concurrent training runs on CPU share."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def visible_gpus() -> int:
@@ -80,6 +89,7 @@ class Executor:
     parallel: int = 1
     spec_path: str | None = None  # lets training run in child processes (needed when runs overlap)
     ddp: int = 0  # > 1: each training run is one DDP run over this many local GPUs (torchrun)
+    dispatch: str | None = None  # FLOW/DEPLOYMENT: training runs become child flow runs of it (its pool limits them)
     progress: Callable[[Node], Any] | None = None  # node -> context manager yielding its progress callback
     options: dict = field(default_factory=dict)  # runtime knobs for builds (e.g. the match stage's map_shards)
     records: list[dict] = field(default_factory=list)
@@ -89,9 +99,12 @@ class Executor:
 
     def slots(self) -> Slots:
         gpus = visible_gpus()
-        return Slots({"cpu": self.jobs, "train": self.parallel, "gpu": gpus}, list(range(gpus)))
+        return Slots({"cpu": self.jobs, "train": self.parallel, "gpu": gpus, "dispatch": DISPATCHED},
+                     list(range(gpus)))
 
     def needs(self, node: Node) -> dict[str, int]:
+        if node.stage == "train" and self.dispatch:
+            return {"dispatch": 1}
         if node.stage == "train" and self.ddp > 1:
             return {"gpu": self.ddp}
         return stage_of(node).resources(node)
@@ -105,6 +118,8 @@ class Executor:
         forced = self.forced(node)
 
         def build() -> Artifact:
+            if node.stage == "train" and self.dispatch:
+                return self.build_in_child_flow(node, forced)
             if self.isolated(node, taken):
                 return self.build_in_child(node, device, forced)
             if self.progress is None:
@@ -121,13 +136,29 @@ class Executor:
         path = self.ws.root / stage.dir / node.key
         if self.ws.exists(stage.dir, node.key) and not forced:
             return Artifact(stage.dir, node.key, path, "reused", node.label)
-        threads = max(1, (os.cpu_count() or 1) // max(self.parallel, 1)) if device is None else None
+        threads = max(1, torch_threads() // max(self.parallel, 1)) if device is None else None
         if self.ddp > 1:
             device, threads = None, None  # torchrun gives each rank its LOCAL_RANK's GPU
         launch(max(self.ddp, 1), self.spec_path, self.ws.root, node.key, forced, device, threads)
         if not self.ws.exists(stage.dir, node.key):
             raise RuntimeError(f"train run {node.key} finished but left no artifact")
         return Artifact(stage.dir, node.key, path, "ran", node.label)
+
+    def build_in_child_flow(self, node: Node, forced: bool) -> Artifact:
+        """Train on the dispatch deployment's work pool, as a child flow run of this one; wait for it to end."""
+        from prefect.deployments import run_deployment
+
+        path = self.ws.root / "train" / node.key
+        if self.ws.exists("train", node.key) and not forced:
+            return Artifact("train", node.key, path, "reused", node.label)
+        params = {"spec": self.spec_path, "workspace": str(self.ws.root), "train_keys": [node.key],
+                  "force": ["train"] if forced else []}
+        child = run_deployment(self.dispatch, parameters=params, timeout=None, poll_interval=1,
+                               flow_run_name=f"train-{node.label}".replace("/", "-").replace("=", "-"),
+                               tags=["tailstudy", "dispatched"])
+        if not child.state.is_completed() or not self.ws.exists("train", node.key):
+            raise RuntimeError(f"train {node.label}: child flow run {child.name} ended {child.state.name}")
+        return Artifact("train", node.key, path, "ran", node.label)
 
     def submit(self, runner: ThreadPoolTaskRunner, node: Node, taken: dict):
         stage = REGISTRY[node.stage]
@@ -145,7 +176,8 @@ class Executor:
         running: dict[int, tuple[Node, dict, Any]] = {}
         events: queue.Queue = queue.Queue()
         failure = None
-        with ThreadPoolTaskRunner(max_workers=max(self.jobs, self.parallel, len(slots.gpus), 1) + 1) as runner:
+        workers = max(self.jobs, self.parallel, len(slots.gpus), DISPATCHED if self.dispatch else 1) + 1
+        with ThreadPoolTaskRunner(max_workers=workers) as runner:
             while pending or running:
                 if failure is None:
                     self._start_ready(runner, pending, done, finished, running, slots, events)

@@ -49,13 +49,14 @@ def map_shards(fn, jobs):
     return task(fn, name="match-shard").map(jobs).result()
 
 
-def open_study(spec_path: str, workspace: str, force: list[str] | None, jobs: int = 1):
-    """-> (graph, executor) for a flow run; stale temp dirs of killed runs are cleared first."""
+def open_study(spec_path: str, workspace: str, force: list[str] | None, jobs: int = 1, dispatch: str | None = None):
+    """-> (graph, executor) for a flow run; stale temp dirs of killed runs are cleared first. `dispatch`
+    (FLOW/DEPLOYMENT, on a Prefect server): training runs become child flow runs of that deployment."""
     spec = load_spec(spec_path)
     ws = Workspace(workspace)
     ws.clean_stale_temps()
     executor = Executor(ws, set(force or []), jobs=jobs, parallel=spec.train.parallel, spec_path=str(spec_path),
-                        progress=progress_bar, options={"map_shards": map_shards})
+                        progress=progress_bar, options={"map_shards": map_shards}, dispatch=dispatch)
     return S.plan_study(spec), executor
 
 
@@ -71,9 +72,10 @@ def finish_study(graph: S.StudyGraph, ws: Workspace) -> dict:
 
 
 @flow(name="tailstudy-study", log_prints=True)
-def study_flow(spec_path: str, workspace: str, force: list[str] | None = None, jobs: int = 1) -> dict:
+def study_flow(spec_path: str, workspace: str, force: list[str] | None = None, jobs: int = 1,
+               dispatch: str | None = None) -> dict:
     """Run (or re-use) every node of a study's graph; returns the stage records, the results table and the report."""
-    graph, executor = open_study(spec_path, workspace, force, jobs)
+    graph, executor = open_study(spec_path, workspace, force, jobs, dispatch)
     records = executor.run([graph.report])
     report = next(r for r in records if r["stage"] == "report")
     return {"study": graph.spec.name, "workspace": str(executor.ws.root), "stages": records,

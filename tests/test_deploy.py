@@ -410,6 +410,78 @@ def test_tailstudy_deploy_registers_pools_and_every_deployment(server, runs):
     assert code == 2 and "--task-runner" in out, out
 
 
+STANDIN_YAML = """\
+name: tailstudy-standin
+prefect-version: 3.9.1
+deployments:
+  - name: train-standin
+    entrypoint: flows/deployments.py:train
+    parameters: {gpus: 0}
+    work_pool: {name: gpu-standin, work_queue_name: default}
+  - name: study-dispatch
+    entrypoint: flows/deployments.py:study
+    parameters: {task_runner: local, dispatch: tailstudy-train/train-standin}
+    work_pool: {name: tailstudy-process, work_queue_name: default}
+"""
+
+
+def most_at_once(spans: list[tuple]) -> int:
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+@pytest.mark.slow
+def test_a_study_dispatches_its_training_runs_as_child_flow_runs_on_a_limited_pool(server, runs):
+    """study-gpu's mechanism with a process pool of concurrency 2 standing in for the GPU pool: one submitted study
+    trains every run as a child flow run of the train deployment, at most 2 at a time, then evaluates and reports."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from pipeline import catalog
+    from pipeline.store import Workspace
+
+    spec, ws = server.root / "dispatch.yaml", server.root / "ws-dispatch"
+    spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 1"))
+    (server.root / "standin.yaml").write_text(STANDIN_YAML)
+    for args, name in ((["work-pool", "create", "gpu-standin", "--type", "process"], "standin-pool"),
+                       (["work-pool", "set-concurrency-limit", "gpu-standin", "2"], "standin-limit"),
+                       (["deploy", "--prefect-file", server.root / "standin.yaml", "--all"], "standin-deploy")):
+        code, out = server.run([VENV_BIN / "prefect", *args], name)
+        assert code == 0, out
+    code, out = server.run([VENV_BIN / "tailstudy", "submit", spec, "-d", "tailstudy-run-study/study-dispatch",
+                            "-w", ws], "submit-dispatch")
+    assert code == 0, out
+    parent_id = UUID(UUID_RE.search(out).group(1))
+    env = {**server.env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    gpu_worker, gpu_log = server.procs.start([VENV_BIN / "prefect", "worker", "start", "--pool", "gpu-standin"], env,
+                                             "standin-worker")
+    driver, driver_log = server.procs.start([VENV_BIN / "prefect", "worker", "start", "--pool", "tailstudy-process",
+                                             "--run-once"], env, "driver-worker")
+    try:
+        with server.client() as client:
+            deadline = time.monotonic() + 1200
+            while not (parent := client.read_flow_run(parent_id)).state.is_final():
+                assert time.monotonic() < deadline, f"study still {parent.state.name}:\n{tail(driver_log)}"
+                time.sleep(3)
+            assert parent.state.is_completed(), (parent.state, tail(driver_log, 80), tail(gpu_log, 80))
+            train = client.read_deployment_by_name("tailstudy-train/train-standin")
+            children = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[train.id])))
+            parents = {client.read_task_run(c.parent_task_run_id).flow_run_id for c in children}
+    finally:
+        server.procs.stop(gpu_worker)
+        server.procs.stop(driver)
+    trained = stage_dirs(ws, "train")
+    assert len(children) == len(trained) == 5  # one child per distinct training run (shared runs train once)
+    assert parents == {parent_id} and all(c.state.is_completed() for c in children)
+    assert most_at_once([(c.start_time, c.end_time) for c in children]) == 2
+    assert len(stage_dirs(ws, "report")) == 1 and (stage_dirs(ws, "report")[0] / "report.html").is_file()
+    metrics = catalog.query(Workspace(ws), "select model, level from run_metrics")
+    assert len(metrics) == 8
+
+
 # ---------------------------------------------------------------- static: no server, no engine
 
 def test_prefect_yaml_follows_prefects_model_and_the_flows_signatures():
