@@ -205,7 +205,6 @@ class TrimTail(_Strict):
 
 ImbalanceLevel = Union[Literal["natural", "balanced"], ZipfProfile, ExponentialProfile, MatchProfile, CapProfile]
 IMBALANCE_KINDS = {"zipf": ZipfProfile, "exponential": ExponentialProfile, "match": MatchProfile, "cap": CapProfile}
-CAPTION_SINGLE = ("cname", "a_cname", "templates", "synonym_templates", "full")
 CAPTION_FIELDS = ("title", "tags", "description")
 NAMED_CLASS_LISTS = ("imagenet100",)
 
@@ -253,10 +252,12 @@ class SubsetSpec(_Strict):
     @field_validator("caption")
     @classmethod
     def _caption_kind(cls, value: str) -> str:
+        from pipeline.curate import CAPTION_VARIANTS  # the variants' rules live with the curate stage
+
         parts = value.split("+")
-        if value in CAPTION_SINGLE or (all(p in CAPTION_FIELDS for p in parts) and len(set(parts)) == len(parts)):
+        if value in CAPTION_VARIANTS or (all(p in CAPTION_FIELDS for p in parts) and len(set(parts)) == len(parts)):
             return value
-        raise ValueError(f"unknown caption variant {value!r} ({', '.join(CAPTION_SINGLE + CAPTION_FIELDS)}, "
+        raise ValueError(f"unknown caption variant {value!r} ({', '.join((*CAPTION_VARIANTS, *CAPTION_FIELDS))}, "
                          "or fields joined with '+', e.g. title+tags)")
 
     @field_validator("concepts")
@@ -316,11 +317,11 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check_factors_and_models(self) -> "StudySpec":
-        from pipeline.models import LEARNER_OPTIONS
+        from pipeline.models import known_learners
 
-        for model in self.models:
-            if model not in LEARNER_OPTIONS:
-                raise ValueError(f"models: unknown learner {model!r} (known: {', '.join(LEARNER_OPTIONS)})")
+        for learner in self.models:
+            if learner not in known_learners():
+                raise ValueError(f"models: unknown learner {learner!r} (known: {', '.join(known_learners())})")
         for factor, levels in self.factors.items():
             if factor not in SubsetSpec.model_fields:
                 raise ValueError(f"factors.{factor}: unknown factor (known: {', '.join(SubsetSpec.model_fields)})")
