@@ -2,7 +2,6 @@
 TAILSTUDY_DEBUG=1."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -145,26 +144,15 @@ def catalog_cmd(workspace: Optional[Path] = WorkspaceOpt) -> None:
     out.print(f"{ws.catalog_path}: views with data: {', '.join(live) or 'none'}")
 
 
-@contextlib.contextmanager
 def _caption_bar(desc: str):
-    """A progress callback(step, total) in captions; no monitor thread, so that a single-threaded process can fork
-    its match workers."""
+    """A progress callback(step, total) in captions; no tqdm monitor thread, so that a single-threaded process can
+    fork its match workers."""
     from tqdm import tqdm
 
-    bar: list = []
+    from pipeline.progress import item_bar
+
     tqdm.monitor_interval = 0
-
-    def advance(step: int, total: Optional[int]) -> None:
-        if not bar:
-            bar.append(tqdm(total=total, desc=desc, unit="caption", unit_scale=True, file=sys.stderr,
-                            dynamic_ncols=True, mininterval=0.5))
-        bar[0].update(step)
-
-    try:
-        yield advance
-    finally:
-        if bar:
-            bar[0].close()
+    return item_bar(desc, unit="caption")
 
 
 @app.command()

@@ -73,3 +73,24 @@ def test_match_keys_are_unchanged(tmp_path, method, corpus):
     frequency = plan_match(captions, "imagenet1k", method, corpus=corpus)
     built = run_local(Workspace(tmp_path / "ws"), [frequency], workers=1)
     assert {stage: art.key for stage, art in built.items()} == MATCH["phrase" if corpus is None else "bag_mine"]
+
+
+def test_the_readmes_example_stage_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
+    """The README's architecture section claims a new stage is one module + one registry line: run its example."""
+    import re
+    import types
+
+    import pipeline.stages as S
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"```python\n# pipeline/stages/openworld.py\n(.*?)```", readme, re.S).group(1)
+    module = types.ModuleType("openworld")
+    exec(compile(code, "openworld.py", "exec"), module.__dict__)
+    monkeypatch.setitem(S.REGISTRY, "openworld", module.OpenWorldStage())  # the registry line
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC.replace("base: {imbalance: natural, caption: full}",
+                                      "base: {imbalance: natural, caption: full, open_world: true}"))
+    curate = plan_study(load_spec(spec)).of("curate")[0]
+    built = run_local(Workspace(tmp_path / "ws"), [module.openworld_node(curate)], workers=1)
+    assert built["openworld"].status == "ran" and built["curate"].status == "ran"
+    assert built["openworld"].manifest()["rows"]["open"] > 0
