@@ -549,7 +549,7 @@ def test_gpu_job_template_renders_valid_kubernetes_jobs():
         seen[name] = (pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], pod.get("nodeSelector"))
         assert {"name": "TAILSTUDY_WORKSPACE", "value": "/workspace"} in pod["containers"][0]["env"]
         assert pod["containers"][0]["workingDir"] == "/opt/tailstudy"
-    assert seen == {"study-gpu": (1, {"nvidia.com/gpu.present": "true"}),
+    assert seen == {"study-gpu": (0, {}),  # the driver; its training runs are train-gpu child flow runs
                     "train-gpu": (1, {"nvidia.com/gpu.present": "true"}),
                     "match-dask": (0, {})}
     # a train run on 4 GPUs: `tailstudy submit --gpus 4` sets the job variable
@@ -702,6 +702,10 @@ def test_torchrun_launcher():
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert command[5:] == ["-m", "flows.torchrun", "--spec", "/s/tiny.yaml", "--workspace", "/ws",
                            "--train-key", "abc123", "--force"]
+    # one of several concurrent runs (flows/executor.py): one process, pinned to its GPU or its share of threads
+    single = torchrun_command(1, "/s/tiny.yaml", "/ws", "abc123", device="cuda:1", threads=2)
+    assert single[1:] == ["-m", "flows.torchrun", "--spec", "/s/tiny.yaml", "--workspace", "/ws", "--train-key",
+                          "abc123", "--device", "cuda:1", "--threads", "2"]
     check_gpus(0)  # the spec's device: always allowed
     with pytest.raises(InputError):
         check_gpus(-1)
