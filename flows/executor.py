@@ -93,6 +93,8 @@ class Executor:
     progress: Callable[[Node], Any] | None = None  # node -> context manager yielding its progress callback
     options: dict = field(default_factory=dict)  # runtime knobs for builds (e.g. the match stage's map_shards)
     records: list[dict] = field(default_factory=list)
+    finished: dict[tuple, dict] = field(default_factory=dict)  # (stage, key) -> its record, across run() calls
+    gpu_count: int = field(default=0, init=False)
 
     def forced(self, node: Node) -> bool:
         return node.stage in self.force or ("all" in self.force and node.stage in STAGES)
@@ -111,7 +113,7 @@ class Executor:
 
     def isolated(self, node: Node, taken: dict) -> bool:
         return node.stage == "train" and self.spec_path is not None and (
-            self.parallel > 1 or self.ddp > 1 or len(taken["devices"]) > 0 and self.slots_total_gpus > 1)
+            self.parallel > 1 or self.ddp > 1 or len(taken["devices"]) > 0 and self.gpu_count > 1)
 
     def build_fn(self, node: Node, taken: dict) -> Callable[[], Artifact]:
         device = f"cuda:{taken['devices'][0]}" if taken["devices"] else None
@@ -171,8 +173,8 @@ class Executor:
     def run(self, targets: list[Node]) -> list[dict]:
         """Build `targets` and their upstream nodes; returns once all are done (raises the first failure)."""
         slots = self.slots()
-        self.slots_total_gpus = len(slots.gpus)
-        pending, done, finished = walk(targets), set(), {}
+        self.gpu_count = len(slots.gpus)
+        pending, done, finished, earlier = walk(targets), set(), self.finished, set(self.finished)
         running: dict[int, tuple[Node, dict, Any]] = {}
         events: queue.Queue = queue.Queue()
         failure = None
@@ -180,7 +182,7 @@ class Executor:
         with ThreadPoolTaskRunner(max_workers=workers) as runner:
             while pending or running:
                 if failure is None:
-                    self._start_ready(runner, pending, done, finished, running, slots, events)
+                    self._start_ready(runner, pending, done, finished, earlier, running, slots, events)
                 if not running:
                     if pending and failure is None:
                         raise RuntimeError(f"no node can start: {[n.label for n in pending][:3]}")
@@ -200,14 +202,15 @@ class Executor:
         self.records.sort(key=lambda r: order.get((r["stage"], r["label"]), len(order)))
         return self.records
 
-    def _start_ready(self, runner, pending, done, finished, running, slots, events) -> None:
+    def _start_ready(self, runner, pending, done, finished, earlier, running, slots, events) -> None:
         claimed = {(n.stage, n.key) for n, _, _ in running.values()} | set(finished)
         for node in list(pending):
             if not all(id(up) in done for up in node.upstream.values()) or not resolve(node, self.ws):
                 continue
             ident = (node.stage, node.key)
-            if ident in finished:  # the same artifact, already built or reused in this run
-                self.records.append({**finished[ident], "status": "shared", "label": node.label})
+            if ident in finished:  # the same artifact, already built or reused (recorded once, in the first run())
+                if ident not in earlier:
+                    self.records.append({**finished[ident], "status": "shared", "label": node.label})
                 done.add(id(node))
                 pending.remove(node)
                 continue
