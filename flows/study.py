@@ -36,9 +36,11 @@ def publish_artifacts(graph: S.StudyGraph, run_metrics, report_dir: Path) -> Non
 
 def progress_bar(node: S.Node):
     """A progress callback for the long stages (rendering / ingesting a corpus, training); none for the others."""
+    if node.stage == "source":
+        return item_bar(f"corpus: ingesting {node.label}")
     if node.stage == "corpus":
         source = node.config["spec"].corpus.source
-        return item_bar("corpus: " + ("rendering the synthetic world" if source == "synthetic" else f"ingesting {source}"))
+        return item_bar("corpus: " + ("rendering the synthetic world" if source == "synthetic" else "adding the eval set"))
     if node.stage == "train":
         return epoch_bar(f"train {node.label}", node.config["spec"].train.epochs)
     return contextlib.nullcontext(None)
