@@ -41,7 +41,6 @@ class CorpusSpec(_Strict):
 # `CorpusSpec` keeps its name and fields: it is the synthetic world (tests and pipeline.corpus.synthetic build it
 # directly). A study's `corpus:` is `AnyCorpusSpec`, the union of every source, chosen by its `source` key
 # (default: synthetic), so an error names the real problem under its own path, e.g. `corpus.url_col: ...`.
-SyntheticCorpusSpec = CorpusSpec
 # Targets of a real corpus: the whole vocabulary, the classes of the evaluation folder, or a list of class names/keys.
 CorpusTargets = Union[Literal["vocabulary", "eval"], list[str]]
 
@@ -123,7 +122,6 @@ class FolderCorpusSpec(_RealCorpusSpec):
 
 CORPUS_SOURCES: dict[str, type[_Strict]] = {"synthetic": CorpusSpec, "urls": UrlsCorpusSpec,
                                             "webdataset": WebdatasetCorpusSpec, "folder": FolderCorpusSpec}
-RealCorpusSpec = Union[UrlsCorpusSpec, WebdatasetCorpusSpec, FolderCorpusSpec]
 
 
 class _CorpusSource(BaseModel):
