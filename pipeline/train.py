@@ -12,13 +12,11 @@ from typing import Callable
 import torch
 
 from pipeline.data import num_batches
-from pipeline.models import TEXT_LEARNERS, make_learner
+from pipeline.models import learner_kwargs, make_learner, reads_captions
 from pipeline.spec import TrainSpec
 
 TRAIN_VERSION = 2  # 2: streamed from shards with open_clip transforms (augmentation), max_steps
 CHECKPOINT = "checkpoint.pt"
-# Under torchrun (WORLD_SIZE > 1) the loop runs data-parallel: see `distributed_context`.
-SUPPORTS_DDP = True
 
 
 @dataclass(frozen=True)
@@ -105,9 +103,8 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 
 def build_learner(kind: str, cfg: TrainSpec, class_counts: list[int], class_names: list[str] | None = None):
-    return make_learner(kind, arch=cfg.arch, num_classes=len(class_counts), class_counts=class_counts,
-                        class_names=class_names, num_to_sample=cfg.num_to_sample, vocab_weights=cfg.vocab_weights,
-                        head=cfg.head, text_tower=cfg.text_tower, vocab_chunk=cfg.vocab_chunk)
+    return make_learner(kind, **learner_kwargs(kind, cfg, num_classes=len(class_counts), class_counts=class_counts,
+                                               class_names=class_names))
 
 
 def _wrap(learner, ctx: DistributedContext, device: torch.device):
@@ -152,7 +149,7 @@ def train(kind: str, data, class_counts: list[int], cfg: TrainSpec, seed: int, w
         learner = learner.to(memory_format=torch.channels_last)
     model = _wrap(learner, ctx, device)
     step_fn = torch.compile(model) if cfg.compile else model
-    source = data.for_learner(learner, kind in TEXT_LEARNERS)
+    source = data.for_learner(learner, reads_captions(kind))
     if source.num_samples == 0:
         raise RuntimeError(f"{kind}: the subset has no training samples this learner can use")
     steps_per_epoch, total_steps, warmup = schedule(cfg, source.num_samples)

@@ -44,6 +44,7 @@ def test_gpu_study_specs_parse_and_plan(name, tmp_path):
     data = spec.model_dump(mode="json")
     data["corpus"]["path"] = paths[spec.corpus.source]
     data["eval"]["folder"] = paths["eval"]
-    plan = plan_study(parse_spec(data))
-    assert plan.corpus_key and plan.match_key and len(plan.subset_keys) == len(plan.cells) >= 1
+    graph = plan_study(parse_spec(data))
+    assert graph.key("corpus") and graph.key("match") and len(graph.subset_keys) >= 1
+    assert {n.config["learner"] for n in graph.of("train")} == {"clip", "sl"}
     assert not any(tmp_path.glob("**/*.tar"))  # planning downloads and writes nothing

@@ -25,16 +25,14 @@ train: {arch: tiny, epochs: 2, batch_size: 64, device: cpu}
 
 
 def run_study(tmp_path: Path):
-    from pipeline import stages as st
+    """Every node but the report, in this process -> (workspace, graph, train artifact, evaluate artifact)."""
     from pipeline.spec import parse_spec
+    from pipeline.stages import plan_study, run_node
     from pipeline.store import Workspace
 
-    ws, plan = Workspace(tmp_path / "ws"), st.plan_study(parse_spec(yaml.safe_load(SPEC)))
-    for build in (st.build_vocab, st.build_corpus, st.build_frequency):
-        build(ws, plan) if build is not st.build_frequency else (st.build_match(ws, plan, workers=1), build(ws, plan))
-    st.build_subset(ws, plan, plan.cells[0])
-    run = st.plan_runs(ws, plan)[0]
-    return ws, plan, st.build_train(ws, plan, run), st.build_evaluate(ws, plan, run)
+    ws, graph = Workspace(tmp_path / "ws"), plan_study(parse_spec(yaml.safe_load(SPEC)))
+    built = {node.stage: run_node(ws, node) for node in graph.nodes if node.stage != "report"}
+    return ws, graph, built["train"], built["evaluate"]
 
 
 def open_clip_top1(run_dir: Path, corpus_dir: Path, class_ids: list[int], names: dict[int, str]) -> float:
@@ -58,14 +56,14 @@ def open_clip_top1(run_dir: Path, corpus_dir: Path, class_ids: list[int], names:
 
 
 def test_clip_export_loads_in_open_clip_and_gives_the_recorded_top1(tmp_path, one_torch_thread):
-    ws, plan, trained, evaluated = run_study(tmp_path)
+    ws, graph, trained, evaluated = run_study(tmp_path)
     config = json.loads((trained.path / "open_clip_config.json").read_text())
     assert config["model_cfg"]["vision_cfg"]["image_size"] == 32 and config["preprocess_cfg"]["size"] == 32
     state = torch.load(trained.path / "open_clip_pytorch_model.bin", weights_only=True)
     assert "visual.conv1.weight" in state["state_dict"] and "logit_scale" in state["state_dict"]
-    names = {c.concept_id: c.name for c in plan.vocab.concepts}
+    names = {c.concept_id: c.name for c in graph.node("vocab").config["vocab"].concepts}
     ours = evaluated.manifest()["metrics"]["top1"]
-    theirs = open_clip_top1(trained.path, ws.artifact("corpus", plan.corpus_key).path,
+    theirs = open_clip_top1(trained.path, ws.artifact("corpus", graph.key("corpus")).path,
                             trained.manifest()["class_ids"], names)
     assert abs(theirs - ours) <= 0.005, (theirs, ours)
     log = pq.read_table(trained.path / "train_log.parquet").to_pylist()
