@@ -86,6 +86,10 @@ def as_string_array(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray)
     return captions
 
 
+def _no_nulls(arr: pa.Array) -> pa.Array:
+    return pc.fill_null(arr, "") if arr.null_count else arr  # fill_null copies even when there is nothing to fill
+
+
 def _lut(keep: str, lower: bool) -> np.ndarray:
     table = np.full(256, ord(" "), np.uint8)
     for ch in keep:
@@ -107,19 +111,38 @@ _BYTE_FLAGS = np.zeros(256, np.uint8)
 _BYTE_FLAGS[_AMP], _BYTE_FLAGS[_APOSTROPHE], _BYTE_FLAGS[128:] = _FLAG_AMP, _FLAG_APOSTROPHE, _FLAG_NON_ASCII
 
 
+_ONES, _HIGHS = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080)
+
+
+def _words_with(words: np.ndarray, flag_bytes: bytes) -> np.ndarray:
+    """Which 8-byte words hold a byte >= 128 or one of `flag_bytes` (the classic has-zero-byte bit trick, 8 bytes
+    per operation instead of one)."""
+    found = (words & _HIGHS) != 0
+    for byte in flag_bytes:
+        x = words ^ (_ONES * np.uint64(byte))
+        found |= ((x - _ONES) & ~x & _HIGHS) != 0
+    return found
+
+
 def _row_flags(arr: pa.Array, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One numpy pass over the bytes -> (rows holding a flagged byte, OR of their byte flags), rows ascending."""
+    """-> (rows holding a byte that `table` flags, OR of their byte flags), rows ascending. Only bytes >= 128 and the
+    bytes `table` flags below 128 are looked at, 8 at a time, then byte by byte inside the few words that hold one."""
     _validity, offsets, data = arr.buffers()
     if data is None or len(arr) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
     ends = np.frombuffer(offsets, np.int32)[arr.offset: arr.offset + len(arr) + 1]
-    codes = table[np.frombuffer(data, np.uint8)[ends[0]: ends[-1]]]
-    hits = np.flatnonzero(codes)
+    raw = np.frombuffer(data, np.uint8)[ends[0]: ends[-1]]
+    whole = len(raw) // 8 * 8
+    words = np.flatnonzero(_words_with(raw[:whole].view(np.uint64), bytes(np.flatnonzero(table[:128]).tolist())))
+    candidates = np.concatenate([(words[:, None] * 8 + np.arange(8)).ravel(), np.arange(whole, len(raw))])
+    codes = table[raw[candidates]]
+    hits = candidates[codes != 0]
+    codes = codes[codes != 0]
     if len(hits) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
     rows = np.searchsorted(ends, hits + ends[0], "right") - 1
     first = np.flatnonzero(np.concatenate([[True], rows[1:] != rows[:-1]]))
-    return rows[first], np.bitwise_or.reduceat(codes[hits], first)
+    return rows[first], np.bitwise_or.reduceat(codes, first)
 
 
 def _replace_rows(arr: pa.Array, rows: np.ndarray, values: pa.Array) -> pa.Array:
@@ -197,7 +220,7 @@ def _fold_non_ascii_rows(arr: pa.Array, rows: np.ndarray, flags: np.ndarray) -> 
 def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Vectorised ``normalise(...).split()`` of every caption -> (row of each token, tokens), in caption order; an
     empty token may start or end a caption's tokens (never sits between two words)."""
-    arr = pc.fill_null(as_string_array(captions), "")
+    arr = _no_nulls(as_string_array(captions))
     rows, flags = _row_flags(arr, _BYTE_FLAGS)
     slow = (flags & (_FLAG_AMP | _FLAG_NON_ASCII)) != 0
     if slow.any():  # the rare rows: entities and non-ASCII text
@@ -212,7 +235,7 @@ def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -
 def paper_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Vectorised paper tokeniser -> (row of each token, tokens), before contraction splitting: a token "cannot"
     stands for "can" + "not" (see PAPER_CONTRACTIONS). Empty tokens may appear, as in ``phrase_tokens``."""
-    arr = pc.fill_null(as_string_array(captions), "")
+    arr = _no_nulls(as_string_array(captions))
     rows = _row_flags(arr, _BYTE_FLAGS & _FLAG_NON_ASCII)[0]
     if len(rows):
         arr = _replace_rows(arr, rows, _map_rows(arr, rows, str.lower))  # Python's Unicode lower, as the paper's

@@ -11,10 +11,10 @@ import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,10 +50,20 @@ def stats_path(work_dir: Path, index: int) -> Path:
     return work_dir / f"part-{index:05d}.json"
 
 
+def prefetched(items: Iterator[Any]) -> Iterator[Any]:
+    """The items of an iterator, the next one read in a thread while the caller works on the current one (Arrow's
+    readers release the GIL, so reading and matching overlap)."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
+
+
 def match_shard(shard: Shard, matcher: Matcher, work_dir: Path, progress: Progress | None = None) -> dict:
     """Match one shard -> its part file and counts (written atomically, the counts last)."""
     tables, captions = [], 0
-    for ids, batch in read_batches(shard):
+    for ids, batch in prefetched(read_batches(shard)):
         tables.append(matches_table(ids, batch, matcher))
         captions += len(batch)
         if progress:
