@@ -123,6 +123,27 @@ def _context(spec: MatcherSpec) -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn" if sys.platform == "win32" else "forkserver")
 
 
+# What runs after matching in the same process (the frequency stage's figure, the catalog refresh) imports these; the
+# parent only waits while its workers match, so it imports them then, in a thread started after the workers forked.
+NEXT_STAGE_MODULES = ("matplotlib.pyplot", "duckdb")
+
+
+def _import_quietly(names: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in names:
+        try:
+            if name == "matplotlib.pyplot":
+                importlib.import_module("matplotlib").use("Agg")
+            importlib.import_module(name)
+        except Exception:  # pragma: no cover - a missing optional module is imported (and reported) where it is used
+            pass
+
+
+def warm_up_next_stages() -> None:
+    threading.Thread(target=_import_quietly, args=(NEXT_STAGE_MODULES,), daemon=True, name="warm-imports").start()
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -153,6 +174,7 @@ def run_shards(shards: list[Shard], spec: MatcherSpec, work_dir: Path, workers: 
         with ProcessPoolExecutor(workers, mp_context=_context(spec), initializer=_init_worker,
                                  initargs=(spec,)) as pool:
             futures = {pool.submit(_run_in_pool, shard, work_dir) for shard in pending}
+            warm_up_next_stages()  # the workers exist now (fork starts them all at the first submit)
             try:
                 while futures:
                     finished_now, futures = wait(futures, return_when=FIRST_COMPLETED)
