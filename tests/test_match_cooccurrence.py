@@ -1,0 +1,99 @@
+"""concept_pairs (co-occurrence, PMI, NPMI) and the duplicate-aware counts, against an independent computation: the
+per-class reference loop (pipeline/matching/reference.py) for the matches, pandas for the counting."""
+from __future__ import annotations
+
+import math
+import random
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import catalog
+from pipeline.index import build_caption_index
+from pipeline.matching.reference import NaivePhrase
+from pipeline.stages import match_captions
+from pipeline.store import Workspace
+from pipeline.text import normalise
+from pipeline.vocab import load_vocab
+
+VOCAB = [{"name": "red fox"}, {"name": "goldfish"}, {"name": "mouse"}, {"name": "jaguar", "negatives": ["car"]},
+         {"name": "t-shirt", "synonyms": ["tee shirt"]}, {"name": "bowl"}]
+FILLER = ["a", "photo", "of", "the", "in", "with", "my", "Car", "cute", "new"]
+NAMED = ["red fox", "Red-Fox", "goldfish", "GOLDFISH's", "mice", "mouse", "jaguar", "t-shirt", "tee shirts", "bowl",
+         "bowls", "foxes"]
+
+
+def corpus(n: int, seed: int = 3) -> list[str]:
+    rng = random.Random(seed)
+    captions: list[str] = []
+    for _ in range(n):
+        if captions and rng.random() < 0.25:  # a duplicate, sometimes only after normalisation
+            old = rng.choice(captions)
+            captions.append(old if rng.random() < 0.5 else old.upper() + " !!")
+            continue
+        words = [rng.choice(FILLER) for _ in range(rng.randint(0, 5))]
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            words.insert(rng.randint(0, len(words)), rng.choice(NAMED))
+        captions.append(" ".join(words))
+    return captions
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cooc")
+    vocab_path = root / "vocab.yaml"
+    import yaml
+
+    vocab_path.write_text(yaml.safe_dump(VOCAB))
+    captions = corpus(1500)
+    path = root / "web.parquet"
+    pq.write_table(pa.table({"caption": captions}), path)
+    ws = Workspace(root / "ws")
+    match_captions(ws, path, str(vocab_path), "phrase", workers=1)
+    build_caption_index(ws, path, "web")
+    catalog.refresh(ws)
+    naive = NaivePhrase(load_vocab(str(vocab_path)))
+    rows = [(i, c) for i, caption in enumerate(captions) for c in naive.match_one(caption)]
+    truth = pd.DataFrame(rows, columns=["row", "concept_id"])
+    truth["normalised"] = [normalise(captions[r]) for r in truth.row]
+    return ws, captions, truth
+
+
+def test_concept_pairs_equal_an_independent_computation(setup):
+    ws, captions, truth = setup
+    n = len(captions)
+    single = truth.groupby("concept_id").size()
+    both = truth.merge(truth, on="row").query("concept_id_x < concept_id_y")
+    pairs = both.groupby(["concept_id_x", "concept_id_y"]).size()
+    got = catalog.query(ws, "select * from concept_pairs where corpus = 'web'").set_index(["concept_a", "concept_b"])
+    assert len(pairs) >= 10 and len(got) == len(pairs)
+    for (a, b), count in pairs.items():
+        row = got.loc[(a, b)]
+        pmi = math.log(count * n / (single[a] * single[b]))
+        assert (row["count"], row["count_a"], row["count_b"], row["captions"]) == (count, single[a], single[b], n)
+        assert row["pmi"] == pytest.approx(pmi, rel=1e-9, abs=1e-12)
+        assert row["npmi"] == pytest.approx(pmi / -math.log(count / n), rel=1e-9, abs=1e-12)
+
+
+def test_duplicate_aware_counts_equal_an_independent_computation(setup):
+    ws, captions, truth = setup
+    expected = truth.groupby("concept_id").agg(count=("row", "size"), distinct=("normalised", "nunique"))
+    got = catalog.query(ws, "select * from concept_freq_dedup where corpus = 'web'").set_index("concept_id")
+    assert sorted(got.index) == sorted(expected.index)
+    assert (expected["distinct"] < expected["count"]).any()  # the corpus really has duplicates
+    for cid, row in expected.iterrows():
+        assert (got.loc[cid, "count"], got.loc[cid, "distinct_captions"]) == (row["count"], row["distinct"])
+        assert got.loc[cid, "duplicate_rate"] == pytest.approx(1 - row["distinct"] / row["count"])
+    whole = catalog.query(ws, "select * from corpus_dedup where corpus = 'web'").iloc[0]
+    distinct = len({normalise(c) for c in captions})
+    assert (whole["captions"], whole["distinct_captions"]) == (len(captions), distinct)
+    assert whole["duplicate_rate"] == pytest.approx(1 - distinct / len(captions))
+
+
+def test_tokens_view_counts_a_phrase_like_tailstudy_count(setup):
+    ws, captions, _ = setup
+    sql = ("select count(distinct a.row) as n from tokens a join tokens b on b.corpus = a.corpus and b.row = a.row "
+           "and b.pos = a.pos + 1 where a.term = 'red' and b.term = 'fox' and a.corpus = 'web'")
+    assert catalog.query(ws, sql)["n"][0] == sum(" red fox " in f" {normalise(c)} " for c in captions) > 0
