@@ -97,3 +97,32 @@ def test_tokens_view_counts_a_phrase_like_tailstudy_count(setup):
     sql = ("select count(distinct a.row) as n from tokens a join tokens b on b.corpus = a.corpus and b.row = a.row "
            "and b.pos = a.pos + 1 where a.term = 'red' and b.term = 'fox' and a.corpus = 'web'")
     assert catalog.query(ws, sql)["n"][0] == sum(" red fox " in f" {normalise(c)} " for c in captions) > 0
+
+
+def test_documented_queries_over_the_new_views(setup):
+    ws, _, truth = setup
+    pairs = catalog.query(ws, "@top_pairs")
+    assert len(pairs) > 0 and pairs.npmi.is_monotonic_decreasing and (pairs["count"] >= 5).all()
+    dups = catalog.query(ws, "@duplicates")
+    assert len(dups) == truth.concept_id.nunique() and dups.duplicate_rate.is_monotonic_decreasing
+    assert len(catalog.query(ws, "@misaligned_concepts")) == 0  # no semantic run here
+
+
+def test_verified_counts_side_by_side(tmp_path):
+    captions = ["a red fox in the snow", "Red Fox brand jeans sale", "goldfish in a bowl", "goldfish crackers",
+                "a jaguar in the jungle", "nothing", "two red foxes"]
+    path = tmp_path / "web.parquet"
+    pq.write_table(pa.table({"caption": captions}), path)
+    ws = Workspace(tmp_path / "ws")
+    for method in ("phrase", "semantic"):
+        match_captions(ws, path, "imagenet1k", method, workers=1, corpus="web")
+    catalog.refresh(ws)
+    freq = catalog.query(ws, "select method, concept_id, count from concept_freq where corpus = 'web'")
+    raw = freq[freq.method == "phrase"].set_index("concept_id")["count"]
+    verified = freq[freq.method == "semantic"].set_index("concept_id")["count"]
+    got = catalog.query(ws, "select * from verified_freq where corpus = 'web'").set_index("concept_id")
+    assert len(got) == len(raw) and (got.raw_count == raw[got.index]).all()
+    assert (got.verified_count == verified[got.index]).all() and (got.verified_count <= got.raw_count).all()
+    hit = got[got.raw_count > 0]
+    assert len(hit) >= 2
+    assert (hit.misalignment_rate == 1 - hit.verified_count / hit.raw_count).all()
