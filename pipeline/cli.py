@@ -162,7 +162,7 @@ def match(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Processes (default: one per core)."),
     force: bool = typer.Option(False, "--force", help="Match again even when the artifact exists."),
     index: bool = typer.Option(False, "--index", help="Also build the captions' token index (for tailstudy count, "
-                                                      "the tokens view and duplicate-aware counts)."),
+                                                      "the tokens view, duplicate-aware counts and descriptiveness)."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Match captions to concepts; matches and concept frequencies land in the catalog for `tailstudy sql`."""
@@ -197,10 +197,9 @@ def match(
         if bar:
             bar[0].close()
     if index:
-        from pipeline.index import build_caption_index
+        from pipeline.describe import index_and_describe
 
-        results["index"] = build_caption_index(ws, captions, results["frequency"].manifest()["corpus"], caption_col,
-                                               id_col, force)
+        results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force))
     catalog.refresh(ws)
     for stage, result in results.items():
         out.print(f"  {result.status:<7} {stage:<10} {result.key}", highlight=False)

@@ -79,3 +79,9 @@ CREATE OR REPLACE VIEW corpus_dedup AS SELECT NULL::VARCHAR AS corpus, NULL::BIG
 CREATE OR REPLACE VIEW verified_freq AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
     NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS raw_count, NULL::BIGINT AS verified_count,
     NULL::DOUBLE AS misalignment_rate WHERE false;
+
+CREATE OR REPLACE VIEW concept_descriptiveness AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS captions,
+    NULL::DOUBLE AS mean_words, NULL::DOUBLE AS p10_words, NULL::DOUBLE AS median_words, NULL::DOUBLE AS p90_words,
+    NULL::DOUBLE AS mean_extra_words, NULL::DOUBLE AS median_extra_words, NULL::BIGINT AS template_like,
+    NULL::DOUBLE AS template_share WHERE false;

@@ -151,3 +151,10 @@ SELECT p.corpus, p.vocab, p.concept_id, p.name, p.count AS raw_count, s.count AS
 FROM concept_freq AS p
 JOIN concept_freq AS s ON s.corpus = p.corpus AND s.vocab = p.vocab AND s.concept_id = p.concept_id
 WHERE p.method = 'phrase' AND s.method = 'semantic';
+
+-- how descriptive each concept's matched captions are (h15; pipeline/describe.py): caption length in words, words
+-- beyond the concept's name, and the captions that are only a template around one of its names
+CREATE OR REPLACE VIEW concept_descriptiveness AS
+SELECT corpus, vocab, method, concept_id, name, captions, mean_words, p10_words, median_words, p90_words,
+       mean_extra_words, median_extra_words, template_like, template_share
+FROM read_parquet('${WORKSPACE}/describe/*/concept_descriptiveness.parquet');

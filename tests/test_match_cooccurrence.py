@@ -126,3 +126,57 @@ def test_verified_counts_side_by_side(tmp_path):
     hit = got[got.raw_count > 0]
     assert len(hit) >= 2
     assert (hit.misalignment_rate == 1 - hit.verified_count / hit.raw_count).all()
+
+
+def test_descriptiveness_equals_an_independent_computation(tmp_path):
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    from pipeline.describe import index_and_describe
+
+    import numpy as np
+
+    rng = random.Random(5)
+    names = ["goldfish", "goldfishes", "red fox", "Red-Fox's", "tee shirt", "T-Shirt", "mice"]
+    captions = []
+    for i in range(600):
+        name = rng.choice(names)
+        kind = rng.random()
+        if kind < 0.3:
+            captions.append(OPENAI_IMAGENET_TEMPLATES[rng.randrange(80)](name))
+        elif kind < 0.4:
+            captions.append(rng.choice(["", "a ", "The "]) + name + rng.choice(["", ".", "!"]))
+        else:
+            captions.append(" ".join([rng.choice(FILLER) for _ in range(rng.randint(0, 8))] + [name, "at dusk"]))
+    vocab_path = tmp_path / "vocab.yaml"
+    import yaml
+
+    vocab_path.write_text(yaml.safe_dump(VOCAB))
+    path = tmp_path / "web.parquet"
+    pq.write_table(pa.table({"caption": captions}), path)
+    ws = Workspace(tmp_path / "ws")
+    results = match_captions(ws, path, str(vocab_path), "phrase", workers=1)
+    index_and_describe(ws, path, str(vocab_path), results)
+    catalog.refresh(ws)
+    got = catalog.query(ws, "select * from concept_descriptiveness where corpus = 'web'").set_index("concept_id")
+    vocab = load_vocab(str(vocab_path))
+    naive = NaivePhrase(vocab)
+    for concept in vocab.concepts:
+        texts = [normalise(c) for c in captions if concept.concept_id in naive.match_one(c)]
+        row = got.loc[concept.concept_id]
+        assert row["captions"] == len(texts)
+        if not texts:
+            continue
+        words = np.array([len(t.split()) for t in texts])
+        forms = {f" {f} " for s in concept.synonyms
+                 for f in [normalise(s), normalise(s) + "s", normalise(s) + "es", *({"mouse": ["mice"]}.get(s, []))]}
+        templates = {normalise(t(f.strip())) for t in OPENAI_IMAGENET_TEMPLATES for f in forms} | {
+            normalise(p + f.strip()) for p in ("", "a ", "an ", "the ") for f in forms}
+        template_like = sum(t in templates for t in texts)
+        assert row["mean_words"] == pytest.approx(words.mean())
+        assert row["median_words"] == pytest.approx(np.median(words))
+        assert row["p90_words"] == pytest.approx(np.percentile(words, 90))
+        extra = np.maximum(words - len(normalise(concept.name).split()), 0)
+        assert row["mean_extra_words"] == pytest.approx(extra.mean())
+        assert row["template_like"] == template_like
+        assert row["template_share"] == pytest.approx(template_like / len(texts))
+    assert got.template_like.sum() > 100 and got.template_share.max() < 1
