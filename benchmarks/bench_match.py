@@ -132,7 +132,7 @@ def end_to_end(path: Path, vocab: str, workers: int, work: Path) -> tuple[float,
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([str(Path(sys.executable).with_name("tailstudy")), "match", str(path), "--vocab", vocab, "-j",
-                    str(workers), "-w", str(work)], check=True, stdout=subprocess.DEVNULL, env={
+                    str(workers), "-w", str(work)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={
                         **os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -150,7 +150,7 @@ def bench_matchers(args, vocab, captions: pa.Array, results: dict) -> list[tuple
         wall, cpu = rate(lambda: found.append(match_all(matcher, captions)), n, args.repeats)
         naive = NAIVE[method](vocab)
         expected = [naive.match_one(c) for c in sample[:200]]
-        naive_wall, _ = rate(lambda: [naive.match_one(c) for c in sample], len(sample), 1)
+        naive_wall, naive_cpu = rate(lambda: [naive.match_one(c) for c in sample], len(sample), 1)
         got_rows, got_ids, _ = matcher.match(sample[:200])
         got = [[] for _ in range(200)]
         for r, i in zip(got_rows.tolist(), got_ids.tolist()):
@@ -158,7 +158,8 @@ def bench_matchers(args, vocab, captions: pa.Array, results: dict) -> list[tuple
         agree = got == expected[:len(got)]
         results["matchers"][method] = {"captions_per_s": wall, "cpu_captions_per_s": cpu, "mb_per_s": wall * mb / n,
                                        "cpu_mb_per_s": cpu * mb / n, "matches": found[-1],
-                                       "naive_captions_per_s": naive_wall, "speedup": wall / naive_wall,
+                                       "naive_captions_per_s": naive_wall, "naive_cpu_captions_per_s": naive_cpu,
+                                       "speedup": wall / naive_wall, "cpu_speedup": cpu / naive_cpu,
                                        "agrees_with_naive": agree}
         rows.append((method, wall, cpu, wall * mb / n, naive_wall, wall / naive_wall, found[-1], agree))
         if method == "phrase":
@@ -206,13 +207,17 @@ def bench_stage(args, vocab, captions: pa.Array, results: dict) -> None:
         runs = [end_to_end(path, vocab.name, 2, Path(tmp) / "e2e") for _ in range(args.repeats)]
         wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
         naive = results["matchers"]["phrase"]["naive_captions_per_s"]
+        naive_cpu = results["matchers"]["phrase"]["naive_cpu_captions_per_s"]
         results["end_to_end"] = {"captions": n, "workers": 2, "wall_s": wall, "cpu_s": cpu, "captions_per_s": n / wall,
                                  "mb_per_s": captions.nbytes / 1e6 / wall, "vs_naive": n / wall / naive,
-                                 "load_average_before": load}
+                                 "captions_per_cpu_s": n / cpu, "vs_naive_cpu": n / cpu / naive_cpu,
+                                 "two_free_cores_bound": 2 * n / cpu, "load_average_before": load}
         print(f"\ntailstudy match end to end ({n:,} captions, Parquet in, 2 workers, process start included): "
               f"{wall:.2f} s wall = {n / wall:,.0f} captions/s, {captions.nbytes / 1e6 / wall:.1f} MB/s, "
-              f"{n / wall / naive:,.0f}x the naive phrase loop; {cpu:.2f} s CPU (all processes; best of "
-              f"{args.repeats}; load average {load:.1f} before)")
+              f"{n / wall / naive:,.0f}x the naive phrase loop (wall); {cpu:.2f} s CPU in all processes = "
+              f"{n / cpu:,.0f} captions per CPU-second, {n / cpu / naive_cpu:,.0f}x the naive loop's "
+              f"{naive_cpu:,.0f} per CPU-second; two idle cores could at best give {2 * n / cpu:,.0f} captions/s "
+              f"(best of {args.repeats}; load average {load:.1f} before)")
         if args.no_sharded:
             return
         shards = len(plan_shards(resolve_sources(path)))
@@ -264,7 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
               ("phrase core >= 1,000,000 captions/s (CPU time)", phrase["cpu_captions_per_s"] >= 1_000_000),
               ("bag >= 50x its naive loop", bag["speedup"] >= 50),
               ("tailstudy match end to end >= 300,000 captions/s (wall, 2 workers)", e2e["captions_per_s"] >= 300_000),
-              ("tailstudy match end to end >= 500x the naive phrase loop", e2e["vs_naive"] >= 500)]
+              ("tailstudy match end to end >= 500x the naive phrase loop (wall)", e2e["vs_naive"] >= 500),
+              ("tailstudy match end to end >= 500x the naive phrase loop (CPU time)", e2e["vs_naive_cpu"] >= 500)]
     for name, lib in results["matchers"].items():
         if name.startswith("phrase/"):
             checks.append((f"phrase (trie) faster than {name[7:]} (CPU time)",
