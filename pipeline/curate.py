@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.classlists import named_class_list
+from pipeline.describe import DESCRIPTIVENESS_LEVELS, pick_by_descriptiveness
 from pipeline.errors import SpecError
 from pipeline.frequency import concept_freq, imbalance_stats, reference_counts
 from pipeline.stats import spearman
@@ -226,6 +227,8 @@ def caption_variant(kind: str, name: str, fields: dict[str, str], full: str, pre
         return template(name)
     if kind == "synonym_templates":
         return template(synonym or name)
+    if kind in DESCRIPTIVENESS_LEVELS:  # ours (h15): the sample's most / least descriptive caption field
+        return pick_by_descriptiveness([full, *fields.values()], kind == "most_descriptive")
     text = ". ".join(fields[part] for part in kind.split("+") if fields.get(part))
     if not prefix:
         return text

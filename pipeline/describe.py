@@ -120,3 +120,16 @@ def index_and_describe(ws, captions: str | Path, vocab_ref: str, results: dict, 
     index = build_caption_index(ws, captions, labels["corpus"], caption_col, id_col, force)
     describe = build_describe(ws, results["match"].key, index.key, load_vocab(vocab_ref), labels, force)
     return {"index": index, "describe": describe}
+
+
+# caption levels of the curate stage (ours): same samples, each one's caption field chosen by descriptiveness
+DESCRIPTIVENESS_LEVELS = ("most_descriptive", "least_descriptive")
+
+
+def pick_by_descriptiveness(texts: list[str], most: bool) -> str:
+    """Of a sample's caption fields (caption, title, tags, description), the one with the most (or fewest) normalised
+    words; empty fields are skipped, the first wins a tie, all empty -> ''."""
+    scored = [(len(normalise(t).split()), i, t) for i, t in enumerate(texts) if normalise(t)]
+    if not scored:
+        return ""
+    return (max(scored, key=lambda s: (s[0], -s[1])) if most else min(scored, key=lambda s: (s[0], s[1])))[2]

@@ -205,7 +205,9 @@ class TrimTail(_Strict):
 
 ImbalanceLevel = Union[Literal["natural", "balanced"], ZipfProfile, ExponentialProfile, MatchProfile, CapProfile]
 IMBALANCE_KINDS = {"zipf": ZipfProfile, "exponential": ExponentialProfile, "match": MatchProfile, "cap": CapProfile}
-CAPTION_SINGLE = ("cname", "a_cname", "templates", "synonym_templates", "full")
+# most_descriptive / least_descriptive: ours (pipeline/describe.py), same samples, caption field chosen by length
+CAPTION_SINGLE = ("cname", "a_cname", "templates", "synonym_templates", "full", "most_descriptive",
+                  "least_descriptive")
 CAPTION_FIELDS = ("title", "tags", "description")
 NAMED_CLASS_LISTS = ("imagenet100",)
 

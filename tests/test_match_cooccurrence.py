@@ -180,3 +180,23 @@ def test_descriptiveness_equals_an_independent_computation(tmp_path):
         assert row["template_like"] == template_like
         assert row["template_share"] == pytest.approx(template_like / len(texts))
     assert got.template_like.sum() > 100 and got.template_share.max() < 1
+
+
+def test_descriptiveness_caption_levels_keep_the_samples():
+    from tests.test_curate import POOL, World
+
+    world = World(POOL)
+    base = world.run(caption="full", open_world=True)[0].to_pylist()
+    for level in ("most_descriptive", "least_descriptive"):
+        rows = world.run(caption=level, open_world=True)[0].to_pylist()
+        assert [(r["sample_id"], r["copy"], r["label"]) for r in rows] == \
+            [(r["sample_id"], r["copy"], r["label"]) for r in base]
+        for r in rows:
+            source = world.by_id[r["sample_id"]]
+            if r["label"] is None:  # label-less samples keep their own caption
+                expected = source["caption"]
+            elif level == "most_descriptive":  # description (8 words) when present, else the caption (5)
+                expected = source["description"] or source["caption"]
+            else:  # title and tags have 2 words each: the first wins
+                expected = source["title"]
+            assert r["caption"] == expected, (level, r)
