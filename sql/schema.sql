@@ -85,3 +85,7 @@ CREATE OR REPLACE VIEW concept_descriptiveness AS SELECT NULL::VARCHAR AS corpus
     NULL::DOUBLE AS mean_words, NULL::DOUBLE AS p10_words, NULL::DOUBLE AS median_words, NULL::DOUBLE AS p90_words,
     NULL::DOUBLE AS mean_extra_words, NULL::DOUBLE AS median_extra_words, NULL::BIGINT AS template_like,
     NULL::DOUBLE AS template_share WHERE false;
+
+CREATE OR REPLACE VIEW concept_freq_urls AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::BIGINT AS count, NULL::BIGINT AS distinct_urls,
+    NULL::DOUBLE AS url_duplicate_rate WHERE false;

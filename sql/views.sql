@@ -158,3 +158,17 @@ CREATE OR REPLACE VIEW concept_descriptiveness AS
 SELECT corpus, vocab, method, concept_id, name, captions, mean_words, p10_words, median_words, p90_words,
        mean_extra_words, median_extra_words, template_like, template_share
 FROM read_parquet('${WORKSPACE}/describe/*/concept_descriptiveness.parquet');
+
+-- distinct URLs among each concept's matched captions, for study corpora whose captions carry URLs (h15):
+-- url_duplicate_rate = 1 - distinct_urls / count (captions without a URL are left out)
+CREATE OR REPLACE VIEW concept_freq_urls AS
+WITH keyed AS (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, inputs.corpus AS corpus_key
+               FROM read_json('${WORKSPACE}/match/*/manifest.json', filename = true, union_by_name = true))
+SELECT k.corpus, k.vocab, k.method, m.concept_id, count(*) AS count, count(DISTINCT c.url) AS distinct_urls,
+       1 - count(DISTINCT c.url) / count(*) AS url_duplicate_rate
+FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
+JOIN keyed USING (match_key)
+JOIN corpus_matches AS k USING (match_key)
+JOIN captions AS c ON c.corpus_key = keyed.corpus_key AND c.sample_id = m.sample_id
+WHERE c.url IS NOT NULL
+GROUP BY ALL;

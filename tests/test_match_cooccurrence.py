@@ -200,3 +200,38 @@ def test_descriptiveness_caption_levels_keep_the_samples():
             else:  # title and tags have 2 words each: the first wins
                 expected = source["title"]
             assert r["caption"] == expected, (level, r)
+
+
+def test_url_duplicates_of_a_study_corpus(tmp_path):
+    """A corpus artifact with URLs (as ingest writes it), matched and counted by the study's own stage functions."""
+    from pipeline.matching.inputs import resolve_sources
+    from pipeline.stages import run_frequency_stage, run_match_stage
+    from pipeline.store import write_parquet
+
+    rng = random.Random(9)
+    n = 800
+    captions = [" ".join(rng.choice(FILLER + NAMED) for _ in range(rng.randint(1, 6))) for _ in range(n)]
+    urls = [None if rng.random() < 0.1 else f"http://x/{rng.randrange(300)}.jpg" for _ in range(n)]
+    ws = Workspace(tmp_path / "ws")
+    table = pa.table({"sample_id": [f"s{i}" for i in range(n)], "caption": captions, "title": [None] * n,
+                      "tags": [None] * n, "description": [None] * n, "url": pa.array(urls, pa.string()),
+                      "shard": ["0.tar"] * n, "key": [f"{i:06d}" for i in range(n)]})
+    with ws.build("corpus", "ck", {"inputs": {}}) as out:
+        write_parquet(table, out / "captions.parquet")
+    import yaml
+
+    (tmp_path / "vocab.yaml").write_text(yaml.safe_dump(VOCAB))
+    vocab = load_vocab(str(tmp_path / "vocab.yaml"))
+    sources = resolve_sources(ws.root / "corpus" / "ck" / "captions.parquet", "caption", "sample_id")
+    run_match_stage(ws, "mk", sources, "phrase", {}, vocab, {"corpus": "ck", "method": "phrase"}, workers=1)
+    run_frequency_stage(ws, "fk", "mk", vocab, "webdataset-ck", "phrase", {"match": "mk"})
+    catalog.refresh(ws)
+    naive = NaivePhrase(vocab)
+    truth = pd.DataFrame([(urls[i], c) for i in range(n) for c in naive.match_one(captions[i]) if urls[i]],
+                         columns=["url", "concept_id"])
+    expected = truth.groupby("concept_id").agg(count=("url", "size"), distinct=("url", "nunique"))
+    got = catalog.query(ws, "select * from concept_freq_urls where corpus = 'webdataset-ck'").set_index("concept_id")
+    assert sorted(got.index) == sorted(expected.index) and (expected["distinct"] < expected["count"]).any()
+    for cid, row in expected.iterrows():
+        assert (got.loc[cid, "count"], got.loc[cid, "distinct_urls"]) == (row["count"], row["distinct"])
+        assert got.loc[cid, "url_duplicate_rate"] == pytest.approx(1 - row["distinct"] / row["count"])
