@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.matching.phrase import inflections
 from pipeline.text import normalise
@@ -86,44 +85,24 @@ def concept_descriptiveness(matches: pa.Table, captions: pa.Table, vocab: Vocabu
     return pa.Table.from_pylist(rows)
 
 
-def build_describe(ws, match_key: str, index_key: str, vocab: Vocabulary, labels: dict, force: bool = False):
-    """The describe stage: concept_descriptiveness.parquet of one (match, index) pair, labelled like concept_freq."""
-    from pipeline.stages import run_stage
-    from pipeline.store import stage_key, write_parquet
-
-    key = stage_key("describe", DESCRIBE_VERSION, {"templates": len(openai_templates()), **labels},
-                    {"match": match_key, "index": index_key})
-
-    def build(out: Path) -> dict:
-        matches = pq.read_table(ws.artifact("match", match_key).path / "matches", columns=["sample_id", "concept_id"])
-        captions = pq.read_table(ws.artifact("index", index_key).path / "captions.parquet",
-                                 columns=["sample_id", "normalised"])
-        table = concept_descriptiveness(matches, captions, vocab)
-        n = table.num_rows
-        table = pa.table({**{k: pa.array([v] * n, pa.string()) for k, v in labels.items()},
-                          **{name: table.column(name) for name in table.column_names}})
-        write_parquet(table, out / "concept_descriptiveness.parquet")
-        return {"rows": {"concepts": n}, **labels}
-
-    return run_stage(ws, "describe", key, {"match": match_key, "index": index_key}, build, force,
-                     label=labels.get("corpus", ""))
-
-
 def index_and_describe(ws, captions: str | Path, vocab_ref: str, results: dict, caption_col: str | None = None,
                        id_col: str | None = None, force: bool = False) -> dict:
-    """What ``tailstudy match --index`` adds after matching: the index stage, then the describe stage."""
-    from pipeline.index import build_caption_index
+    """What ``tailstudy match --index`` adds after matching: the index stage, then the describe stage (both in
+    pipeline/stages/); `results` = match_captions's artifacts."""
+    from pipeline.matching.inputs import input_digest, resolve_sources
+    from pipeline.stages import Node, run_local
+    from pipeline.stages.describe import describe_node
+    from pipeline.stages.index import index_node
     from pipeline.vocab import load_vocab
 
     freq = results["frequency"].manifest()
     labels = {k: freq[k] for k in ("corpus", "vocab", "method")}
-    index = build_caption_index(ws, captions, labels["corpus"], caption_col, id_col, force)
-    describe = build_describe(ws, results["match"].key, index.key, load_vocab(vocab_ref), labels, force)
-    return {"index": index, "describe": describe}
-
-
-# caption levels of the curate stage (ours): same samples, each one's caption field chosen by descriptiveness
-DESCRIPTIVENESS_LEVELS = ("most_descriptive", "least_descriptive")
+    sources = resolve_sources(captions, caption_col, id_col)
+    index = index_node(sources, input_digest(sources), labels["corpus"])
+    match = Node("match", label=labels["method"], key=results["match"].key)  # built already
+    describe = describe_node(match, index, load_vocab(vocab_ref), labels)
+    built = run_local(ws, [describe], lambda node: force and node.stage in ("index", "describe"))
+    return {"index": built["index"], "describe": built["describe"]}
 
 
 def pick_by_descriptiveness(texts: list[str], most: bool) -> str:

@@ -238,29 +238,15 @@ def count(index_dir: Path, phrase: str, bag: bool = False, plurals: bool = False
 
 # ---------------------------------------------------------------- stage and look-up
 
-def index_key(sources: list, digest: str) -> str:
-    from pipeline.store import stage_key
-
-    config = {**index_config(), "columns": [[s.name, s.caption_col, s.id_col] for s in sources]}
-    return stage_key("index", INDEX_VERSION, config, {"captions": digest})
-
-
 def build_caption_index(ws, captions: str | Path, corpus: str, caption_col: str | None = None,
                         id_col: str | None = None, force: bool = False, progress=None):
-    """The index stage of a caption file or folder (what ``tailstudy match --index`` adds): keyed by the captions'
-    content, so every match of the same input shares it."""
-    from pipeline.matching.inputs import input_digest, plan_shards, read_batches, resolve_sources
-    from pipeline.stages import run_stage
+    """The index artifact of a caption file or folder (stage ``index``, pipeline/stages/index.py), built or reused."""
+    from pipeline.matching.inputs import input_digest, resolve_sources
+    from pipeline.stages import run_node
+    from pipeline.stages.index import index_node
 
     sources = resolve_sources(captions, caption_col, id_col)
-    digest = input_digest(sources)
-
-    def build(out: Path) -> dict:
-        stats = build_index((b for shard in plan_shards(sources) for b in read_batches(shard)), out, progress)
-        return {"rows": {"captions": stats["captions"], "words": stats["words"]}, "corpus": corpus, "index": stats}
-
-    return run_stage(ws, "index", index_key(sources, digest), {"captions": digest, "corpus": corpus}, build, force,
-                     label=corpus)
+    return run_node(ws, index_node(sources, input_digest(sources), corpus), force, progress=progress)
 
 
 def find_index(ws, corpus: str | None) -> tuple[str, Path]:

@@ -106,12 +106,11 @@ JOIN single AS sb ON sb.match_key = p.match_key AND sb.concept_id = p.concept_b
 JOIN corpus_matches AS k ON k.match_key = p.match_key;
 
 -- captions of every corpus indexed by `tailstudy match --index` (h15): row = input order, normalised = the phrase
--- rule's normalised caption; digest = the captions' content digest (the index key's input)
+-- rule's normalised caption; index_key = the index artifact
 CREATE OR REPLACE VIEW indexed_captions AS
-SELECT i.corpus, i.digest, c.row, c.sample_id, c.caption, c.normalised
+SELECT i.corpus, i.key AS index_key, c.row, c.sample_id, c.caption, c.normalised
 FROM read_parquet('${WORKSPACE}/index/*/captions.parquet', filename = true) AS c
-JOIN (SELECT key, corpus, inputs.captions AS digest
-      FROM read_json('${WORKSPACE}/index/*/manifest.json', union_by_name = true)) AS i
+JOIN (SELECT key, corpus FROM read_json('${WORKSPACE}/index/*/manifest.json', union_by_name = true)) AS i
   ON i.key = regexp_extract(c.filename, '/index/([^/]+)/', 1);
 
 -- the token index (h15): every word of every indexed caption, with its caption row and its position among the
@@ -127,14 +126,14 @@ JOIN (SELECT key, corpus FROM read_json('${WORKSPACE}/index/*/manifest.json', un
 -- duplicate-aware concept counts of indexed corpora (h15): count = matched captions, distinct_captions = distinct
 -- normalised captions among them, duplicate_rate = 1 - distinct_captions / count
 CREATE OR REPLACE VIEW concept_freq_dedup AS
-WITH keyed AS (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, inputs.captions AS digest
-               FROM read_json('${WORKSPACE}/match/*/manifest.json', filename = true, union_by_name = true))
+WITH keyed AS (SELECT DISTINCT inputs.match AS match_key, inputs.index AS index_key  -- which index covers which match
+               FROM read_json('${WORKSPACE}/describe/*/manifest.json', union_by_name = true))
 SELECT k.corpus, k.vocab, k.method, m.concept_id, count(*) AS count, count(DISTINCT c.normalised) AS distinct_captions,
        1 - count(DISTINCT c.normalised) / count(*) AS duplicate_rate
 FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
 JOIN keyed USING (match_key)
 JOIN corpus_matches AS k USING (match_key)
-JOIN indexed_captions AS c ON c.digest = keyed.digest AND c.sample_id = m.sample_id
+JOIN indexed_captions AS c ON c.index_key = keyed.index_key AND c.sample_id = m.sample_id
 GROUP BY ALL;
 
 -- duplicates of each indexed corpus as a whole (h15)

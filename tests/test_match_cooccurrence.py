@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import catalog
-from pipeline.index import build_caption_index
+from pipeline.describe import index_and_describe
 from pipeline.matching.reference import NaivePhrase
 from pipeline.stages import match_captions
 from pipeline.store import Workspace
@@ -51,8 +51,8 @@ def setup(tmp_path_factory):
     path = root / "web.parquet"
     pq.write_table(pa.table({"caption": captions}), path)
     ws = Workspace(root / "ws")
-    match_captions(ws, path, str(vocab_path), "phrase", workers=1)
-    build_caption_index(ws, path, "web")
+    results = match_captions(ws, path, str(vocab_path), "phrase", workers=1)
+    index_and_describe(ws, path, str(vocab_path), results)
     catalog.refresh(ws)
     naive = NaivePhrase(load_vocab(str(vocab_path)))
     rows = [(i, c) for i, caption in enumerate(captions) for c in naive.match_one(caption)]
@@ -204,8 +204,10 @@ def test_descriptiveness_caption_levels_keep_the_samples():
 
 def test_url_duplicates_of_a_study_corpus(tmp_path):
     """A corpus artifact with URLs (as ingest writes it), matched and counted by the study's own stage functions."""
-    from pipeline.matching.inputs import resolve_sources
-    from pipeline.stages import run_frequency_stage, run_match_stage
+    from pipeline.stages import Node, run_local
+    from pipeline.stages.frequency import frequency_node
+    from pipeline.stages.match import match_node
+    from pipeline.stages.vocab import vocab_node
     from pipeline.store import write_parquet
 
     rng = random.Random(9)
@@ -222,9 +224,9 @@ def test_url_duplicates_of_a_study_corpus(tmp_path):
 
     (tmp_path / "vocab.yaml").write_text(yaml.safe_dump(VOCAB))
     vocab = load_vocab(str(tmp_path / "vocab.yaml"))
-    sources = resolve_sources(ws.root / "corpus" / "ck" / "captions.parquet", "caption", "sample_id")
-    run_match_stage(ws, "mk", sources, "phrase", {}, vocab, {"corpus": "ck", "method": "phrase"}, workers=1)
-    run_frequency_stage(ws, "fk", "mk", vocab, "webdataset-ck", "phrase", {"match": "mk"})
+    corpus = Node("corpus", label="ck", key="ck")  # the corpus artifact written above
+    match = match_node("phrase", {}, vocab_node(vocab, "vocab.yaml"), corpus=corpus)
+    run_local(ws, [frequency_node(match, "webdataset-ck", keyed=False)], workers=1)
     catalog.refresh(ws)
     naive = NaivePhrase(vocab)
     truth = pd.DataFrame([(urls[i], c) for i in range(n) for c in naive.match_one(captions[i]) if urls[i]],
