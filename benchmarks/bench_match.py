@@ -131,9 +131,10 @@ def end_to_end(path: Path, vocab: str, workers: int, work: Path) -> tuple[float,
     shutil.rmtree(work, ignore_errors=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).with_name("tailstudy")), "match", str(path), "--vocab", vocab, "-j",
-                    str(workers), "-w", str(work)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={
-                        **os.environ, "OMP_NUM_THREADS": "1"})
+    command = [str(Path(sys.executable).with_name("tailstudy")), "match", str(path), "--vocab", vocab, "-j",
+               str(workers), "-w", str(work)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -249,8 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.input else generate(args.captions, args.vocab))
     n = len(captions)
     print(f"{n:,} captions ({'read' if args.input else 'generated'} in {time.perf_counter() - t0:.1f} s, "
-          f"{captions.nbytes / 1e6:.1f} MB, {np.mean(pa.compute.utf8_length(captions).to_numpy(zero_copy_only=False)):.0f}"
-          f" characters on average), vocabulary {vocab.name} ({len(vocab)} concepts)")
+          f"{captions.nbytes / 1e6:.1f} MB, "
+          f"{np.mean(pa.compute.utf8_length(captions).to_numpy(zero_copy_only=False)):.0f} characters on average), "
+          f"vocabulary {vocab.name} ({len(vocab)} concepts)")
     results: dict = {"captions": n, "mb": captions.nbytes / 1e6, "vocab": vocab.name, "matchers": {}}
     rows = bench_matchers(args, vocab, captions, results)
     if args.semantic:
