@@ -40,21 +40,26 @@ def corpus(n: int, seed: int = 3) -> list[str]:
     return captions
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cooc")
-    vocab_path = root / "vocab.yaml"
+def indexed_workspace(root, captions: list[str]) -> tuple[Workspace, str]:
+    """`tailstudy match --index` of `captions` (corpus 'web', the VOCAB above) -> (workspace, vocabulary file)."""
     import yaml
 
+    vocab_path = root / "vocab.yaml"
     vocab_path.write_text(yaml.safe_dump(VOCAB))
-    captions = corpus(1500)
     path = root / "web.parquet"
     pq.write_table(pa.table({"caption": captions}), path)
     ws = Workspace(root / "ws")
     results = match_captions(ws, path, str(vocab_path), "phrase", workers=1)
     index_and_describe(ws, path, str(vocab_path), results)
     catalog.refresh(ws)
-    naive = NaivePhrase(load_vocab(str(vocab_path)))
+    return ws, str(vocab_path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    captions = corpus(1500)
+    ws, vocab_path = indexed_workspace(tmp_path_factory.mktemp("cooc"), captions)
+    naive = NaivePhrase(load_vocab(vocab_path))
     rows = [(i, c) for i, caption in enumerate(captions) for c in naive.match_one(caption)]
     truth = pd.DataFrame(rows, columns=["row", "concept_id"])
     truth["normalised"] = [normalise(captions[r]) for r in truth.row]
@@ -129,11 +134,8 @@ def test_verified_counts_side_by_side(tmp_path):
 
 
 def test_descriptiveness_equals_an_independent_computation(tmp_path):
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-    from pipeline.describe import index_and_describe
-
     import numpy as np
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
     rng = random.Random(5)
     names = ["goldfish", "goldfishes", "red fox", "Red-Fox's", "tee shirt", "T-Shirt", "mice"]
@@ -147,18 +149,9 @@ def test_descriptiveness_equals_an_independent_computation(tmp_path):
             captions.append(rng.choice(["", "a ", "The "]) + name + rng.choice(["", ".", "!"]))
         else:
             captions.append(" ".join([rng.choice(FILLER) for _ in range(rng.randint(0, 8))] + [name, "at dusk"]))
-    vocab_path = tmp_path / "vocab.yaml"
-    import yaml
-
-    vocab_path.write_text(yaml.safe_dump(VOCAB))
-    path = tmp_path / "web.parquet"
-    pq.write_table(pa.table({"caption": captions}), path)
-    ws = Workspace(tmp_path / "ws")
-    results = match_captions(ws, path, str(vocab_path), "phrase", workers=1)
-    index_and_describe(ws, path, str(vocab_path), results)
-    catalog.refresh(ws)
+    ws, vocab_path = indexed_workspace(tmp_path, captions)
     got = catalog.query(ws, "select * from concept_descriptiveness where corpus = 'web'").set_index("concept_id")
-    vocab = load_vocab(str(vocab_path))
+    vocab = load_vocab(vocab_path)
     naive = NaivePhrase(vocab)
     for concept in vocab.concepts:
         texts = [normalise(c) for c in captions if concept.concept_id in naive.match_one(c)]
