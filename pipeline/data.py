@@ -244,9 +244,15 @@ def resolve_workers(workers: int | None, image_size: int) -> int:
 def make_loader(stream: BatchStream, workers: int, pin: bool = False, persistent: bool = False) -> DataLoader:
     """Workers start from a fork server, not as forks of the training process: a fork would carry the model, the
     optimiser state and a CUDA context into every worker (and count them in its RSS); these need only the index."""
+    context = None
+    if workers:
+        import multiprocessing
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["pipeline.data"])  # torch and PIL, not the CLI (Prefect)
     return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
                       prefetch_factor=2 if workers else None, persistent_workers=persistent and workers > 0,
-                      multiprocessing_context="forkserver" if workers else None)
+                      multiprocessing_context=context)
 
 
 def open_clip_transform(preprocess_cfg: dict, train: bool):
