@@ -221,7 +221,9 @@ class ThroughputMeter:
         self.started = time.perf_counter()
 
     def wrap(self, batches):
-        it = iter(batches)
+        t = time.perf_counter()
+        it = iter(batches)  # starting data workers is waiting for data too
+        self.wait += time.perf_counter() - t
         while True:
             t = time.perf_counter()
             try:
