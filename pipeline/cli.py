@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.errors import TailstudyError
+from pipeline.output import ExportFormat, TableFormat, print_frame
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Controlled studies of long-tailed image-text data: match, count, curate, train, evaluate.")
@@ -206,6 +207,27 @@ def match(
     where = f" -w {workspace}" if workspace else ""
     out.print(f"corpus {freq['corpus']!r} in concept_freq, matches, imbalance; e.g. tailstudy sql @top_concepts{where}, "
               f"@concept_head_tail, @caption_coverage, @corpus_vs_reference", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    subset: str = typer.Argument(..., help="A subset: its curate key, or FACTOR=LEVEL of a study (e.g. caption=a_cname)."),
+    out_dir: Path = typer.Argument(..., metavar="OUT", help="New folder to write the export into."),
+    fmt: ExportFormat = typer.Option(ExportFormat.webdataset, "--format", "-f",
+                            help="webdataset (tar shards 00000.tar, ...) or csv (images/ + train.csv)."),
+    study: Optional[str] = typer.Option(None, "--study", help="The study whose FACTOR=LEVEL is meant."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Export a curated subset (its samples, the level's captions, its repeats) for open_clip_train."""
+    from pipeline.export import export_subset
+
+    manifest = export_subset(_workspace(workspace), subset, fmt.value, out_dir, study)
+    label = f"{manifest['factor']}={manifest['level']}" if manifest["factor"] else manifest["subset_key"]
+    out.print(f"{label} (subset {manifest['subset_key']}): {manifest['samples']:,} samples "
+              f"({manifest['unique_samples']:,} distinct) -> {out_dir} [{fmt.value}], sha256 {manifest['sha256'][:16]}",
+              highlight=False, soft_wrap=True)
+    out.print("train with open_clip:", highlight=False)
+    print(manifest["open_clip_train"])
 
 
 # ---------------------------------------------------------------- deploy / submit (a Prefect server; deploy/README)

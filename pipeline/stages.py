@@ -397,14 +397,17 @@ def match_captions(ws: Workspace, captions: str | Path, vocab_ref: str, method: 
     """``tailstudy match``: vocab, match and frequency artifacts of a caption file or folder, keyed by content.
 
     Every input problem surfaces as one InputError; bad rows found while matching leave no match artifact."""
+    from pipeline.catalog import check_corpus_name
+
     plan = plan_match(captions, vocab_ref, method, options, caption_col, id_col)
+    corpus = corpus or Path(captions).name.split(".")[0]
+    frequency_key = stage_key("frequency", FREQUENCY_VERSION, {"corpus": corpus, "method": method},
+                              {"match": plan.key, "vocab": plan.vocab_key})
+    check_corpus_name(ws, corpus, frequency_key)
     vocab_result = build_vocab_artifact(ws, plan.vocab, vocab_ref)
     inputs = {"captions": str(Path(captions).resolve()), **plan.upstream, "method": method}
     match_result = run_match_stage(ws, plan.key, plan.sources, method, plan.options, plan.vocab, inputs, force,
                                    workers, progress)
-    corpus = corpus or Path(captions).name.split(".")[0]
-    frequency_key = stage_key("frequency", FREQUENCY_VERSION, {"corpus": corpus, "method": method},
-                              {"match": plan.key, "vocab": plan.vocab_key})
     frequency_result = run_frequency_stage(ws, frequency_key, plan.key, plan.vocab, corpus, method,
                                            {"match": plan.key, "corpus": corpus}, force)
     return {"vocab": vocab_result, "match": match_result, "frequency": frequency_result}
