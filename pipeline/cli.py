@@ -520,6 +520,9 @@ def ingest(
 
 
 def main() -> None:
+    from pipeline.env import configure_offline_env
+
+    configure_offline_env()  # an entry point sets the process environment; importing the library does not
     try:
         app(standalone_mode=True)
     except TailstudyError as exc:
