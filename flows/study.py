@@ -76,7 +76,8 @@ def publish_artifacts(plan: S.StudyPlan, run_metrics, report_dir: Path) -> None:
         create_table_artifact(part[cols].round(4).to_dict("records"),
                               key=_artifact_key(plan.spec.name, factor, level),
                               description=f"{plan.spec.name}: {factor} = {level}")
-    create_markdown_artifact((report_dir / "report.md").read_text() + f"\n\nHTML report: `{report_dir / 'report.html'}`\n",
+    # report_ui.md inlines its figures as data URIs: the Prefect UI cannot load files from the workspace
+    create_markdown_artifact((report_dir / "report_ui.md").read_text() + f"\n\nHTML report: `{report_dir / 'report.html'}`\n",
                              key=_artifact_key("report", plan.spec.name), description="study report")
 
 

@@ -27,7 +27,7 @@ from pipeline.vocab import Vocabulary, load_vocab
 
 VOCAB_VERSION = 1
 MATCH_VERSION = 1
-REPORT_VERSION = 2
+REPORT_VERSION = 3  # 3: self-contained HTML, per-level panels, reference overlay
 STAGES = ("vocab", "corpus", "match", "frequency", "curate", "train", "evaluate", "report")
 
 
@@ -552,8 +552,8 @@ def build_report(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageRe
         run_metrics, per_class = collect_results(ws, plan)
         corpus_stats = ws.artifact("frequency", plan.frequency_key).manifest()["imbalance"]
         freq_dir = ws.artifact("frequency", plan.frequency_key).path
-        written = write_report(plan.spec.name, run_metrics, per_class, corpus_stats, out,
-                               freq_dir / "rank_frequency.png")
+        counts = pq.read_table(freq_dir / "concept_freq.parquet", columns=["count"]).column("count").to_numpy()
+        written = write_report(plan.spec.name, run_metrics, per_class, corpus_stats, out, concept_counts=counts)
         return {"rows": {"runs": len(run_metrics)}, **written}
 
     return run_stage(ws, "report", plan.report_key, {"study": plan.spec.name, "runs": len(plan.runs)}, build, force,
