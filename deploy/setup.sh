@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The report test renders the HTML report in headless Chromium (Debian package `chromium`); install it when missing,
+# where we can (root on Debian/Ubuntu). Elsewhere that one test is skipped (it fails under CI=true).
+if ! command -v chromium >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing chromium (apt-get) for the report rendering test" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 PY="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.tailstudy-setup"
@@ -16,7 +23,8 @@ fi
   || { echo "setup: Python 3.11 or 3.12 is needed (found $("$PY" --version 2>&1))" >&2; exit 1; }
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 echo "setup: installing pinned dependencies into $VENV (a few minutes on a fresh machine)" >&2
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r deploy/requirements.lock
+# the lock pins every package with its hashes: pip verifies each download (--require-hashes)
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r deploy/requirements.lock
 # img2dataset pins the `dataclasses` backport, which shadows the standard library's dataclasses and breaks
 # Prefect's API server ("unexpected keyword argument 'slots'"): never keep it on Python >= 3.7.
 "$VENV/bin/python" -m pip uninstall -q -y dataclasses 2>/dev/null || true

@@ -75,3 +75,18 @@ def test_key_columns_and_a_taken_corpus_name(matched):
     assert imbalance.to_dict("records") == keys[["frequency_key", "input_digest"]].to_dict("records")
     matches = sql(ws, "select distinct match_key, input_digest from matches")
     assert matches.to_dict("records") == keys[["match_key", "input_digest"]].to_dict("records")
+
+
+def test_cli_version_formats_and_choices(matched):
+    from pipeline import __version__
+
+    assert cli("--version").stdout.strip() == f"tailstudy {__version__}"
+    ws = str(matched / "ws")
+    status = pd.read_json(io.StringIO(cli("status", "--format", "json", "-w", ws).stdout), orient="records")
+    assert set(status.stage) == {"vocab", "match", "frequency"}
+    lines = cli("status", "-f", "csv", "-w", ws).stdout.splitlines()
+    assert lines[0] == "stage,key,rows,seconds" and len(lines) == 4
+    bad = cli("status", "--format", "xml", "-w", ws)
+    assert bad.returncode == 2 and "xml" in bad.stderr
+    bad = cli("export", "caption=full", str(matched / "e"), "--format", "tar", "-w", ws)
+    assert bad.returncode == 2 and not (matched / "e").exists()
