@@ -52,7 +52,8 @@ def study(tmp_path_factory):
 def test_run_completes_with_the_catalog_held_open(study):
     ws = study / "ws"
     reader = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
-    reader.execute("select count(*) from run_metrics").fetchall()
+    reader.execute(f"SET file_search_path = '{ws}'")  # what tailstudy's own connections do
+    assert reader.execute("select count(*) from run_metrics").fetchone()[0] == 4
     done = cli("run", str(study / "shared.yaml"), "-w", str(ws), "--force", "report")
     assert done.returncode == 0, done.stderr
     reader.close()
