@@ -4,13 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The report test renders the HTML report in headless Chromium (Debian package `chromium`); install it when missing,
-# where we can (root on Debian/Ubuntu). Elsewhere that one test is skipped (it fails under CI=true).
-if ! command -v chromium >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-  echo "setup: installing chromium (apt-get) for the report rendering test" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
-
 PY="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.tailstudy-setup"

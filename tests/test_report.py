@@ -34,8 +34,8 @@ def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
         if os.environ.get("CI"):
-            pytest.fail("chromium is missing: deploy/setup.sh installs it (Debian package `chromium`) when run as root")
-        pytest.skip("no chromium on PATH (deploy/setup.sh installs it as root on Debian)")
+            pytest.fail("chromium is missing: .ci/run installs it (Debian package `chromium`) when run as root")
+        pytest.skip("no chromium on PATH (.ci/run installs it as root on Debian: apt-get install chromium)")
     return found
 
 
