@@ -15,32 +15,26 @@ import pytest
 
 from conftest import TINY_SPEC, VENV_BIN, cli
 from pipeline.spec import load_spec
-from pipeline.stages import (build_corpus, build_frequency, build_match, build_subset, build_vocab, cell_id,
-                             plan_study, write_study_records)
+from pipeline.stages import cell_id, plan_study, run_local, write_study_records
 from pipeline.store import Workspace
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory) -> tuple[Workspace, object]:
-    """A workspace whose study has curated subsets (no training needed to export)."""
+def curated(tmp_path_factory) -> tuple[Workspace, dict[str, str]]:
+    """A workspace whose study has curated subsets (no training needed to export) -> (workspace, level -> key)."""
     root = tmp_path_factory.mktemp("export")
     spec_path = root / "tiny.yaml"
     spec_path.write_text(TINY_SPEC)
     ws = Workspace(root / "ws")
-    plan = plan_study(load_spec(spec_path))
-    build_vocab(ws, plan)
-    build_corpus(ws, plan)
-    build_match(ws, plan, workers=1)
-    build_frequency(ws, plan)
-    for cell in plan.cells:
-        build_subset(ws, plan, cell)
-    write_study_records(ws, plan, {})
-    return ws, plan
+    graph = plan_study(load_spec(spec_path))
+    curates = {cell_id(node.config["cell"]): node.upstream["curate"] for node in graph.of("evaluate")}
+    run_local(ws, curates.values(), workers=1)
+    write_study_records(ws, graph, {})
+    return ws, {level: node.key for level, node in curates.items()}
 
 
-def level_rows(ws: Workspace, plan, level: str) -> list[dict]:
-    key = plan.subset_keys[level]
-    rows = pq.read_table(ws.artifact("curate", key).path / "subset.parquet").to_pylist()
+def level_rows(ws: Workspace, keys: dict[str, str], level: str) -> list[dict]:
+    rows = pq.read_table(ws.artifact("curate", keys[level]).path / "subset.parquet").to_pylist()
     return sorted(rows, key=lambda r: (r["sample_id"], r["copy"]))
 
 
@@ -75,7 +69,7 @@ def test_webdataset_export_has_the_levels_captions_and_repeats(curated, tmp_path
 
 def test_balanced_export_keeps_repeats_and_is_deterministic(curated, tmp_path):
     ws, plan = curated
-    key = plan.subset_keys["imbalance=balanced"]
+    key = plan["imbalance=balanced"]
     expected = level_rows(ws, plan, "imbalance=balanced")
     assert max(r["copy"] for r in expected) > 0, "the balanced level should repeat tail samples"
     digests = []
