@@ -104,12 +104,14 @@ def query(ws: Workspace, sql: str):
         con.close()
 
 
-def check_corpus_name(ws: Workspace, corpus: str, frequency_key: str) -> None:
-    """`tailstudy match` refuses a corpus name that another frequency artifact already carries (e.g. x.parquet, then
-    x.csv): two artifacts named alike would be summed together by any query that groups by corpus."""
+def check_corpus_name(ws: Workspace, labels: dict[str, str], frequency_key: str) -> None:
+    """`tailstudy match` refuses the labels (corpus, vocab, method) that another frequency artifact already carries
+    (e.g. x.parquet, then x.csv): two artifacts labelled alike would be summed together by any query that groups by
+    those columns. Another method or vocabulary on the same corpus name is told apart by its column."""
     for path in sorted((ws.root / "frequency").glob("*/manifest.json")):
         manifest = json.loads(path.read_text())
-        if manifest.get("corpus") == corpus and path.parent.name != frequency_key:
+        if path.parent.name != frequency_key and all(manifest.get(k) == v for k, v in labels.items()):
             match_key = manifest.get("inputs", {}).get("match", "?")
-            raise InputError(f"corpus name {corpus!r} is taken by frequency artifact {path.parent} (match {match_key}, "
-                             f"other input content, format or options): give --name to keep both, or remove it")
+            raise InputError(f"corpus name {labels['corpus']!r} ({labels['vocab']}, {labels['method']}) is taken by "
+                             f"frequency artifact {path.parent} (match {match_key}: other input content, format or "
+                             f"options): give --name to keep both, or remove it")

@@ -66,7 +66,8 @@ def test_moved_workspace_answers_without_rebuild(matched):
 def test_key_columns_and_a_taken_corpus_name(matched):
     ws = matched / "ws"
     done = cli("match", str(matched / "x.csv"), "--vocab", "imagenet1k", "-j", "1", "-w", str(ws))
-    assert done.returncode == 2 and "corpus name 'x' is taken" in done.stderr and "--name" in done.stderr
+    assert done.returncode == 2 and "--name" in done.stderr
+    assert "corpus name 'x' (imagenet1k, phrase) is taken" in done.stderr
     assert len(list((ws / "frequency").iterdir())) == 1, "the refused match left no frequency artifact"
     keys = sql(ws, "select distinct frequency_key, match_key, input_digest from concept_freq")
     assert len(keys) == 1 and keys.notna().all(axis=None)

@@ -105,7 +105,8 @@ def match_captions(ws: Workspace, captions: str | Path, vocab_ref: str, method: 
     from pipeline.catalog import check_corpus_name
 
     frequency = plan_match(captions, vocab_ref, method, options, caption_col, id_col, corpus)
-    check_corpus_name(ws, frequency.config["corpus"], frequency.key)  # refuse a name another artifact carries
+    labels = {"corpus": frequency.config["corpus"], "vocab": frequency.config["vocab"].name, "method": method}
+    check_corpus_name(ws, labels, frequency.key)  # refuse labels another frequency artifact carries
     return run_local(ws, [frequency], lambda node: force and node.stage != "vocab", workers=workers,
                      progress=progress)
 
