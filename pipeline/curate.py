@@ -25,7 +25,7 @@ from pipeline.frequency import concept_freq, imbalance_stats, reference_counts
 from pipeline.stats import spearman
 from pipeline.spec import CapProfile, DiversityThreshold, ExponentialProfile, MatchProfile, SubsetSpec, TrimTail, ZipfProfile
 
-CURATE_VERSION = 2
+CURATE_VERSION = 3  # 3: caption `full` is prefixed by the class name (the paper's Full Text)
 
 # Seed streams of the curate stage: np.random.default_rng([seed, STREAM, ...]) keeps every draw independent.
 _CLASS_DRAW, _OPEN_DRAW, _CAP_DRAW, _TEMPLATE_DRAW, _CONCEPT_DRAW = range(5)
@@ -220,8 +220,10 @@ def caption_variant(kind: str, name: str, fields: dict[str, str], full: str, pre
         return name
     if kind == "a_cname":
         return f"a {name}"
-    if kind == "full":
+    if kind == "full_unprefixed":  # ours: the web caption as drawn, which may not name the class
         return full
+    if kind == "full":  # the paper's "Full Text": the class name, then title, tags and description
+        return f"{name}. {full}" if prefix and full else (full or name)
     if kind == "templates":
         return template(name)
     if kind == "synonym_templates":

@@ -165,7 +165,11 @@ class MatchingSpec(_Strict):
 
 class EvalSpec(_Strict):
     per_class: int = Field(30, ge=1)  # the synthetic world's eval split; at most this many per class from `folder`
-    prompts: Literal["a_cname", "templates"] = "a_cname"
+    # CLIP zero-shot prompts: the paper's 80 OpenAI ImageNet templates (averaged per class), or ours, "a {name}"
+    prompts: Literal["a_cname", "templates"] = "templates"
+    # one evaluation class list for every run of the study: 'all' target concepts, a named list ('imagenet100'), or
+    # class names; CLIP scores all of them zero-shot, a supervised learner those of its head (the rest count as wrong)
+    classes: Union[Literal["all"], Literal["imagenet100"], list[str]] = "all"
     # an ImageNet-style folder (one sub-folder per class, named by wnid/key or class name) for non-synthetic corpora.
     # It becomes part of the corpus artifact, so the corpus key hashes its content; excluded from this model's dump so
     # that evaluate keys (which hash the dump) stay as they were.
@@ -205,7 +209,7 @@ class TrimTail(_Strict):
 
 ImbalanceLevel = Union[Literal["natural", "balanced"], ZipfProfile, ExponentialProfile, MatchProfile, CapProfile]
 IMBALANCE_KINDS = {"zipf": ZipfProfile, "exponential": ExponentialProfile, "match": MatchProfile, "cap": CapProfile}
-CAPTION_SINGLE = ("cname", "a_cname", "templates", "synonym_templates", "full")
+CAPTION_SINGLE = ("cname", "a_cname", "templates", "synonym_templates", "full", "full_unprefixed")
 CAPTION_FIELDS = ("title", "tags", "description")
 NAMED_CLASS_LISTS = ("imagenet100",)
 
@@ -214,7 +218,8 @@ class SubsetSpec(_Strict):
     """One point in factor space: what the curate stage builds."""
 
     imbalance: ImbalanceLevel = "natural"
-    # cname | a_cname | templates | synonym_templates | full | title, tags, description and their '+' combinations
+    # cname | a_cname | templates | synonym_templates | full (the paper's Full Text: class name + title, tags,
+    # description) | full_unprefixed (ours: the web caption as drawn) | title, tags, description and '+' combinations
     caption: str = "full"
     # prefix the class name to natural-text variants so that every variant keeps the same samples (as the paper does)
     name_prefix: bool = True
@@ -292,8 +297,9 @@ class TrainSpec(_Strict):
     vocab_weights: Literal["uniform", "linear", "sqrt"] = "uniform"
     # sl_sampled_vocab: build one vocabulary per chunk of this many samples (0 = one per batch)
     vocab_chunk: int = Field(0, ge=0)
-    # supervised heads: a linear layer, or cosine similarity to learned class prototypes
-    head: Literal["linear", "cosine"] = "linear"
+    # supervised heads: the paper's cosine similarity to learned class prototypes (scale init 1/0.07, <= 100); ours: a
+    # linear layer with bias; frozen_text: fixed MiniLM text embeddings of the class names + a trained projection
+    head: Literal["cosine", "linear", "frozen_text"] = "cosine"
     # clip: text tower trained from scratch, or the packaged MiniLM sentence encoder frozen / fine-tuned
     text_tower: Literal["scratch", "minilm_frozen", "minilm_finetune"] = "scratch"
 

@@ -160,7 +160,8 @@ def plan_runs(ws: Workspace, plan: StudyPlan) -> list[RunPlan]:
                 train_key = stage_key("train", TRAIN_VERSION, train_config(model, plan.spec.train, seed),
                                       {"subset_content": content})
                 eval_key = stage_key("evaluate", EVALUATE_VERSION, {"eval": plan.spec.eval.model_dump(mode="json")},
-                                     {"train": train_key, "corpus": plan.corpus_key})
+                                     {"train": train_key, "corpus": plan.corpus_key,
+                                      "frequency": plan.frequency_key})
                 runs.append(RunPlan(cell, model, seed, subset_key, train_key, eval_key))
     plan.runs = runs
     plan.report_key = stage_key("report", REPORT_VERSION,
@@ -494,7 +495,7 @@ def build_evaluate(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = F
     import torch
 
     from pipeline.corpus.shards import load_images
-    from pipeline.evaluate import per_class_arrow, predict, run_metrics
+    from pipeline.evaluate import evaluate_learner, evaluation_classes, json_metrics, metrics_arrow, per_class_arrow
     from pipeline.train import build_learner, pick_device
 
     corpus_dir = ws.artifact("corpus", plan.corpus_key).path
@@ -504,25 +505,25 @@ def build_evaluate(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = F
         class_ids, counts = state["class_ids"], state["class_counts"]
         device = pick_device(plan.spec.train.device)
         names = {c.concept_id: c.name for c in plan.vocab.concepts}
-        class_names = [names[c] for c in class_ids]
-        learner = build_learner(run.model, plan.spec.train, counts, class_names)
+        learner = build_learner(run.model, plan.spec.train, counts, [names[c] for c in class_ids])
         learner.load_state_dict(state["model"])
         learner.to(device)
+        eval_ids = evaluation_classes(target_concepts(ws, plan), plan.spec.eval.classes, names)
         evalset = pq.read_table(corpus_dir / "eval.parquet").to_pandas()
-        evalset = evalset[evalset.concept_id.isin(class_ids)].reset_index(drop=True)
+        evalset = evalset[evalset.concept_id.isin(eval_ids)].reset_index(drop=True)
         images = load_images([corpus_dir / "shards" / s for s in sorted(evalset.shard.unique())], set(evalset.key),
                              plan.spec.corpus.image_size)
         x = torch.from_numpy(np.stack([images[k] for k in evalset.key]))
-        index_of = {cid: i for i, cid in enumerate(class_ids)}
-        y_true = evalset.concept_id.map(index_of).to_numpy()
-        logits, feats = predict(learner, x, class_names, plan.spec.eval.prompts, device)
+        freq = pq.read_table(ws.artifact("frequency", plan.frequency_key).path / "concept_freq.parquet")
+        corpus_freq = dict(zip(freq.column("concept_id").to_pylist(), freq.column("count").to_pylist()))
         trimmed = ws.artifact("curate", run.subset_key).manifest()["achieved"].get("trimmed_classes", [])
-        per_class, metrics = run_metrics(logits, feats, y_true, np.asarray(counts),
-                                         [index_of[c] for c in trimmed if c in index_of])
-        write_parquet(per_class_arrow(run.eval_key, class_ids, class_names, per_class), out / "per_class.parquet")
-        write_parquet(pa.Table.from_pylist([{"run_id": run.eval_key, "model": run.model, "seed": run.seed,
-                                             "train_key": run.train_key, **metrics}]), out / "metrics.parquet")
-        return {"rows": {"eval": int(len(y_true))}, "metrics": metrics}
+        per_class, metrics = evaluate_learner(learner, x, evalset.concept_id.to_numpy(), eval_ids, class_ids, counts,
+                                              corpus_freq, names, plan.spec.eval.prompts, device, trimmed)
+        write_parquet(per_class_arrow(run.eval_key, eval_ids, [names[c] for c in eval_ids], per_class),
+                      out / "per_class.parquet")
+        write_parquet(metrics_arrow({"run_id": run.eval_key, "model": run.model, "seed": run.seed,
+                                     "train_key": run.train_key}, metrics), out / "metrics.parquet")
+        return {"rows": {"eval": int(len(evalset))}, "metrics": json_metrics(metrics)}
 
     return run_stage(ws, "evaluate", run.eval_key, {"train": run.train_key, "eval": plan.spec.eval.model_dump()},
                      build, force, label=f"{cell_id(run.cell)}/{run.model}/s{run.seed}")

@@ -14,7 +14,7 @@ import torch
 from pipeline.models import TEXT_LEARNERS, make_learner
 from pipeline.spec import TrainSpec
 
-TRAIN_VERSION = 1
+TRAIN_VERSION = 2  # 2: logit scales init 1/0.07 and capped at 100 (CLIP, cosine and text heads)
 CHECKPOINT = "checkpoint.pt"
 # Under torchrun (WORLD_SIZE > 1) the loop runs data-parallel: see `distributed_context`.
 SUPPORTS_DDP = True

@@ -14,7 +14,8 @@ LEARNER_OPTIONS: dict[str, tuple[str, ...]] = {
     "sl": ("head",),
     "sl_sampled_vocab": ("head", "num_to_sample", "vocab_weights", "vocab_chunk"),
     "sl_frozen_text_head": (),
-    "sl_batch_logit_adjust": ("head",),
+    "sl_sampled_vocab_frozen_text": ("num_to_sample", "vocab_weights", "vocab_chunk"),
+    "sl_batch_logit_adjust": ("head",),  # ours: a mechanism test, not one of the paper's learners
 }
 TEXT_LEARNERS = {"clip"}  # learners whose training reads captions
 
