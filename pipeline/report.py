@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 SUMMARY_METRICS = ["top1", "top5", "rho_acc", "rho_pred", "head_acc", "mid_acc", "tail_acc", "nc1", "nc2",
-                   "acc_logfreq_slope"]
+                   "acc_logfreq_slope", "rho_acc_corpus", "rho_pred_corpus"]
 
 
 def summarise(run_metrics: pd.DataFrame) -> pd.DataFrame:
@@ -92,8 +92,21 @@ def html_table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
+CLAIMS_NOTE = ("Each claim of Wen et al. (2024) as a measured row: effect = mean over seeds of the paired difference "
+               "(first side minus second), 95% t-interval; inconclusive when it contains 0 or fewer than 2 seeds; "
+               "'template-only CLIP is SL-like' is reproduced when the interval lies within ±0.1.")
+
+
+def claims_sections(claims: pd.DataFrame | None) -> tuple[str, str]:
+    """The claims table at the top of the report (markdown, html); empty without one."""
+    if claims is None or claims.empty:
+        return "", ""
+    return (f"## Claims\n\n{CLAIMS_NOTE}\n\n{markdown_table(claims)}\n",
+            f"<h2>Claims</h2><p>{html.escape(CLAIMS_NOTE)}</p>{html_table(claims)}")
+
+
 def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame, corpus_stats: dict,
-                 out: Path, rank_frequency: Path | None = None) -> dict:
+                 out: Path, rank_frequency: Path | None = None, claims: pd.DataFrame | None = None) -> dict:
     """-> files written under `out`: report.md, report.html, figures/*.png, summary.csv."""
     import shutil
 
@@ -110,12 +123,13 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
     figure_by_level(summary, figures / "by_level.png")
     summary.to_csv(out / "summary.csv", index=False)
     shown = summary[["factor", "level", "model", "seeds", "top1", "top1_sd", "rho_acc", "rho_pred", "rho_pred_sd",
-                     "head_acc", "tail_acc", "nc1", "nc2"]]
+                     "rho_pred_corpus", "head_acc", "tail_acc", "nc1", "nc2"]]
     stats = pd.DataFrame([{k: v for k, v in corpus_stats.items()}])
     intro = (f"Study **{study}**: {len(run_metrics)} runs. ρ is Spearman's rank correlation between a class's training "
              "frequency and its accuracy (rho_acc) or the number of test images predicted as it (rho_pred); lower "
              "means less frequency bias. Differences in ρ under about 0.1 are within seed noise.")
-    md = (f"# tailstudy report: {study}\n\n{intro}\n\n## Runs (mean over seeds)\n\n{markdown_table(shown)}\n"
+    claims_md, claims_html = claims_sections(claims)
+    md = (f"# tailstudy report: {study}\n\n{intro}\n\n{claims_md}## Runs (mean over seeds)\n\n{markdown_table(shown)}\n"
           f"## Corpus\n\n{markdown_table(stats)}\n{corpus_figure_md}"
           "## Figures\n\n![per-class accuracy vs frequency](figures/acc_vs_freq.png)\n\n"
           "![rho and top-1 per level](figures/by_level.png)\n")
@@ -124,7 +138,7 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tailstudy: {html.escape(study)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%}}</style></head><body>
-<h1>tailstudy report: {html.escape(study)}</h1><p>{intro_html}</p>
+<h1>tailstudy report: {html.escape(study)}</h1><p>{intro_html}</p>{claims_html}
 <h2>Runs (mean over seeds)</h2>{html_table(shown)}
 <h2>Corpus</h2>{html_table(stats)}{corpus_figure_html}
 <h2>Per-class accuracy vs training frequency</h2><img src="figures/acc_vs_freq.png">

@@ -27,7 +27,7 @@ from pipeline.vocab import Vocabulary, load_vocab
 
 VOCAB_VERSION = 1
 MATCH_VERSION = 1
-REPORT_VERSION = 2
+REPORT_VERSION = 3  # 3: opens with the claims table
 STAGES = ("vocab", "corpus", "match", "frequency", "curate", "train", "evaluate", "report")
 
 
@@ -544,6 +544,7 @@ def collect_results(ws: Workspace, plan: StudyPlan):
 
 
 def build_report(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageResult:
+    from pipeline.claims import claims_table
     from pipeline.report import write_report
 
     def build(out: Path) -> dict:
@@ -551,7 +552,7 @@ def build_report(ws: Workspace, plan: StudyPlan, force: bool = False) -> StageRe
         corpus_stats = ws.artifact("frequency", plan.frequency_key).manifest()["imbalance"]
         freq_dir = ws.artifact("frequency", plan.frequency_key).path
         written = write_report(plan.spec.name, run_metrics, per_class, corpus_stats, out,
-                               freq_dir / "rank_frequency.png")
+                               freq_dir / "rank_frequency.png", claims_table(run_metrics, per_class))
         return {"rows": {"runs": len(run_metrics)}, **written}
 
     return run_stage(ws, "report", plan.report_key, {"study": plan.spec.name, "runs": len(plan.runs)}, build, force,
