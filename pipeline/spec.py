@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from pipeline.errors import SpecError
 
@@ -35,6 +36,16 @@ class CorpusSpec(_Strict):
     variation: float = Field(1.0, ge=0.0, le=3.0)
     unnamed_frac: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 0
+    # 3: concept families follow the WordNet hierarchy (semantic siblings look alike, so names carry visual
+    # information); 2: the previous world (families of random concepts). World 2 keeps its corpus key: the dump omits it.
+    world: Literal[2, 3] = 3
+
+    @model_serializer(mode="wrap")
+    def _omit_old_world(self, handler):
+        data = handler(self)
+        if data.get("world") == 2:
+            data.pop("world")
+        return data
 
 
 # ---------------------------------------------------------------- corpus sources (dispatched on `source`)

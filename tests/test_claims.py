@@ -50,3 +50,18 @@ def test_equivalence_claim_and_scale_levels_ordered_numerically():
     assert table.loc["template-only CLIP is SL-like", "verdict"] == "reproduced"
     row = table.loc["more data scale helps CLIP"]
     assert row.compares == "scale=0.25/clip − scale=1.0/clip" and row.verdict == "reproduced"
+
+
+def test_readme_results_block_is_generated_between_markers(tmp_path):
+    from pipeline.readme_results import RESULTS_END, RESULTS_START, results_markdown, rewrite
+
+    rm = runs([("imbalance", "natural", "sl", s, 0.7 + 0.1 * s, 0.6) for s in range(3)]
+              + [("imbalance", "natural", "clip", s, 0.3, 0.2) for s in range(3)]).assign(top1=0.5, tail_acc=np.nan)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{RESULTS_START}\nstale numbers\n{RESULTS_END}\noutro\n")
+    rewrite(readme, results_markdown(rm, pd.DataFrame()))
+    text = readme.read_text()
+    assert "stale numbers" not in text and text.startswith("intro\n") and text.endswith(f"{RESULTS_END}\noutro\n")
+    # sl rho_pred 0.7, 0.8, 0.9: mean 0.8, sd 0.1 over 3 seeds; tail accuracy undefined everywhere
+    assert "| imbalance = natural | sl | 3 | 0.500 ± 0.000 | 0.800 ± 0.100 | 0.600 ± 0.000 | – |" in text
+    assert "| SL is more biased than CLIP |" in text and "reproduced" in text
