@@ -209,7 +209,7 @@ def test_scale_below_class_count_raises_rather_than_emptying(w):
 
 # ---------------------------------------------------------------- caption variants
 
-VARIANTS = ["cname", "a_cname", "full", "title", "tags", "description"]
+VARIANTS = ["cname", "a_cname", "full", "full_unprefixed", "title", "tags", "description"]
 
 
 def _expected_caption(w: World, kind: str, prefix: bool, sample_id: str, label: int) -> str:
@@ -219,9 +219,9 @@ def _expected_caption(w: World, kind: str, prefix: bool, sample_id: str, label: 
         return name
     if kind == "a_cname":
         return f"a {name}"
-    if kind == "full":
+    if kind == "full_unprefixed":  # ours: the web caption as drawn
         return row["caption"]
-    text = row[kind]
+    text = row["caption"] if kind == "full" else row[kind]  # full: the paper's Full Text, class name first
     if not prefix:
         return text
     return f"{name}. {text}" if text else name
