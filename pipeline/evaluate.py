@@ -20,13 +20,21 @@ def prompt_templates(kind: str) -> list:
 
 
 @torch.no_grad()
-def predict(learner, images: torch.Tensor, class_names: list[str], prompts: str, device: torch.device,
-            batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """-> (logits (N, C), image features (N, D)) on the evaluation images."""
+def encode_class_names(learner, class_names: list[str], prompts: str):
+    """What a learner needs to score these classes (CLIP: one text embedding per class, its prompts averaged)."""
     learner.eval()
     templates = prompt_templates(prompts)
-    class_prompts = [[t(name) for t in templates] for name in class_names]
-    classes = learner.encode_classes(class_prompts)
+    return learner.encode_classes([[t(name) for t in templates] for name in class_names])
+
+
+@torch.no_grad()
+def predict(learner, images: torch.Tensor, class_names: list[str], prompts: str, device: torch.device,
+            batch_size: int = 1024, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """-> (logits (N, C), image features (N, D)) on the evaluation images; `classes`: encode_classes' result when the
+    caller already has it."""
+    learner.eval()
+    if classes is None:
+        classes = encode_class_names(learner, class_names, prompts)
     logits, feats = [], []
     for start in range(0, len(images), batch_size):
         x = to_float(images[start:start + batch_size], device)
@@ -62,10 +70,9 @@ def evaluate_learner(learner, images: torch.Tensor, concepts: np.ndarray, eval_i
     """Score one learner on the study's evaluation classes. A zero-shot learner (CLIP) scores every evaluation class
     by name, as the paper evaluates CLIP; a supervised learner scores the evaluation classes its head has, and images
     of the others count as wrong. -> (per-class table over eval_ids, run metrics)."""
-    scored = eval_ids if learner.zero_shot else learner_ids
-    logits, feats = predict(learner, images, [names[c] for c in scored], prompts, device)
-    encoded = learner.encode_classes([[t(names[c]) for t in prompt_templates(prompts)] for c in scored]) \
-        if learner.zero_shot else None
+    scored = [names[c] for c in (eval_ids if learner.zero_shot else learner_ids)]
+    encoded = encode_class_names(learner, scored, prompts)
+    logits, feats = predict(learner, images, scored, prompts, device, classes=encoded)
     weights = classifier_rows(learner, encoded, learner_ids, eval_ids)
     if not learner.zero_shot:
         logits = align_logits(logits, learner_ids, eval_ids)
