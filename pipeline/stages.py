@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import __version__
@@ -171,7 +172,8 @@ def plan_runs(ws: Workspace, plan: StudyPlan) -> list[RunPlan]:
 
 
 def subset_digests(manifest: pa.Table) -> dict[str, str]:
-    labels = manifest.select(["sample_id", "copy", "label"])
+    # supervised learners never see label-less (open-world) rows, so they are not part of what they read
+    labels = manifest.select(["sample_id", "copy", "label"]).filter(pc.is_valid(manifest.column("label")))
     return {"labels": hashlib.sha256(canonical_json(labels.to_pydict()).encode()).hexdigest()[:16],
             "labels_captions": hashlib.sha256(canonical_json(manifest.to_pydict()).encode()).hexdigest()[:16]}
 
