@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         run_metrics, per_class = study_results(args.workspace, args.study)
-        rewrite(args.readme, results_markdown(run_metrics, per_class))
+        seeds = ", ".join(str(s) for s in sorted(run_metrics["seed"].unique()))
+        header = f"Study `{args.study}`: {len(run_metrics)} runs, seeds {seeds}.\n\n"
+        rewrite(args.readme, header + results_markdown(run_metrics, per_class))
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
