@@ -20,13 +20,14 @@ def quiet_prefect(verbose: bool) -> None:
 
 
 def run_study(spec_path: str, workspace: str, force: list[str] | None = None, verbose: bool = False,
-              task_runner: str | None = None) -> dict:
+              task_runner: str | None = None, jobs: int = 1) -> dict:
     """Run the study flow in this process; `task_runner` (local, threads:N, processes:N, dask:N, tcp://HOST:PORT)
-    executes the data stages' per-shard tasks (see flows/task_runners.py); None keeps the flow's default."""
+    executes the match stage's per-shard tasks (see flows/task_runners.py); None keeps the flow's default. `jobs`:
+    CPU-bound nodes (curate, evaluate, ...) that may run at once."""
     # the task cache lives with the artifacts it describes: deleting a workspace deletes its cache too
     results = Path(workspace).resolve() / ".prefect" / "results"
     results.mkdir(parents=True, exist_ok=True)
     quiet_prefect(verbose)
     with temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results)}):
         flow_ = study_flow if task_runner is None else study_flow_with(task_runner)
-        return flow_(spec_path, workspace, force or [])
+        return flow_(spec_path, workspace, force or [], jobs)

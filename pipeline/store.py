@@ -51,9 +51,13 @@ def file_digest(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Artifact:
+    """A stage's output directory; `status` says how this run got it (ran / reused / shared) where that is known."""
+
     stage: str
     key: str
     path: Path
+    status: str = ""
+    label: str = ""
 
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.path / MANIFEST).read_text())

@@ -221,7 +221,9 @@ def _expected_caption(w: World, kind: str, prefix: bool, sample_id: str, label: 
         return f"a {name}"
     if kind == "full_unprefixed":  # ours: the web caption as drawn
         return row["caption"]
-    text = row["caption"] if kind == "full" else row[kind]  # full: the paper's Full Text, class name first
+    if kind == "full":  # the paper's Full Text: always the class name first
+        return f"{name}. {row['caption']}" if row["caption"] else name
+    text = row[kind]
     if not prefix:
         return text
     return f"{name}. {text}" if text else name
@@ -342,7 +344,7 @@ def test_frequency_table_counts_the_manifest(w, level):
 def test_label_less_rows_are_not_part_of_what_supervised_learners_read():
     import pyarrow as pa
 
-    from pipeline.stages import subset_digests
+    from pipeline.stages.curate import subset_digests
 
     def manifest(ids, labels):
         return pa.table({"sample_id": ids, "copy": pa.array([0] * len(ids), pa.int32()),

@@ -157,6 +157,7 @@ class Learner(nn.Module):
     name = "learner"
     uses_unlabeled = False  # can learn from open-world (label-less) samples
     zero_shot = False  # scores any class by name (CLIP); otherwise only the classes of its head
+    reads_captions = False  # its training reads the samples' captions (so its key hashes them)
 
     def loss(self, batch: dict, step_rng: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -186,8 +187,9 @@ class Learner(nn.Module):
 class ClipLearner(Learner):
     uses_unlabeled = True
     zero_shot = True
+    reads_captions = True
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, text_tower: str = "scratch", **_):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, text_tower: str = "scratch"):
         super().__init__()
         self.model = create_clip(arch, text_tower)
         self.tokenizer = clip_tokenizer(arch, text_tower)
@@ -236,7 +238,7 @@ class SupervisedLearner(Learner):
     """The CLIP image tower with a head over the target classes (the paper's cosine-prototype head by default; ours:
     a linear head with bias; the frozen pretrained text head), cross-entropy."""
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, head: str = "cosine", class_names=None, **_):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, head: str = "cosine", class_names=None):
         super().__init__()
         self.visual = create_clip(arch).visual
         self.head = HEADS[head](self.visual.output_dim, num_classes, class_names)
@@ -259,7 +261,7 @@ class SupervisedLearner(Learner):
 class FrozenTextHeadLearner(SupervisedLearner):
     """SL whose class weights are fixed text embeddings of "a {name}" (MiniLM), as a CLIP text tower would give."""
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, class_names=None, **_):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, class_names=None):
         super().__init__(arch, num_classes, head="frozen_text", class_names=class_names)
 
 
@@ -299,7 +301,7 @@ class SampledVocabLearner(SupervisedLearner):
     """SL whose softmax at each step covers only a sampled vocabulary (the paper's dynamic-classification remedy)."""
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, num_to_sample: int = 16,
-                 vocab_weights: str = "uniform", head: str = "cosine", vocab_chunk: int = 0, class_names=None, **_):
+                 vocab_weights: str = "uniform", head: str = "cosine", vocab_chunk: int = 0, class_names=None):
         super().__init__(arch, num_classes, head=head, class_names=class_names)
         counts = torch.as_tensor(class_counts if class_counts is not None else [1] * num_classes, dtype=torch.float64)
         self.num_to_sample = num_to_sample
@@ -328,5 +330,7 @@ class SampledVocabLearner(SupervisedLearner):
 class SampledVocabFrozenTextLearner(SampledVocabLearner):
     """The paper's Fig. 9 run: a frozen pretrained text head and a sampled vocabulary together."""
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, **kwargs):
-        super().__init__(arch, num_classes, class_counts, **{**kwargs, "head": "frozen_text"})
+    def __init__(self, arch: str, num_classes: int, class_counts=None, num_to_sample: int = 16,
+                 vocab_weights: str = "uniform", vocab_chunk: int = 0, class_names=None):
+        super().__init__(arch, num_classes, class_counts, num_to_sample, vocab_weights, "frozen_text", vocab_chunk,
+                         class_names)

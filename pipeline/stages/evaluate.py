@@ -1,0 +1,84 @@
+"""evaluate: one trained learner on the study's fixed evaluation classes (eval.classes) -> per_class.parquet and
+metrics.parquet (top-1, rho against the subset's and the corpus's frequency, head/tail accuracy, per-class neural
+collapse, ...; rules in pipeline.evaluate). Key = the eval options + the train, corpus and frequency keys; it is the
+run's `run_id`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.stages.base import BuildContext, Node, Stage
+from pipeline.stages.curate import target_concepts
+from pipeline.stages.train import train_spec, uses_gpu
+from pipeline.store import write_parquet
+
+
+def _eval_inputs(ctx: BuildContext, eval_ids: list[int]):
+    """-> (images tensor, concept id per image) of the eval set's images of the study's evaluation classes."""
+    import torch
+
+    from pipeline.corpus.shards import load_images
+
+    corpus_dir = ctx.path("corpus")
+    evalset = pq.read_table(corpus_dir / "eval.parquet").to_pandas()
+    evalset = evalset[evalset.concept_id.isin(eval_ids)].reset_index(drop=True)
+    images = load_images([corpus_dir / "shards" / s for s in sorted(evalset.shard.unique())], set(evalset.key),
+                         ctx.config["spec"].corpus.image_size)
+    return torch.from_numpy(np.stack([images[k] for k in evalset.key])), evalset.concept_id.to_numpy()
+
+
+class EvaluateStage(Stage):
+    name = "evaluate"
+    key_roles = ("train", "corpus", "frequency")
+
+    @property
+    def VERSION(self) -> int:  # noqa: N802
+        from pipeline.evaluate import EVALUATE_VERSION
+
+        return EVALUATE_VERSION
+
+    def key_config(self, config: dict) -> dict:
+        return {"eval": config["spec"].eval.model_dump(mode="json")}
+
+    def inputs(self, node: Node) -> dict:
+        return {"train": node.upstream["train"].key, "eval": node.config["spec"].eval.model_dump()}
+
+    def resources(self, node: Node) -> dict[str, int]:
+        return {"gpu": 1} if uses_gpu(node.config["spec"].train.device) else {"cpu": 1}
+
+    def build(self, ctx: BuildContext, out: Path) -> dict:
+        import torch
+
+        from pipeline.evaluate import evaluate_learner, evaluation_classes, json_metrics, metrics_arrow, per_class_arrow
+        from pipeline.train import build_learner, pick_device
+
+        spec, learner_name, run_id = ctx.config["spec"], ctx.config["learner"], ctx.node.key
+        state = torch.load(ctx.path("train") / "model.pt", map_location="cpu", weights_only=False)
+        class_ids, counts = state["class_ids"], state["class_counts"]
+        device = pick_device(train_spec(ctx).device)
+        names = {c.concept_id: c.name for c in ctx.config["vocab"].concepts}
+        learner = build_learner(learner_name, spec.train, counts, [names[c] for c in class_ids])
+        learner.load_state_dict(state["model"])
+        learner.to(device)
+        eval_ids = evaluation_classes(target_concepts(ctx.path("corpus")), spec.eval.classes, names)
+        x, concepts = _eval_inputs(ctx, eval_ids)
+        freq = pq.read_table(ctx.path("frequency") / "concept_freq.parquet")
+        corpus_freq = dict(zip(freq.column("concept_id").to_pylist(), freq.column("count").to_pylist()))
+        trimmed = ctx.artifact("curate").manifest()["achieved"].get("trimmed_classes", [])
+        per_class, metrics = evaluate_learner(learner, x, concepts, eval_ids, class_ids, counts, corpus_freq, names,
+                                              spec.eval.prompts, device, trimmed)
+        write_parquet(per_class_arrow(run_id, eval_ids, [names[c] for c in eval_ids], per_class),
+                      out / "per_class.parquet")
+        write_parquet(metrics_arrow({"run_id": run_id, "model": learner_name, "seed": ctx.config["seed"],
+                                     "train_key": ctx.node.upstream["train"].key}, metrics), out / "metrics.parquet")
+        return {"rows": {"eval": int(len(concepts))}, "metrics": json_metrics(metrics)}
+
+
+def evaluate_node(train: Node, cell, frequency: Node) -> Node:
+    config = {k: train.config[k] for k in ("spec", "learner", "seed", "vocab")}
+    return Node("evaluate", {**config, "cell": cell},
+                {"train": train, "corpus": train.upstream["corpus"], "curate": train.upstream["curate"],
+                 "frequency": frequency},
+                label=train.label)
