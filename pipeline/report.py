@@ -15,7 +15,7 @@ from pipeline import figures as F
 from pipeline.paths import REFERENCE_FREQ_DIR
 
 SUMMARY_METRICS = ["top1", "top5", "rho_acc", "rho_pred", "head_acc", "mid_acc", "tail_acc", "nc1", "nc2",
-                   "acc_logfreq_slope"]
+                   "acc_logfreq_slope", "rho_acc_corpus", "rho_pred_corpus"]
 
 
 def summarise(run_metrics: pd.DataFrame) -> pd.DataFrame:
@@ -91,6 +91,11 @@ img{{max-width:100%;display:block;margin:.5em 0}}p.note{{color:#555;font-size:13
 """
 
 
+CLAIMS_NOTE = ("Each claim of Wen et al. (2024) as a measured row: effect = mean over seeds of the paired difference "
+               "(first side minus second), 95% t-interval; inconclusive when it contains 0 or fewer than 2 seeds; "
+               "'template-only CLIP is SL-like' is reproduced when the interval lies within ±0.1.")
+
+
 def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame, corpus_stats: dict,
                  out: Path, rank_frequency: Path | None = None, *, concept_counts=None,
                  claims: pd.DataFrame | None = None) -> dict:
@@ -104,7 +109,7 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
         (out / "figures" / f"{fig.name}.png").write_bytes(fig.png)
     summary.to_csv(out / "summary.csv", index=False)
     shown = summary[["factor", "level", "model", "seeds", "top1", "top1_sd", "rho_acc", "rho_pred", "rho_pred_sd",
-                     "head_acc", "tail_acc", "nc1", "nc2"]]
+                     "rho_pred_corpus", "head_acc", "tail_acc", "nc1", "nc2"]]
     stats = pd.DataFrame([dict(corpus_stats)])
     intro = (f"{run_count_line(run_metrics)}. ρ is Spearman's rank correlation between a class's training frequency "
              "and its accuracy (rho_acc) or the number of test images predicted as it (rho_pred); lower means less "
@@ -112,12 +117,13 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
     tables = ([("Claims", claims)] if claims is not None and len(claims) else []) + \
              [("Runs (mean over seeds)", shown)]
     note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)  # shown under the panels
-    html_sections = [(t, (f"<p>{html.escape(intro)}</p>" if df is shown else "") + html_table(df)) for t, df in tables]
+    lead = {"Claims": CLAIMS_NOTE, "Runs (mean over seeds)": intro}  # the paragraph above each table
+    html_sections = [(t, f"<p>{html.escape(lead[t])}</p>" + html_table(df)) for t, df in tables]
     html_sections += [(f.title, f'<img src="{f.data_uri()}" alt="{html.escape(f.alt)}">'
                        + (note_html if f.name == "acc_vs_freq" else "")) for f in figs]
     html_sections.append(("Corpus", html_table(stats)))
     (out / "report.html").write_text(html_page(study, html_sections))
-    md_tables = "".join(f"## {t}\n\n{markdown_table(df)}\n" for t, df in tables)
+    md_tables = "".join(f"## {t}\n\n{lead[t] if t == 'Claims' else ''}\n\n{markdown_table(df)}\n" for t, df in tables)
     md_notes = "".join(f"- {n}\n" for n in notes)
     for name, src in (("report.md", lambda f: f"figures/{f.name}.png"), ("report_ui.md", Figure.data_uri)):
         md_figs = "".join(f"## {f.title}\n\n![{f.alt}]({src(f)})\n\n" for f in figs)

@@ -54,13 +54,15 @@ CREATE OR REPLACE VIEW runs AS SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS 
 
 CREATE OR REPLACE VIEW per_class AS SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS concept_id, NULL::VARCHAR AS name,
     NULL::BIGINT AS train_count, NULL::BIGINT AS n_eval, NULL::BIGINT AS correct, NULL::DOUBLE AS acc,
-    NULL::BIGINT AS pred_count WHERE false;
+    NULL::BIGINT AS pred_count, NULL::BIGINT AS corpus_count, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2_mean,
+    NULL::DOUBLE AS nc2_weight WHERE false;
 
 CREATE OR REPLACE VIEW run_metrics AS SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS study, NULL::VARCHAR AS factor,
     NULL::VARCHAR AS level, NULL::VARCHAR AS model, NULL::BIGINT AS seed, NULL::DOUBLE AS top1, NULL::DOUBLE AS top5,
     NULL::DOUBLE AS rho_acc, NULL::DOUBLE AS rho_pred, NULL::DOUBLE AS head_acc, NULL::DOUBLE AS mid_acc,
     NULL::DOUBLE AS tail_acc, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2, NULL::DOUBLE AS acc_logfreq_slope,
-    NULL::DOUBLE AS trimmed_acc WHERE false;
+    NULL::DOUBLE AS trimmed_acc, NULL::DOUBLE AS rho_acc_corpus, NULL::DOUBLE AS rho_pred_corpus,
+    NULL::DOUBLE AS rho_nc1_freq, NULL::DOUBLE AS rho_nc2_mean_freq, NULL::DOUBLE AS rho_nc2_weight_freq WHERE false;
 
 CREATE OR REPLACE TABLE reference_freq AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS name,
     NULL::BIGINT AS count WHERE false;

@@ -88,16 +88,30 @@ CREATE OR REPLACE VIEW runs AS
 SELECT run_id, study, factor, level, model, seed, subset_key, train_key, status
 FROM read_parquet('studies/*/runs.parquet');
 
--- per-class evaluation of every run
+-- per-class evaluation of every run over the study's fixed evaluation classes (eval.classes): train_count = the
+-- subset's count (0: not in the subset), corpus_count = the pre-training corpus's natural count; nc1, nc2_mean,
+-- nc2_weight = per-class neural collapse (pipeline/evaluate.py). Undefined values are NULL (NaN never reaches SQL).
 CREATE OR REPLACE VIEW per_class AS
-SELECT run_id, concept_id, name, train_count, n_eval, correct, acc, pred_count
-FROM read_parquet('evaluate/*/per_class.parquet');
+SELECT run_id, concept_id, name, train_count, n_eval, correct, nullif(acc, 'NaN'::DOUBLE) AS acc, pred_count,
+       corpus_count, nullif(nc1, 'NaN'::DOUBLE) AS nc1, nullif(nc2_mean, 'NaN'::DOUBLE) AS nc2_mean,
+       nullif(nc2_weight, 'NaN'::DOUBLE) AS nc2_weight
+FROM read_parquet('evaluate/*/per_class.parquet', union_by_name = true);
 
--- run-level metrics, labelled by study factor and level (a run shared by two levels appears under both)
+-- run-level metrics, labelled by study factor and level (a run shared by two levels appears under both). rho_* use
+-- the subset's frequency (NULL on a flat subset), rho_*_corpus the corpus's natural frequency (defined on every
+-- level); rho_nc*_freq correlate per-class neural collapse with training frequency. NULL = undefined, never NaN.
 CREATE OR REPLACE VIEW run_metrics AS
 SELECT r.run_id, r.study, r.factor, r.level, r.model, r.seed,
-       m.top1, m.top5, m.rho_acc, m.rho_pred, m.head_acc, m.mid_acc, m.tail_acc, m.nc1, m.nc2, m.acc_logfreq_slope,
-       m.trimmed_acc
+       nullif(m.top1, 'NaN'::DOUBLE) AS top1, nullif(m.top5, 'NaN'::DOUBLE) AS top5,
+       nullif(m.rho_acc, 'NaN'::DOUBLE) AS rho_acc, nullif(m.rho_pred, 'NaN'::DOUBLE) AS rho_pred,
+       nullif(m.head_acc, 'NaN'::DOUBLE) AS head_acc, nullif(m.mid_acc, 'NaN'::DOUBLE) AS mid_acc,
+       nullif(m.tail_acc, 'NaN'::DOUBLE) AS tail_acc, nullif(m.nc1, 'NaN'::DOUBLE) AS nc1,
+       nullif(m.nc2, 'NaN'::DOUBLE) AS nc2, nullif(m.acc_logfreq_slope, 'NaN'::DOUBLE) AS acc_logfreq_slope,
+       nullif(m.trimmed_acc, 'NaN'::DOUBLE) AS trimmed_acc, nullif(m.rho_acc_corpus, 'NaN'::DOUBLE) AS rho_acc_corpus,
+       nullif(m.rho_pred_corpus, 'NaN'::DOUBLE) AS rho_pred_corpus,
+       nullif(m.rho_nc1_freq, 'NaN'::DOUBLE) AS rho_nc1_freq,
+       nullif(m.rho_nc2_mean_freq, 'NaN'::DOUBLE) AS rho_nc2_mean_freq,
+       nullif(m.rho_nc2_weight_freq, 'NaN'::DOUBLE) AS rho_nc2_weight_freq
 FROM read_parquet('studies/*/runs.parquet') AS r
 JOIN read_parquet('evaluate/*/metrics.parquet', union_by_name = true) AS m USING (run_id);
 

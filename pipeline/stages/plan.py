@@ -68,7 +68,7 @@ def plan_study(spec: StudySpec) -> StudyGraph:
         curate = curate_node(cell, spec.corpus.seed, corpus, match)
         for learner in spec.models:
             for seed in spec.seeds:
-                evaluations.append(evaluate_node(train_node(spec, learner, seed, curate, corpus), cell))
+                evaluations.append(evaluate_node(train_node(spec, learner, seed, curate, corpus), cell, frequency))
     graph = StudyGraph(spec, report_node(spec.name, evaluations, frequency))
     resolve_all(graph.nodes)
     return graph
