@@ -30,7 +30,8 @@ def publish_artifacts(graph: S.StudyGraph, run_metrics, report_dir: Path) -> Non
     for (factor, level), part in run_metrics.groupby(["factor", "level"], sort=False):
         create_table_artifact(part[cols].round(4).to_dict("records"), key=_artifact_key(name, factor, level),
                               description=f"{name}: {factor} = {level}")
-    create_markdown_artifact((report_dir / "report.md").read_text() + f"\n\nHTML report: `{report_dir / 'report.html'}`\n",
+    # report_ui.md inlines its figures as data URIs: the Prefect UI cannot load files from the workspace
+    create_markdown_artifact((report_dir / "report_ui.md").read_text() + f"\n\nHTML report: `{report_dir / 'report.html'}`\n",
                              key=_artifact_key("report", name), description="study report")
 
 

@@ -16,18 +16,27 @@ CREATE OR REPLACE VIEW concepts AS SELECT NULL::VARCHAR AS vocab, NULL::INTEGER 
     NULL::VARCHAR AS name, NULL::VARCHAR[] AS synonyms, NULL::VARCHAR AS definition, NULL::VARCHAR[] AS negatives
     WHERE false;
 
+CREATE OR REPLACE VIEW artifacts AS SELECT NULL::VARCHAR AS stage, NULL::VARCHAR AS key, NULL::JSON AS inputs
+    WHERE false;
+
+CREATE OR REPLACE VIEW frequency_keys AS SELECT NULL::VARCHAR AS frequency_key, NULL::VARCHAR AS match_key,
+    NULL::VARCHAR AS input_digest WHERE false;
+
 CREATE OR REPLACE VIEW matches AS SELECT NULL::VARCHAR AS match_key, NULL::VARCHAR AS sample_id,
-    NULL::INTEGER AS concept_id, NULL::VARCHAR AS method, NULL::FLOAT AS score WHERE false;
+    NULL::INTEGER AS concept_id, NULL::VARCHAR AS method, NULL::FLOAT AS score, NULL::VARCHAR AS input_digest
+    WHERE false;
 
 CREATE OR REPLACE VIEW concept_freq AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab, NULL::VARCHAR AS method,
     NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS count, NULL::INTEGER AS rank,
-    NULL::DOUBLE AS share WHERE false;
+    NULL::DOUBLE AS share, NULL::VARCHAR AS frequency_key, NULL::VARCHAR AS match_key, NULL::VARCHAR AS input_digest
+    WHERE false;
 
 CREATE OR REPLACE VIEW imbalance AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab, NULL::VARCHAR AS method,
     NULL::BIGINT AS concepts, NULL::BIGINT AS total, NULL::BIGINT AS max, NULL::BIGINT AS min_nonzero,
     NULL::DOUBLE AS max_min_ratio, NULL::BIGINT AS zero_concepts, NULL::DOUBLE AS gini, NULL::DOUBLE AS top10_share,
     NULL::DOUBLE AS zipf_exponent, NULL::BIGINT AS captions, NULL::BIGINT AS no_concept, NULL::BIGINT AS one_concept,
-    NULL::BIGINT AS several_concepts WHERE false;
+    NULL::BIGINT AS several_concepts, NULL::VARCHAR AS frequency_key, NULL::VARCHAR AS match_key,
+    NULL::VARCHAR AS input_digest WHERE false;
 
 CREATE OR REPLACE VIEW study_subsets AS SELECT NULL::VARCHAR AS subset_key, NULL::VARCHAR AS study,
     NULL::VARCHAR AS factor, NULL::VARCHAR AS level WHERE false;
@@ -53,5 +62,39 @@ CREATE OR REPLACE VIEW run_metrics AS SELECT NULL::VARCHAR AS run_id, NULL::VARC
     NULL::DOUBLE AS tail_acc, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2, NULL::DOUBLE AS acc_logfreq_slope,
     NULL::DOUBLE AS trimmed_acc WHERE false;
 
-CREATE OR REPLACE VIEW reference_freq AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS name,
+CREATE OR REPLACE TABLE reference_freq AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS name,
     NULL::BIGINT AS count WHERE false;
+
+CREATE OR REPLACE VIEW corpus_matches AS SELECT NULL::VARCHAR AS match_key, NULL::VARCHAR AS corpus,
+    NULL::VARCHAR AS vocab, NULL::VARCHAR AS method, NULL::BIGINT AS captions WHERE false;
+
+CREATE OR REPLACE VIEW concept_pairs AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab, NULL::VARCHAR AS method,
+    NULL::INTEGER AS concept_a, NULL::INTEGER AS concept_b, NULL::BIGINT AS count_a, NULL::BIGINT AS count_b,
+    NULL::BIGINT AS count, NULL::BIGINT AS captions, NULL::DOUBLE AS pmi, NULL::DOUBLE AS npmi WHERE false;
+
+CREATE OR REPLACE VIEW indexed_captions AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS index_key,
+    NULL::BIGINT AS row, NULL::VARCHAR AS sample_id, NULL::VARCHAR AS caption, NULL::VARCHAR AS normalised WHERE false;
+
+CREATE OR REPLACE VIEW tokens AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS term, NULL::INTEGER AS row,
+    NULL::INTEGER AS pos WHERE false;
+
+CREATE OR REPLACE VIEW concept_freq_dedup AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::BIGINT AS count, NULL::BIGINT AS distinct_captions,
+    NULL::DOUBLE AS duplicate_rate WHERE false;
+
+CREATE OR REPLACE VIEW corpus_dedup AS SELECT NULL::VARCHAR AS corpus, NULL::BIGINT AS captions,
+    NULL::BIGINT AS distinct_captions, NULL::DOUBLE AS duplicate_rate WHERE false;
+
+CREATE OR REPLACE VIEW verified_freq AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS raw_count, NULL::BIGINT AS verified_count,
+    NULL::DOUBLE AS misalignment_rate WHERE false;
+
+CREATE OR REPLACE VIEW concept_descriptiveness AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS captions,
+    NULL::DOUBLE AS mean_words, NULL::DOUBLE AS p10_words, NULL::DOUBLE AS median_words, NULL::DOUBLE AS p90_words,
+    NULL::DOUBLE AS mean_extra_words, NULL::DOUBLE AS median_extra_words, NULL::BIGINT AS template_like,
+    NULL::DOUBLE AS template_share WHERE false;
+
+CREATE OR REPLACE VIEW concept_freq_urls AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::BIGINT AS count, NULL::BIGINT AS distinct_urls,
+    NULL::DOUBLE AS url_duplicate_rate WHERE false;
