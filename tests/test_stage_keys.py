@@ -1,6 +1,6 @@
 """Stage keys are a promise: the keys below were computed by the code before the stages became a graph (commit
 f12fccb, pipeline/stages.py), so a workspace built by it is reused, not rebuilt. Change a pin only together with
-the stage's VERSION."""
+the stage's VERSION (and say so next to it)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +27,7 @@ TINY = {'corpus': 'bd6c19d31af157f9',
             'imbalance=natural': '49a426e3e9fb9cd8'},
  'frequency': 'aa8a7bc206bc90f4',
  'match': 'ebaaeea37c02d85b',
- 'report': '0772220fd441fe09',
+ 'report': '7445666490993b75',  # REPORT_VERSION 3 (h14's self-contained HTML); 2 gave 0772220fd441fe09
  'runs': {'caption=a_cname/clip/s0': ['25f99811652d3229', 'fa2ca7678c0831d9'],
           'caption=a_cname/sl/s0': ['52af670e12bb33bb', '9e2097480f443cc2'],
           'caption=full/clip/s0': ['3c601338b21ce994', '0a960a9749f1f7cd'],
