@@ -52,12 +52,15 @@ def map_shards(fn, jobs):
     return task(fn, name="match-shard").map(jobs).result()
 
 
-def open_study(spec_path: str, workspace: str, force: list[str] | None, jobs: int = 1, dispatch: str | None = None):
-    """-> (graph, executor) for a flow run; stale temp dirs of killed runs are cleared first. `dispatch`
-    (FLOW/DEPLOYMENT, on a Prefect server): training runs become child flow runs of that deployment."""
+def open_study(spec_path: str, workspace: str, force: list[str] | None, jobs: int = 1, dispatch: str | None = None,
+               clean: bool = True):
+    """-> (graph, executor) for a flow run; stale temp dirs of killed runs are cleared first, unless `clean` is off
+    (a child flow run of a study: its siblings are building in the same workspace). `dispatch` (FLOW/DEPLOYMENT, on
+    a Prefect server): training runs become child flow runs of that deployment."""
     spec = load_spec(spec_path)
     ws = Workspace(workspace)
-    ws.clean_stale_temps()
+    if clean:
+        ws.clean_stale_temps()
     executor = Executor(ws, set(force or []), jobs=jobs, parallel=spec.train.parallel, spec_path=str(spec_path),
                         progress=progress_bar, options={"map_shards": map_shards}, dispatch=dispatch)
     return S.plan_study(spec), executor

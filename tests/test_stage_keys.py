@@ -1,6 +1,6 @@
 """Stage keys are a promise: the keys below were computed by the code before the stages became a graph (commit
 f12fccb, pipeline/stages.py), so a workspace built by it is reused, not rebuilt. Change a pin only together with
-the stage's VERSION."""
+the stage's VERSION (and say so next to it)."""
 from __future__ import annotations
 
 from pathlib import Path
