@@ -16,13 +16,15 @@ EVAL_BATCH = 256  # images per evaluation batch at most (a 1024-image batch at 2
 
 @torch.no_grad()
 def predict_stream(learner, index: ItemIndex, class_names: list[str], prompts: str, device: torch.device,
-                   batch_size: int = 256, workers: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   batch_size: int = 256, workers: int | None = None,
+                   classes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (logits (N, C), image features (N, D), class index (N,)) over the indexed evaluation images."""
     from pipeline.evaluate import prompt_templates
 
     learner.eval()
-    templates = prompt_templates(prompts)
-    classes = learner.encode_classes([[t(name) for t in templates] for name in class_names])
+    if classes is None:
+        templates = prompt_templates(prompts)
+        classes = learner.encode_classes([[t(name) for t in templates] for name in class_names])
     cfg = learner.preprocess_cfg()
     size = cfg["size"] if isinstance(cfg["size"], int) else max(cfg["size"])
     stream = BatchStream(index, open_clip_transform(cfg, False), min(batch_size, EVAL_BATCH), shuffle=False)
@@ -39,3 +41,13 @@ def predict_stream(learner, index: ItemIndex, class_names: list[str], prompts: s
     if logits is None:
         return np.zeros((0, len(class_names)), np.float32), np.zeros((0, 0), np.float32), index.label.copy()
     return logits, feats, index.label.copy()
+
+
+def stream_predictor(batch_size: int = EVAL_BATCH, workers: int | None = None):
+    """`pipeline.evaluate.evaluate_learner`'s predictor over an ItemIndex: -> (logits, features) in index order."""
+    def predictor(learner, index: ItemIndex, class_names: list[str], prompts: str, device: torch.device,
+                  classes=None) -> tuple[np.ndarray, np.ndarray]:
+        logits, feats, _ = predict_stream(learner, index, class_names, prompts, device, batch_size, workers, classes)
+        return logits, feats
+
+    return predictor

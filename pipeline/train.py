@@ -15,7 +15,7 @@ from pipeline.data import num_batches
 from pipeline.models import learner_kwargs, make_learner, reads_captions
 from pipeline.spec import TrainSpec
 
-TRAIN_VERSION = 2  # 2: streamed from shards with open_clip transforms (augmentation), max_steps
+TRAIN_VERSION = 3  # 3: streamed from shards, open_clip transforms (augmentation), max_steps; 2: logit scales init 1/0.07, capped at 100
 CHECKPOINT = "checkpoint.pt"
 
 

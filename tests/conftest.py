@@ -14,6 +14,9 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="tailstudy-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from pipeline.env import configure_offline_env  # noqa: E402  (tests call the library as the entry points do)
+
+configure_offline_env()
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

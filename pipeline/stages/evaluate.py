@@ -1,21 +1,23 @@
-"""evaluate: one trained learner on the corpus's evaluation set -> per_class.parquet and metrics.parquet (top-1,
-rho between per-class accuracy and training frequency, head/tail accuracy, ...; rules in pipeline.evaluate).
-Key = the eval options + the train and corpus keys; its key is the run's `run_id`."""
+"""evaluate: one trained learner on the study's fixed evaluation classes (eval.classes) -> per_class.parquet and
+metrics.parquet (top-1, rho against the subset's and the corpus's frequency, head/tail accuracy, per-class neural
+collapse, ...; rules in pipeline.evaluate). Key = the eval options + the train, corpus and frequency keys; it is the
+run's `run_id`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.stages.base import BuildContext, Node, Stage
+from pipeline.stages.curate import target_concepts
 from pipeline.stages.train import train_spec, uses_gpu
 from pipeline.store import write_parquet
 
 
 class EvaluateStage(Stage):
     name = "evaluate"
-    key_roles = ("train", "corpus")
+    key_roles = ("train", "corpus", "frequency")
 
     @property
     def VERSION(self) -> int:  # noqa: N802
@@ -36,8 +38,8 @@ class EvaluateStage(Stage):
         import torch
 
         from pipeline.data import eval_index
-        from pipeline.data_eval import predict_stream
-        from pipeline.evaluate import per_class_arrow, run_metrics
+        from pipeline.data_eval import stream_predictor
+        from pipeline.evaluate import evaluate_learner, evaluation_classes, json_metrics, metrics_arrow, per_class_arrow
         from pipeline.train import build_learner, pick_device
 
         spec, learner_name, run_id = ctx.config["spec"], ctx.config["learner"], ctx.node.key
@@ -45,25 +47,28 @@ class EvaluateStage(Stage):
         class_ids, counts = state["class_ids"], state["class_counts"]
         device = pick_device(train_spec(ctx).device)
         names = {c.concept_id: c.name for c in ctx.config["vocab"].concepts}
-        class_names = [names[c] for c in class_ids]
-        learner = build_learner(learner_name, spec.train, counts, class_names)
+        learner = build_learner(learner_name, spec.train, counts, [names[c] for c in class_ids])
         learner.load_state_dict(state["model"])
         learner.to(device)
-        logits, feats, y_true = predict_stream(learner, eval_index(ctx.path("corpus"), class_ids), class_names,
-                                               spec.eval.prompts, device, spec.train.batch_size, spec.train.workers)
-        index_of = {cid: i for i, cid in enumerate(class_ids)}
+        eval_ids = evaluation_classes(target_concepts(ctx.path("corpus")), spec.eval.classes, names)
+        index = eval_index(ctx.path("corpus"), eval_ids)
+        concepts = np.asarray(eval_ids)[index.label]
+        freq = pq.read_table(ctx.path("frequency") / "concept_freq.parquet")
+        corpus_freq = dict(zip(freq.column("concept_id").to_pylist(), freq.column("count").to_pylist()))
         trimmed = ctx.artifact("curate").manifest()["achieved"].get("trimmed_classes", [])
-        per_class, metrics = run_metrics(logits, feats, y_true, np.asarray(counts),
-                                         [index_of[c] for c in trimmed if c in index_of])
-        write_parquet(per_class_arrow(run_id, class_ids, class_names, per_class), out / "per_class.parquet")
-        write_parquet(pa.Table.from_pylist([{"run_id": run_id, "model": learner_name, "seed": ctx.config["seed"],
-                                             "train_key": ctx.node.upstream["train"].key, **metrics}]),
-                      out / "metrics.parquet")
-        return {"rows": {"eval": int(len(y_true))}, "metrics": metrics}
+        per_class, metrics = evaluate_learner(learner, index, concepts, eval_ids, class_ids, counts, corpus_freq, names,
+                                              spec.eval.prompts, device, trimmed,
+                                              stream_predictor(spec.train.batch_size, spec.train.workers))
+        write_parquet(per_class_arrow(run_id, eval_ids, [names[c] for c in eval_ids], per_class),
+                      out / "per_class.parquet")
+        write_parquet(metrics_arrow({"run_id": run_id, "model": learner_name, "seed": ctx.config["seed"],
+                                     "train_key": ctx.node.upstream["train"].key}, metrics), out / "metrics.parquet")
+        return {"rows": {"eval": int(len(concepts))}, "metrics": json_metrics(metrics)}
 
 
-def evaluate_node(train: Node, cell) -> Node:
+def evaluate_node(train: Node, cell, frequency: Node) -> Node:
     config = {k: train.config[k] for k in ("spec", "learner", "seed", "vocab")}
     return Node("evaluate", {**config, "cell": cell},
-                {"train": train, "corpus": train.upstream["corpus"], "curate": train.upstream["curate"]},
+                {"train": train, "corpus": train.upstream["corpus"], "curate": train.upstream["curate"],
+                 "frequency": frequency},
                 label=train.label)
