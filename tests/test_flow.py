@@ -25,7 +25,9 @@ def ran(summary: dict) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def first_run(tmp_path_factory, one_torch_thread):
+    """One thread, as each of the parallel test's two concurrent runs gets on this 2-core machine: torch's CPU
+    reductions sum in per-thread chunks, so weights are bit-identical only at the same thread count."""
     root = tmp_path_factory.mktemp("flow")
     spec = root / "tiny.yaml"
     spec.write_text(TINY_SPEC)
@@ -88,7 +90,7 @@ def test_same_spec_and_seed_give_identical_subsets_and_metrics(first_run, tmp_pa
     assert pq.read_table(ws / "corpus" / next((ws / "corpus").iterdir()).name / "captions.parquet").num_rows > 1000
 
 
-def test_parallel_training_overlaps_and_equals_a_sequential_run(first_run, tmp_path, one_torch_thread):
+def test_parallel_training_overlaps_and_equals_a_sequential_run(first_run, tmp_path):
     """train.parallel: 2 runs two training runs at once (each in its own process, on its share of the threads);
     their manifests' start/end times overlap and their models and metrics equal the sequential run's."""
     import torch
