@@ -40,6 +40,7 @@ from pipeline.matching import make_matcher  # noqa: E402
 from pipeline.matching.inputs import plan_shards, resolve_sources  # noqa: E402
 from pipeline.matching.reference import NAIVE  # noqa: E402
 from pipeline.matching.sharded import MatcherSpec, run_shards  # noqa: E402
+from timing import best_of  # noqa: E402
 from pipeline.vocab import load_vocab  # noqa: E402
 
 WORDS = ("photo of the a in on with for and my new best free stock image vintage red blue green black white large "
@@ -93,13 +94,8 @@ def generate(n: int, vocab_name: str, seed: int = 0) -> pa.Array:
 
 def rate(fn, n: int, repeats: int) -> tuple[float, float]:
     """(best wall captions/s, best CPU captions/s) of fn() over `repeats` runs."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return n / min(wall), n / max(min(cpu), 1e-9)
+    wall, cpu = best_of(repeats, fn)
+    return n / wall, n / max(cpu, 1e-9)
 
 
 def match_all(matcher, captions: pa.Array, batch: int = 65536) -> int:

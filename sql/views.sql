@@ -173,16 +173,22 @@ FROM read_parquet('index/*/words.parquet', filename = true) AS w
 JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
   ON i.key = regexp_extract(w.filename, '/index/([^/]+)/', 1);
 
+-- each matched (sample, concept) once per match artifact, labelled with its corpus, vocabulary and method: what the
+-- duplicate-aware counts below group
+CREATE OR REPLACE VIEW matched_samples AS
+SELECT k.corpus, k.vocab, k.method, m.match_key, m.sample_id, m.concept_id
+FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
+JOIN corpus_matches AS k USING (match_key);
+
 -- duplicate-aware concept counts of indexed corpora (h15): count = matched captions, distinct_captions = distinct
 -- normalised captions among them, duplicate_rate = 1 - distinct_captions / count
 CREATE OR REPLACE VIEW concept_freq_dedup AS
 WITH keyed AS (SELECT DISTINCT inputs.match AS match_key, inputs.index AS index_key  -- which index covers which match
                FROM read_json('describe/*/manifest.json', union_by_name = true))
-SELECT k.corpus, k.vocab, k.method, m.concept_id, count(*) AS count, count(DISTINCT c.normalised) AS distinct_captions,
+SELECT m.corpus, m.vocab, m.method, m.concept_id, count(*) AS count, count(DISTINCT c.normalised) AS distinct_captions,
        1 - count(DISTINCT c.normalised) / count(*) AS duplicate_rate
-FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
+FROM matched_samples AS m
 JOIN keyed USING (match_key)
-JOIN corpus_matches AS k USING (match_key)
 JOIN indexed_captions AS c ON c.index_key = keyed.index_key AND c.sample_id = m.sample_id
 GROUP BY ALL;
 
@@ -213,11 +219,10 @@ FROM read_parquet('describe/*/concept_descriptiveness.parquet');
 CREATE OR REPLACE VIEW concept_freq_urls AS
 WITH keyed AS (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, inputs.corpus AS corpus_key
                FROM read_json('match/*/manifest.json', filename = true, union_by_name = true))
-SELECT k.corpus, k.vocab, k.method, m.concept_id, count(*) AS count, count(DISTINCT c.url) AS distinct_urls,
+SELECT m.corpus, m.vocab, m.method, m.concept_id, count(*) AS count, count(DISTINCT c.url) AS distinct_urls,
        1 - count(DISTINCT c.url) / count(*) AS url_duplicate_rate
-FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
+FROM matched_samples AS m
 JOIN keyed USING (match_key)
-JOIN corpus_matches AS k USING (match_key)
 JOIN captions AS c ON c.corpus_key = keyed.corpus_key AND c.sample_id = m.sample_id
 WHERE c.url IS NOT NULL
 GROUP BY ALL;
