@@ -53,22 +53,8 @@ def refresh(ws: Workspace) -> list[str]:
     return live
 
 
-def connect_readonly(ws: Workspace) -> duckdb.DuckDBPyConnection:
-    if not ws.catalog_path.is_file():
-        raise InputError(f"{ws.catalog_path}: no catalog yet (run a study, or `tailstudy catalog` to build it)")
-    try:
-        return duckdb.connect(str(ws.catalog_path), read_only=True)
-    except duckdb.IOException as err:
-        raise InputError(f"{ws.catalog_path}: cannot open the catalog: {str(err).splitlines()[0]}") from None
-
-
 def query(ws: Workspace, sql: str):
-    """Run a query on the catalog -> pandas DataFrame; SQL errors become one-line input errors."""
-    sql = resolve_query(sql)
-    con = connect_readonly(ws)
-    try:
-        return con.execute(sql).df()
-    except duckdb.Error as err:
-        raise InputError(f"SQL error: {str(err).splitlines()[0]}") from None
-    finally:
-        con.close()
+    """Run a read-only query on the catalog -> pandas DataFrame (the guarded connection of pipeline.sqlguard)."""
+    from pipeline.sqlguard import guarded_query
+
+    return guarded_query(ws, sql)

@@ -95,24 +95,30 @@ def sql(
                                           "...), or @NAME for a documented query of sql/queries/."),
     workspace: Optional[Path] = WorkspaceOpt,
     fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
+    limit: int = typer.Option(1000, "--limit", help="table format: show at most this many rows (0 = all)."),
 ) -> None:
-    """Query the workspace's DuckDB catalog (read-only)."""
-    from pipeline import catalog
+    """Query the workspace's DuckDB catalog: read-only, files outside the workspace are out of reach."""
+    from pipeline import sqlguard
 
     if fmt not in ("table", "csv", "json"):
         _fail(f"--format {fmt}: use table, csv or json")
-    df = catalog.query(_workspace(workspace), query)
+    if limit < 0:
+        _fail(f"--limit {limit}: must be 0 (all rows) or more")
+    df = sqlguard.guarded_query(_workspace(workspace), query)
     if fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
     elif fmt == "json":
         sys.stdout.write(df.to_json(orient="records", indent=None) + "\n")
     else:
+        df, note = sqlguard.limit_rows(df, limit)
         table = Table(show_edge=True)
         for col in df.columns:
             table.add_column(str(col))
         for row in df.itertuples(index=False):
             table.add_row(*(_fmt(v) for v in row))
         out.print(table)
+        if note:
+            err.print(note, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -498,6 +504,9 @@ def ingest(
 
 
 def main() -> None:
+    from pipeline.lifeline import prefect_startup_defaults, startup_timeout_message
+
+    prefect_startup_defaults()
     try:
         app(standalone_mode=True)
     except TailstudyError as exc:
@@ -509,6 +518,9 @@ def main() -> None:
     except Exception as exc:  # a bug, not a user error: one line unless debugging
         if os.environ.get("TAILSTUDY_DEBUG"):
             raise
+        if startup_timeout_message(exc):  # the machine, not the input: exit 1
+            err.print(f"[bold red]error:[/] {startup_timeout_message(exc)}", highlight=False, soft_wrap=True)
+            sys.exit(1)
         err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (set TAILSTUDY_DEBUG=1 for the traceback)",
                   highlight=False, soft_wrap=True)
         sys.exit(1)

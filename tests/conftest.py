@@ -14,6 +14,9 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="tailstudy-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from pipeline.lifeline import prefect_startup_defaults  # noqa: E402
+
+prefect_startup_defaults()  # a first server start under load (2 cores, other test processes) needs more than 20 s
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
