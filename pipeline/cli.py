@@ -62,6 +62,9 @@ def run(
     task_runner: Optional[str] = typer.Option(None, "--task-runner",
                                               help="Runs the per-shard data tasks: local, threads:N, processes:N, "
                                                    "dask:N or tcp://HOST:PORT (a Dask scheduler)."),
+    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="When another run holds the "
+                                                 "workspace: wait at most this many seconds (default: until it "
+                                                 "ends; 0: fail at once)."),
 ) -> None:
     """Run a study end to end; stages whose inputs did not change are reused."""
     from pipeline.spec import default_spec_path, load_spec
@@ -73,13 +76,17 @@ def run(
         _fail(f"--force {bad[0]}: unknown stage (stages: {', '.join(STAGES)}, all)")
     plan_study(load_spec(spec_path))  # validate spec and vocabulary before any orchestration starts
     ws = _workspace(workspace)
+    from pipeline.lifeline import start_watchdog
+
+    start_watchdog()  # Prefect's server and pool workers end with this process, even on kill -9
     from flows.runner import run_study
 
     if task_runner is not None:
         from flows.task_runners import parse_task_runner
 
         parse_task_runner(task_runner)  # a bad name fails here, in one line
-    summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose, task_runner=task_runner)
+    summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose, task_runner=task_runner,
+                        lock_timeout=lock_timeout)
     for rec in summary["stages"]:
         colour = {"ran": "green", "reused": "cyan", "shared": "dim"}.get(rec["status"], "white")
         out.print(f"  [{colour}]{rec['status']:<7}[/] {rec['stage']:<10} {rec['key']}  {rec['label']}", highlight=False)
@@ -132,11 +139,35 @@ def status(workspace: Optional[Path] = WorkspaceOpt) -> None:
     table = Table(title=str(ws.root))
     for col in ("stage", "key", "rows", "seconds"):
         table.add_column(col)
+    corrupt = []
     for art in arts:
+        problem = ws.problem(art.stage, art.key)  # sizes, Parquet magic, checksums of files up to 64 MB
+        if problem:
+            corrupt.append(f"corrupt: {art.stage}/{art.key}: {problem}")
+            table.add_row(art.stage, art.key, "[red]CORRUPT[/]", "")
+            continue
         manifest = art.manifest()
         rows = ", ".join(f"{k}={v}" for k, v in manifest.get("rows", {}).items())
         table.add_row(art.stage, art.key, rows, _fmt(float(manifest.get("seconds", float("nan")))))
     out.print(table)
+    for line in corrupt:
+        err.print(line, highlight=False, soft_wrap=True)
+    if corrupt:
+        err.print(f"{len(corrupt)} corrupt artifact(s): the next run rebuilds them", highlight=False)
+
+
+@app.command()
+def verify(workspace: Optional[Path] = WorkspaceOpt) -> None:
+    """Check every artifact against its manifest (sizes and sha256 of all files); exit 2 naming what is corrupt."""
+    ws = _workspace(workspace)
+    arts = ws.list_artifacts()
+    corrupt = [(art, ws.problem(art.stage, art.key, full=True)) for art in arts]
+    corrupt = [(art, problem) for art, problem in corrupt if problem]
+    for art, problem in corrupt:
+        err.print(f"corrupt: {art.stage}/{art.key}: {problem}", highlight=False, soft_wrap=True)
+    out.print(f"{ws.root}: {len(arts)} artifacts checked, {len(corrupt)} corrupt", highlight=False)
+    if corrupt:
+        raise typer.Exit(2)
 
 
 @app.command(name="catalog")
@@ -185,6 +216,9 @@ def match(
     if workers is not None and workers < 1:
         _fail(f"--workers {workers}: must be at least 1")
     ws = _workspace(workspace)
+    from pipeline.lifeline import start_watchdog
+
+    start_watchdog()  # pool workers end with this process, even on kill -9
     bar: list = []
     tqdm.monitor_interval = 0  # no monitor thread: a single-threaded process can fork its match workers
 
@@ -194,13 +228,16 @@ def match(
                             file=sys.stderr, dynamic_ncols=True, mininterval=0.5))
         bar[0].update(step)
 
+    from pipeline.locks import stderr_say
+
     try:
-        results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None else {},
-                                 caption_col, id_col, name, workers, advance, force)
+        with ws.lock(None, stderr_say):  # a second match on this workspace waits, then reuses what the first built
+            results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None
+                                     else {}, caption_col, id_col, name, workers, advance, force)
+            catalog.refresh(ws)
     finally:
         if bar:
             bar[0].close()
-    catalog.refresh(ws)
     for stage, result in results.items():
         out.print(f"  {result.status:<7} {stage:<10} {result.key}", highlight=False)
     freq = results["frequency"].manifest()
@@ -484,9 +521,15 @@ def ingest(
     except ValidationError as exc:
         raise SpecError(f"ingest: {_first_error(exc)}") from None
     ws = _workspace(workspace)
+    from pipeline.lifeline import start_watchdog
+
+    start_watchdog()  # download workers end with this process, even on kill -9
+    from pipeline.locks import stderr_say
+
     try:
-        result = build_source(ws, cfg, quiet=not verbose,
-                              say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
+        with ws.lock(None, stderr_say):  # a second ingest on this workspace waits, then reuses what the first built
+            result = build_source(ws, cfg, quiet=not verbose,
+                                  say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
     except KeyboardInterrupt:  # typer would exit 130 silently
         err.print("interrupted: finished shards are kept; run the same command again to resume", highlight=False)
         raise typer.Exit(130) from None

@@ -62,9 +62,12 @@ def run_stage(ws: Workspace, stage: str, key: str, inputs: dict[str, Any], build
     final = ws.root / stage / key
     if ws.exists(stage, key) and not force:
         return StageResult(stage, key, "reused", final, label)
-    manifest: dict[str, Any] = {"inputs": inputs, "library": library_versions()}
-    with ws.build(stage, key, manifest, replace=force) as out:
-        manifest.update(build(out))
+    with ws.artifact_lock(stage, key):  # one builder per artifact; a concurrent one may have finished meanwhile
+        if ws.exists(stage, key) and not force:
+            return StageResult(stage, key, "reused", final, label)
+        manifest: dict[str, Any] = {"inputs": inputs, "library": library_versions()}
+        with ws.build(stage, key, manifest, replace=force) as out:
+            manifest.update(build(out))
     return StageResult(stage, key, "ran", final, label)
 
 
@@ -472,11 +475,15 @@ def load_subset_data(ws: Workspace, plan: StudyPlan, subset_key: str):
 def build_train(ws: Workspace, plan: StudyPlan, run: RunPlan, force: bool = False, progress=None) -> StageResult:
     import torch
 
-    from pipeline.train import train
+    from pipeline.integrity import discard_unreadable
+    from pipeline.locks import stderr_say
+    from pipeline.train import CHECKPOINT, train
 
     def build(out: Path) -> dict:
         data, class_ids, counts = load_subset_data(ws, plan, run.subset_key)
-        work = ws.scratch_dir("train", run.train_key)
+        work = ws.scratch_dir("train", run.train_key, fresh=force)  # --force train never resumes
+        discard_unreadable(work / CHECKPOINT, lambda p: torch.load(p, map_location="cpu", weights_only=False),
+                           stderr_say)
         names = {c.concept_id: c.name for c in plan.vocab.concepts}
         learner, log = train(run.model, data, counts, plan.spec.train, run.seed, work, progress,
                              [names[c] for c in class_ids])
