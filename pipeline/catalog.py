@@ -48,8 +48,10 @@ def refresh(ws: Workspace) -> list[str]:
             try:
                 con.execute(statement)
                 live.append(name)
-            except (duckdb.IOException, duckdb.BinderException, duckdb.InvalidInputException):
-                pass  # no artifacts of this kind yet: the empty view from schema.sql stays
+            except (duckdb.IOException, duckdb.BinderException, duckdb.InvalidInputException) as err:
+                if "No files found that match the pattern" not in str(err):  # an unreadable file: never silent
+                    raise InputError(f"catalog view {name}: {str(err).strip().splitlines()[0]}") from None
+                # no artifacts of this kind yet: the empty view from schema.sql stays
     return live
 
 
