@@ -74,8 +74,12 @@ def run(
     bad = [f for f in force if f not in (*STAGES, "all")]
     if bad:
         _fail(f"--force {bad[0]}: unknown stage (stages: {', '.join(STAGES)}, all)")
-    plan_study(load_spec(spec_path))  # validate spec and vocabulary before any orchestration starts
+    study = load_spec(spec_path)
+    plan_study(study)  # validate spec and vocabulary before any orchestration starts
     ws = _workspace(workspace)
+    from pipeline.preflight import check_run
+
+    check_run(study, ws.root, str(spec_path))  # workspace, device, arch: before the first stage, not after corpus/match/curate
     from pipeline.lifeline import start_watchdog
 
     start_watchdog()  # Prefect's server and pool workers end with this process, even on kill -9

@@ -8,7 +8,6 @@ import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import SpecError
@@ -338,6 +337,10 @@ class StudySpec(_Strict):
                              "semantic matcher's caption-definition similarity)")
         if not self.seeds:
             raise ValueError("seeds: needs at least one seed")
+        for field_name, values in (("seeds", self.seeds), ("models", self.models)):
+            repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if repeated is not None:  # a repeated seed would silently share one run and halve the replicates
+                raise ValueError(f"{field_name}: {repeated!r} is listed twice")
         return self
 
 
@@ -403,12 +406,10 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
+    from pipeline.preflight import load_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}: invalid YAML{where}") from None
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))  # a repeated key is an error, not dropped
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not UTF-8 text") from None
     return parse_spec(data, str(path))

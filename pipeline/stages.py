@@ -377,6 +377,7 @@ def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", opt
                caption_col: str | None = None, id_col: str | None = None) -> MatchPlan:
     """Check the vocabulary, the method and every input file, and compute the match key (content-addressed)."""
     from pipeline.matching.inputs import input_digest, resolve_sources
+    from pipeline.preflight import first_duplicate_id
 
     options = dict(options or {})
     vocab = load_vocab(vocab_ref)
@@ -387,6 +388,7 @@ def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", opt
     except ValueError as err:
         raise InputError(f"--method {method}: {err}") from None
     sources = resolve_sources(captions, caption_col, id_col)
+    first_duplicate_id(sources)  # duplicate ids would merge samples: an error before any work
     config["columns"] = [[s.name, s.caption_col, s.id_col] for s in sources]
     upstream = {"captions": input_digest(sources), "vocab": vocab_stage_key(vocab)}
     return MatchPlan(vocab, upstream["vocab"], sources, method, options,

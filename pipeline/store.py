@@ -112,7 +112,9 @@ class Workspace:
     def lock(self, timeout: float | None = None, say=None):
         """The workspace lock, held by a run (or match / ingest) from start to end: a second one waits for it."""
         from pipeline.locks import file_lock
+        from pipeline.preflight import check_workspace
 
+        check_workspace(self.root)  # a file or a read-only directory: one line before any work
         return file_lock(self.root / ".lock", f"workspace {self.root}", timeout, say)
 
     def artifact_lock(self, stage: str, key: str):
