@@ -497,6 +497,8 @@ def ingest(
     threads: int = typer.Option(16, "--threads", help="Download threads per process."),
     processes: int = typer.Option(1, "--processes", help="Download processes."),
     timeout: int = typer.Option(10, "--timeout", help="Seconds per request."),
+    max_image_mb: float = typer.Option(32.0, "--max-image-mb", help="Refuse a download larger than this "
+                                                                    "(error_kind too_large); never read whole."),
     retry_rounds: int = typer.Option(1, "--retry-rounds", help="Rounds re-fetching URLs that failed transiently."),
     retry_wait: float = typer.Option(5.0, "--retry-wait", help="Seconds to wait before each retry round."),
     shard_size: int = typer.Option(10000, "--shard-size", help="Samples per webdataset shard."),
@@ -517,7 +519,7 @@ def ingest(
 
     options = {"source": "urls", "path": str(urls), "url_col": url_col, "caption_col": caption_col, "id_col": id_col,
                "preset": preset, "image_size": image_size, "format": fmt, "header": not no_header,
-               "resize_mode": resize_mode, "threads": threads, "processes": processes, "timeout": timeout,
+               "resize_mode": resize_mode, "threads": threads, "processes": processes, "timeout": timeout, "max_image_mb": max_image_mb,
                "retry_rounds": retry_rounds, "retry_wait": retry_wait, "shard_size": shard_size,
                "refetch": refetch}
     try:

@@ -87,6 +87,7 @@ class UrlsCorpusSpec(_RealCorpusSpec):
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
     shard_size: int = Field(10000, ge=1, le=1_000_000)
     timeout: int = Field(10, ge=1)  # seconds per request
+    max_image_mb: float = Field(32.0, gt=0)  # a larger download is refused (error_kind too_large), never read whole
     retries: int = Field(0, ge=0, le=10)  # img2dataset's immediate re-tries of a failed request
     retry_rounds: int = Field(1, ge=0, le=20)  # the retry step: re-fetch transient failures of finished shards
     retry_wait: float = Field(5.0, ge=0)  # seconds before each retry round (not part of the corpus key)
