@@ -300,3 +300,29 @@ def test_kill_9_of_match_leaves_no_pool_workers(tmp_path):
     while time.monotonic() < deadline and _still_running(kids):
         time.sleep(0.3)
     assert not _still_running(kids), [p.cmdline() for p in _still_running(kids)]
+
+
+# ---------------------------------------------------------------- Prefect start-up
+
+def test_a_server_that_does_not_start_in_time_is_one_line_naming_the_setting(tmp_path):
+    from pipeline.lifeline import STARTUP_SETTING
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: t\ncorpus: {concepts: 10, samples: 200}\ntrain: {arch: tiny, epochs: 1}\n")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), STARTUP_SETTING: "0", "COLUMNS": "300"}
+    done = subprocess.run([str(VENV_BIN / "tailstudy"), "run", str(spec), "-w", str(tmp_path / "ws")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and STARTUP_SETTING in lines[0], done.stderr[-2000:]
+
+
+def test_our_start_up_timeout_is_a_default_the_user_overrides(monkeypatch):
+    from pipeline.lifeline import STARTUP_SETTING, prefect_startup_defaults
+
+    monkeypatch.delenv(STARTUP_SETTING, raising=False)
+    prefect_startup_defaults()
+    assert int(os.environ[STARTUP_SETTING]) >= 120
+    monkeypatch.setenv(STARTUP_SETTING, "7")
+    prefect_startup_defaults()
+    assert os.environ[STARTUP_SETTING] == "7"
