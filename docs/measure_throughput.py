@@ -46,8 +46,8 @@ def world_captions(tmp: Path, count: int) -> list[str]:
     data["corpus"]["image_size"] = 16  # the captions do not depend on the image size; rendering gets cheaper
     plan = S.plan_study(parse_spec(data, "measure"))
     ws = Workspace(tmp / "ws")
-    S.build_corpus(ws, plan)
-    fields = pq.read_table(ws.artifact("corpus", plan.corpus_key).path / "captions.parquet",
+    corpus = S.run_local(ws, [plan.node("corpus")])["corpus"]
+    fields = pq.read_table(corpus.path / "captions.parquet",
                            columns=["title", "tags", "description"]).to_pydict()
     rng = np.random.default_rng(0)
     n = len(fields["title"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from prefect import flow
 
-from flows.study import data_stages, open_study, study_flow_with
+from flows.study import open_study, study_flow_with
 from flows.task_runners import make_task_runner, parse_task_runner
 from pipeline import catalog
 from pipeline import stages as S
@@ -54,13 +54,6 @@ def materialise_spec(ws: Workspace, spec: str | None, spec_yaml: str | None) -> 
     return path
 
 
-def check_force(force: list[str] | None) -> list[str]:
-    bad = [f for f in force or [] if f not in (*S.STAGES, "all")]
-    if bad:
-        raise InputError(f"force {bad[0]}: unknown stage (stages: {', '.join(S.STAGES)}, all)")
-    return list(force or [])
-
-
 def in_workspace(work_flow, ws: Workspace, task_runner: str | None = None):
     """The work flow with its Prefect results (the stage cache) in ``WORKSPACE/.prefect/results``, where
     ``tailstudy run`` keeps them too, and with the task runner named by ``task_runner`` (None: the flow's own)."""
@@ -85,74 +78,67 @@ def log_stages(records: list[dict]) -> dict[str, int]:
 @flow(name="tailstudy-data-stages", log_prints=True)
 def data_stages_flow(spec_path: str, workspace: str, force: list[str] | None = None) -> dict:
     """The data stages of a study (vocabulary, corpus, match, frequency) and the catalog over them."""
-    spec, ws, plan, run = open_study(spec_path, workspace, force)
-    data_stages(run, ws, plan)
-    catalog.refresh(ws)
-    imbalance = ws.artifact("frequency", plan.frequency_key).manifest().get("imbalance", {})
-    return {"study": spec.name, "workspace": str(ws.root), "stages": run.records, "imbalance": imbalance}
+    graph, executor = open_study(spec_path, workspace, force)
+    records = executor.run([graph.node("frequency")])
+    catalog.refresh(executor.ws)
+    imbalance = executor.ws.artifact("frequency", graph.key("frequency")).manifest().get("imbalance", {})
+    return {"study": graph.spec.name, "workspace": str(executor.ws.root), "stages": records, "imbalance": imbalance}
 
 
-def select_runs(plan: S.StudyPlan, models: list[str] | None, levels: list[str] | None,
-                seeds: list[int] | None) -> list[S.RunPlan]:
-    """Runs of the plan filtered by learner, factor level ('imbalance=natural' or just 'natural') and seed."""
-    chosen = [r for r in plan.runs
-              if (not models or r.model in models)
-              and (not levels or S.cell_id(r.cell) in levels or r.cell.level in levels)
-              and (not seeds or r.seed in seeds)]
+def select_runs(graph: S.StudyGraph, learners: list[str] | None, levels: list[str] | None,
+                seeds: list[int] | None) -> list[S.Node]:
+    """Evaluate nodes of the study filtered by learner, factor level ('imbalance=natural' or just 'natural') and
+    seed."""
+    chosen = [n for n in graph.evaluations
+              if (not learners or n.config["learner"] in learners)
+              and (not levels or S.cell_id(n.config["cell"]) in levels or n.config["cell"].level in levels)
+              and (not seeds or n.config["seed"] in seeds)]
     if not chosen:
-        raise InputError(f"no training run of study {plan.spec.name!r} matches models={models}, levels={levels}, "
+        raise InputError(f"no training run of study {graph.spec.name!r} matches models={learners}, levels={levels}, "
                          f"seeds={seeds}")
     return chosen
-
-
-def _torchrun_build(ws: Workspace, spec_path: str, run: S.RunPlan, label: str, gpus: int, force: bool):
-    from flows.torchrun import launch
-
-    launch(gpus, spec_path, ws.root, run.train_key, force)
-    art = ws.artifact("train", run.train_key)
-    if not ws.exists("train", run.train_key):
-        raise RuntimeError(f"torchrun finished but {art.path} holds no artifact")
-    return S.StageResult("train", run.train_key, "ran", art.path, label)
 
 
 @flow(name="tailstudy-train-runs", log_prints=True)
 def train_runs_flow(spec_path: str, workspace: str, models: list[str] | None = None,
                     levels: list[str] | None = None, seeds: list[int] | None = None, gpus: int = 0,
-                    force: list[str] | None = None) -> dict:
-    """Train and evaluate the selected runs of a study; their data stages and subsets are reused (or built)."""
+                    force: list[str] | None = None, train_keys: list[str] | None = None) -> dict:
+    """Train and evaluate the selected runs of a study (or train, only, the runs with `train_keys`: what a study
+    dispatches); their data stages and subsets are reused (or built)."""
     from flows.torchrun import check_gpus
 
     check_gpus(gpus)
-    spec, ws, plan, run = open_study(spec_path, workspace, force)
-    data_stages(run, ws, plan)
-    for cell in plan.cells:
-        run("curate", plan.subset_keys[S.cell_id(cell)], S.cell_id(cell),
-            lambda f, c=cell: S.build_subset(ws, plan, c, f))
-    S.plan_runs(ws, plan)
-    for r in select_runs(plan, models, levels, seeds):
-        label = f"{S.cell_id(r.cell)}/{r.model}/s{r.seed}"
-        if gpus > 1:
-            build = lambda f, r=r, label=label: _torchrun_build(ws, spec_path, r, label, gpus, f)  # noqa: E731
-        else:
-            build = lambda f, r=r: S.build_train(ws, plan, r, f)  # noqa: E731
-        run("train", r.train_key, label, build)
-        run("evaluate", r.eval_key, label, lambda f, r=r: S.build_evaluate(ws, plan, r, f))
-    catalog.refresh(ws)
-    return {"study": spec.name, "workspace": str(ws.root), "stages": run.records}
+    graph, executor = open_study(spec_path, workspace, force)
+    executor.ddp = gpus
+    if train_keys:
+        executor.run(graph.of("curate"))  # train keys hash the subsets
+        S.resolve_all(graph.nodes, executor.ws)
+        targets = list({n.key: n for n in graph.of("train") if n.key in train_keys}.values())
+        if len(targets) != len(set(train_keys)):
+            raise InputError(f"train_keys: not all of {train_keys} are training runs of study {graph.spec.name!r}")
+    else:
+        targets = select_runs(graph, models, levels, seeds)
+    records = executor.run(targets)
+    catalog.refresh(executor.ws)
+    return {"study": graph.spec.name, "workspace": str(executor.ws.root), "stages": records}
 
 
 # ---------------------------------------------------------------- entry flows (deploy/prefect.yaml)
 
 @flow(name="tailstudy-run-study", log_prints=True)
 def study(spec: str | None = None, spec_yaml: str | None = None, workspace: str | None = None,
-          force: list[str] | None = None, task_runner: str = "local") -> dict:
-    """Run (or reuse) every stage of a study: data, match, frequency, curate, train, evaluate, report."""
+          force: list[str] | None = None, task_runner: str = "local", jobs: int = 1,
+          dispatch: str | None = None) -> dict:
+    """Run (or reuse) every stage of a study: data, match, frequency, curate, train, evaluate, report. `dispatch`
+    (FLOW/DEPLOYMENT, e.g. tailstudy-train/train-gpu): each training run becomes a child flow run of that
+    deployment, so its work pool (concurrency = its GPUs) runs them side by side; this flow waits for them, then
+    evaluates and reports. The workspace must be shared with that pool's workers (same path)."""
     ws = resolve_workspace(workspace)
-    force = check_force(force)
+    force = S.check_force(force)
     parse_task_runner(task_runner)
     path = materialise_spec(ws, spec, spec_yaml)
-    print(f"study {path} in {ws.root} (task runner: {task_runner})")
-    summary = in_workspace(study_flow_with(task_runner), ws)(str(path), str(ws.root), force)
+    print(f"study {path} in {ws.root} (task runner: {task_runner}, dispatch: {dispatch or 'none'})")
+    summary = in_workspace(study_flow_with(task_runner), ws)(str(path), str(ws.root), force, jobs, dispatch)
     counts = log_stages(summary["stages"])
     print(f"report: {summary['report']}")
     return {"study": summary["study"], "workspace": summary["workspace"], "report": summary["report"],
@@ -165,7 +151,7 @@ def match(spec: str | None = None, spec_yaml: str | None = None, workspace: str 
     """A study's data stages alone (vocabulary, corpus, match, frequency), e.g. on CPU workers or a Dask cluster,
     ahead of training on GPU workers."""
     ws = resolve_workspace(workspace)
-    force = check_force(force)
+    force = S.check_force(force)
     path = materialise_spec(ws, spec, spec_yaml)
     parse_task_runner(task_runner)
     print(f"data stages of {path} in {ws.root} (task runner: {task_runner})")
@@ -177,14 +163,16 @@ def match(spec: str | None = None, spec_yaml: str | None = None, workspace: str 
 @flow(name="tailstudy-train", log_prints=True)
 def train(spec: str | None = None, spec_yaml: str | None = None, workspace: str | None = None,
           models: list[str] | None = None, levels: list[str] | None = None, seeds: list[int] | None = None,
-          gpus: int = 0, force: list[str] | None = None) -> dict:
-    """Training runs of a study (all, or those of the given learners / factor levels / seeds), then their evaluation.
+          gpus: int = 0, force: list[str] | None = None, train_keys: list[str] | None = None) -> dict:
+    """Training runs of a study (all, or those of the given learners / factor levels / seeds), then their evaluation;
+    or the training runs with `train_keys` alone (what a study with `dispatch` sends).
     gpus: 0 = the spec's train.device; 1 = one GPU, required; N > 1 = one run over N local GPUs through torchrun."""
     ws = resolve_workspace(workspace)
-    force = check_force(force)
+    force = S.check_force(force)
     path = materialise_spec(ws, spec, spec_yaml)
     print(f"training runs of {path} in {ws.root} (gpus: {gpus})")
-    summary = in_workspace(train_runs_flow, ws)(str(path), str(ws.root), models, levels, seeds, gpus, force)
+    summary = in_workspace(train_runs_flow, ws)(str(path), str(ws.root), models, levels, seeds, gpus, force,
+                                                train_keys)
     counts = log_stages(summary["stages"])
     return {"study": summary["study"], "workspace": summary["workspace"], "stages": counts}
 

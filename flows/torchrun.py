@@ -1,16 +1,18 @@
-"""Multi-GPU training runs through torchrun (DDP).
+"""Training runs in their own processes: one rank of a DDP run (torchrun), or one of several concurrent runs.
 
 A train run that asks for N > 1 GPUs is started as
 
     python -m torch.distributed.run --standalone --nproc_per_node=N -m flows.torchrun \
         --spec SPEC --workspace WORKSPACE --train-key KEY
 
-on the GPU machine its flow run landed on (a GPU work pool pins it there). Every rank calls the same
-``pipeline.stages.build_train``; the DDP part belongs to the training loop (``pipeline/train.py``): it initialises the
-process group from torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE), uses the GPU LOCAL_RANK names, splits each
-epoch's batches across ranks and lets rank 0 write the artifact (ranks hold identical weights, and the workspace's
-atomic rename lets only one copy land anyway). The loop declares that it does this with ``SUPPORTS_DDP = True``; until
-it does, a run that asks for more than one GPU stops with a clear error rather than train N identical copies.
+on the GPU machine its flow run landed on (a GPU work pool pins it there). Every rank builds the same train node of the
+study graph; the DDP part belongs to the training loop (``pipeline/train.py``): it initialises the process group from
+torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE), uses the GPU LOCAL_RANK names, splits each epoch's batches
+across ranks and lets rank 0 write the artifact (the workspace's atomic rename lets only one copy land anyway).
+
+The executor (flows/executor.py) starts concurrent runs the same way with N = 1, plain ``python -m flows.torchrun``,
+with ``--device cuda:I`` (the GPU it pinned the run to) and ``--threads T`` (its share of the CPU cores): a process of
+its own keeps torch's global seed and thread pool to one run.
 
 This module never imports Prefect: it is also the per-rank entry point.
 """
@@ -23,12 +25,6 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import InputError
-
-
-def ddp_supported() -> bool:
-    import pipeline.train as train
-
-    return bool(getattr(train, "SUPPORTS_DDP", False))
 
 
 def visible_gpus() -> int:
@@ -47,25 +43,31 @@ def check_gpus(gpus: int) -> None:
     if seen < gpus:
         raise InputError(f"gpus={gpus}: this machine sees {seen} CUDA device(s); run it on a GPU work pool "
                          f"(deployment train-gpu) or ask for fewer")
-    if gpus > 1 and not ddp_supported():
-        raise InputError(f"gpus={gpus}: pipeline/train.py does not declare DDP support (SUPPORTS_DDP) yet; "
-                         "use gpus=1")
 
 
 def torchrun_command(nproc: int, spec_path: str | Path, workspace: str | Path, train_key: str,
-                     force: bool = False) -> list[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "flows.torchrun", "--spec", str(spec_path), "--workspace", str(workspace),
-               "--train-key", train_key]
+                     force: bool = False, device: str | None = None, threads: int | None = None) -> list[str]:
+    launcher = ["torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"] if nproc > 1 else []
+    command = [sys.executable, "-m", *launcher, "flows.torchrun", "--spec", str(spec_path), "--workspace",
+               str(workspace), "--train-key", train_key]
+    command += ["--device", device] if device else []
+    command += ["--threads", str(threads)] if threads else []
     return command + (["--force"] if force else [])
 
 
-def launch(nproc: int, spec_path: str | Path, workspace: str | Path, train_key: str, force: bool = False) -> None:
-    """Run one training run on `nproc` local GPUs; returns when every rank has finished."""
-    check_gpus(nproc)
-    done = subprocess.run(torchrun_command(nproc, spec_path, workspace, train_key, force), check=False)
+def launch(nproc: int, spec_path: str | Path, workspace: str | Path, train_key: str, force: bool = False,
+           device: str | None = None, threads: int | None = None) -> None:
+    """Run one training run in child processes (`nproc` local GPUs through torchrun when nproc > 1, else one
+    process on `device`); returns when every rank has finished."""
+    if nproc > 1:
+        check_gpus(nproc)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    done = subprocess.run(torchrun_command(nproc, spec_path, workspace, train_key, force, device, threads),
+                          check=False, env=env, capture_output=nproc == 1, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"torchrun ({nproc} GPUs) for train run {train_key} exited with {done.returncode}")
+        why = (done.stderr or "").strip().splitlines()[-1:] if nproc == 1 else []
+        raise RuntimeError(f"train run {train_key} ({nproc} process(es)) exited with {done.returncode}"
+                           + (f": {why[0]}" if why else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True)
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--train-key", required=True)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
 
@@ -80,13 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.spec import load_spec
     from pipeline.store import Workspace
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     ws = Workspace(args.workspace)
-    plan = S.plan_study(load_spec(args.spec))
-    S.plan_runs(ws, plan)  # needs the subsets, which the train flow built before launching torchrun
-    run = next((r for r in plan.runs if r.train_key == args.train_key), None)
-    if run is None:
+    graph = S.plan_study(load_spec(args.spec))
+    S.resolve_all(graph.nodes, ws)  # train keys hash the subsets, which the executor built before this process
+    node = next((n for n in graph.of("train") if n.key == args.train_key), None)
+    if node is None:
         raise InputError(f"{args.spec}: no training run with key {args.train_key}")
-    result = S.build_train(ws, plan, run, args.force)
+    result = S.run_node(ws, node, args.force, device=args.device)
     if os.environ.get("RANK", "0") == "0":
         print(f"train {result.key}: {result.status} ({os.environ.get('WORLD_SIZE', '1')} ranks)")
     return 0

@@ -95,20 +95,36 @@ def _spread(ranked: list[int], weights: np.ndarray, total: int) -> dict[int, int
     return {c: int(n) for c, n in zip(ranked, counts)}
 
 
+def _zipf(ranked: list[int], level: ZipfProfile, names: dict[int, str]) -> dict[int, float]:
+    """Zipf: the r-th most available class gets weight 1 / r^a."""
+    return dict(zip(ranked, 1.0 / np.arange(1, len(ranked) + 1) ** level.zipf))
+
+
+def _exponential(ranked: list[int], level: ExponentialProfile, names: dict[int, str]) -> dict[int, float]:
+    """Exponential: weights fall geometrically from 1 to 1 / r across the ranked classes."""
+    return dict(zip(ranked, level.exponential ** (-np.arange(len(ranked)) / max(1, len(ranked) - 1))))
+
+
+def _match(ranked: list[int], level: MatchProfile, names: dict[int, str]) -> dict[int, float]:
+    """Match: each class weighted by its count in a shipped reference corpus (at least 1)."""
+    table = reference_counts(level.match)
+    return {c: float(max(table.get(names.get(c, ""), 0), 1)) for c in ranked}
+
+
+def _balanced(ranked: list[int], level: str, names: dict[int, str]) -> dict[int, float]:
+    """Balanced: every class the same weight."""
+    return {c: 1.0 for c in ranked}
+
+
+# imbalance kind -> its shape rule; natural and cap keep the data's own shape (cap thins it later: cap_rows)
+IMBALANCE_SHAPES = {"natural": None, "balanced": _balanced, ZipfProfile: _zipf, ExponentialProfile: _exponential,
+                    MatchProfile: _match, CapProfile: None}
+
+
 def target_shape(available: dict[int, int], imbalance, names: dict[int, str]) -> dict[int, float] | None:
     """The per-class shape an imbalance level asks for (None for natural and cap, which keep the data's own)."""
-    ranked = _ranked(available)
-    k = len(ranked)
-    if isinstance(imbalance, ZipfProfile):
-        return dict(zip(ranked, 1.0 / np.arange(1, k + 1) ** imbalance.zipf))
-    if isinstance(imbalance, ExponentialProfile):
-        return dict(zip(ranked, imbalance.exponential ** (-np.arange(k) / max(1, k - 1))))
-    if isinstance(imbalance, MatchProfile):
-        table = reference_counts(imbalance.match)
-        return {c: float(max(table.get(names.get(c, ""), 0), 1)) for c in ranked}
-    if imbalance == "balanced":
-        return {c: 1.0 for c in ranked}
-    return None
+    rule = IMBALANCE_SHAPES[imbalance if isinstance(imbalance, str) else type(imbalance)]
+    return None if rule is None else rule(_ranked(available), imbalance, names)
 
 
 def shape_counts(available: dict[int, int], imbalance, names: dict[int, str] | None = None) -> dict[int, int]:
@@ -214,18 +230,22 @@ def _templates() -> list:
     return list(OPENAI_IMAGENET_TEMPLATES)
 
 
+# caption variant -> its rule, from the class name, the sample's text fields and a drawn template / synonym;
+# any other variant is a '+' combination of text fields (title+tags ...), optionally after the class name
+CAPTION_VARIANTS = {
+    "cname": lambda name, full, template, synonym: name,
+    "a_cname": lambda name, full, template, synonym: f"a {name}",
+    "full": lambda name, full, template, synonym: full,
+    "templates": lambda name, full, template, synonym: template(name),
+    "synonym_templates": lambda name, full, template, synonym: template(synonym or name),
+}
+TEMPLATE_VARIANTS = ("templates", "synonym_templates")
+
+
 def caption_variant(kind: str, name: str, fields: dict[str, str], full: str, prefix: bool,
                     template=None, synonym: str | None = None) -> str:
-    if kind == "cname":
-        return name
-    if kind == "a_cname":
-        return f"a {name}"
-    if kind == "full":
-        return full
-    if kind == "templates":
-        return template(name)
-    if kind == "synonym_templates":
-        return template(synonym or name)
+    if kind in CAPTION_VARIANTS:
+        return CAPTION_VARIANTS[kind](name, full, template, synonym)
     text = ". ".join(fields[part] for part in kind.split("+") if fields.get(part))
     if not prefix:
         return text
@@ -236,7 +256,7 @@ def caption_texts(level: SubsetSpec, rows: np.ndarray, labels: np.ndarray, capti
                   names: dict[int, str], synonyms: dict[int, tuple[str, ...]], seed: int) -> list[str]:
     cols = {name: captions.column(name).to_pylist() for name in ("caption", "title", "tags", "description")}
     rng = np.random.default_rng([seed, _TEMPLATE_DRAW])
-    templates = _templates() if level.caption in ("templates", "synonym_templates") else None
+    templates = _templates() if level.caption in TEMPLATE_VARIANTS else None
     picks = rng.integers(len(templates), size=len(rows)) if templates else None
     syn_picks = rng.random(len(rows))
     texts = []

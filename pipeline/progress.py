@@ -9,13 +9,14 @@ from tqdm import tqdm
 
 
 @contextlib.contextmanager
-def item_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
+def item_bar(desc: str, unit: str = "img") -> Iterator[Callable[[int, int], None]]:
     """Callback(step, total) that advances a bar by `step` items."""
     bar: list[tqdm] = []
 
     def advance(step: int, total: int) -> None:
         if not bar:
-            bar.append(tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, mininterval=1.0))
+            bar.append(tqdm(total=total, desc=desc, unit=unit, unit_scale=unit != "img", file=sys.stderr,
+                            dynamic_ncols=True, mininterval=1.0))
         bar[0].update(step)
 
     try:

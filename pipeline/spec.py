@@ -40,7 +40,6 @@ class CorpusSpec(_Strict):
 # `CorpusSpec` keeps its name and fields: it is the synthetic world (tests and pipeline.corpus.synthetic build it
 # directly). A study's `corpus:` is `AnyCorpusSpec`, the union of every source, chosen by its `source` key
 # (default: synthetic), so an error names the real problem under its own path, e.g. `corpus.url_col: ...`.
-SyntheticCorpusSpec = CorpusSpec
 # Targets of a real corpus: the whole vocabulary, the classes of the evaluation folder, or a list of class names/keys.
 CorpusTargets = Union[Literal["vocabulary", "eval"], list[str]]
 
@@ -123,7 +122,6 @@ class FolderCorpusSpec(_RealCorpusSpec):
 
 CORPUS_SOURCES: dict[str, type[_Strict]] = {"synthetic": CorpusSpec, "urls": UrlsCorpusSpec,
                                             "webdataset": WebdatasetCorpusSpec, "folder": FolderCorpusSpec}
-RealCorpusSpec = Union[UrlsCorpusSpec, WebdatasetCorpusSpec, FolderCorpusSpec]
 
 
 class _CorpusSource(BaseModel):
@@ -205,7 +203,6 @@ class TrimTail(_Strict):
 
 ImbalanceLevel = Union[Literal["natural", "balanced"], ZipfProfile, ExponentialProfile, MatchProfile, CapProfile]
 IMBALANCE_KINDS = {"zipf": ZipfProfile, "exponential": ExponentialProfile, "match": MatchProfile, "cap": CapProfile}
-CAPTION_SINGLE = ("cname", "a_cname", "templates", "synonym_templates", "full")
 CAPTION_FIELDS = ("title", "tags", "description")
 NAMED_CLASS_LISTS = ("imagenet100",)
 
@@ -253,10 +250,12 @@ class SubsetSpec(_Strict):
     @field_validator("caption")
     @classmethod
     def _caption_kind(cls, value: str) -> str:
+        from pipeline.curate import CAPTION_VARIANTS  # the variants' rules live with the curate stage
+
         parts = value.split("+")
-        if value in CAPTION_SINGLE or (all(p in CAPTION_FIELDS for p in parts) and len(set(parts)) == len(parts)):
+        if value in CAPTION_VARIANTS or (all(p in CAPTION_FIELDS for p in parts) and len(set(parts)) == len(parts)):
             return value
-        raise ValueError(f"unknown caption variant {value!r} ({', '.join(CAPTION_SINGLE + CAPTION_FIELDS)}, "
+        raise ValueError(f"unknown caption variant {value!r} ({', '.join((*CAPTION_VARIANTS, *CAPTION_FIELDS))}, "
                          "or fields joined with '+', e.g. title+tags)")
 
     @field_validator("concepts")
@@ -296,6 +295,9 @@ class TrainSpec(_Strict):
     head: Literal["linear", "cosine"] = "linear"
     # clip: text tower trained from scratch, or the packaged MiniLM sentence encoder frozen / fine-tuned
     text_tower: Literal["scratch", "minilm_frozen", "minilm_finetune"] = "scratch"
+    # how many training runs may overlap on CPU (each in its own process, with cores / parallel torch threads);
+    # on GPUs the executor runs one per visible GPU instead. Never part of a key: results do not depend on it.
+    parallel: int = Field(1, ge=1)
 
 
 class StudySpec(_Strict):
@@ -313,11 +315,11 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check_factors_and_models(self) -> "StudySpec":
-        from pipeline.models import LEARNER_OPTIONS
+        from pipeline.models import known_learners
 
-        for model in self.models:
-            if model not in LEARNER_OPTIONS:
-                raise ValueError(f"models: unknown learner {model!r} (known: {', '.join(LEARNER_OPTIONS)})")
+        for learner in self.models:
+            if learner not in known_learners():
+                raise ValueError(f"models: unknown learner {learner!r} (known: {', '.join(known_learners())})")
         for factor, levels in self.factors.items():
             if factor not in SubsetSpec.model_fields:
                 raise ValueError(f"factors.{factor}: unknown factor (known: {', '.join(SubsetSpec.model_fields)})")

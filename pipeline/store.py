@@ -52,9 +52,13 @@ def file_digest(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Artifact:
+    """A stage's output directory; `status` says how this run got it (ran / reused / shared) where that is known."""
+
     stage: str
     key: str
     path: Path
+    status: str = ""
+    label: str = ""
 
     def manifest(self) -> dict[str, Any]:
         from pipeline.integrity import read_manifest
@@ -157,6 +161,18 @@ class Workspace:
         scratch = self.root / stage / f".work-{key}"
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def produce(self, stage: str, key: str, body, manifest: dict[str, Any], force: bool = False) -> str:
+        """Build (stage, key) under its artifact lock unless a sound one exists -> "ran" or "reused". `body(out)`
+        fills the temp directory and returns manifest entries; a concurrent builder that finished first wins."""
+        if self.exists(stage, key) and not force:
+            return "reused"
+        with self.artifact_lock(stage, key):
+            if self.exists(stage, key) and not force:
+                return "reused"
+            with self.build(stage, key, manifest, replace=force) as out:
+                manifest.update(body(out))
+        return "ran"
 
     def list_artifacts(self) -> list[Artifact]:
         found = []

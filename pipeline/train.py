@@ -11,13 +11,11 @@ from typing import Callable
 
 import torch
 
-from pipeline.models import TEXT_LEARNERS, make_learner
+from pipeline.models import learner_kwargs, make_learner, reads_captions
 from pipeline.spec import TrainSpec
 
 TRAIN_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
-# Under torchrun (WORLD_SIZE > 1) the loop runs data-parallel: see `distributed_context`.
-SUPPORTS_DDP = True
 
 
 @dataclass(frozen=True)
@@ -72,9 +70,8 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 
 def build_learner(kind: str, cfg: TrainSpec, class_counts: list[int], class_names: list[str] | None = None):
-    return make_learner(kind, arch=cfg.arch, num_classes=len(class_counts), class_counts=class_counts,
-                        class_names=class_names, num_to_sample=cfg.num_to_sample, vocab_weights=cfg.vocab_weights,
-                        head=cfg.head, text_tower=cfg.text_tower, vocab_chunk=cfg.vocab_chunk)
+    return make_learner(kind, **learner_kwargs(kind, cfg, num_classes=len(class_counts), class_counts=class_counts,
+                                               class_names=class_names))
 
 
 def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, seed: int, work_dir: Path,
@@ -99,7 +96,7 @@ def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, s
     index = torch.nonzero(keep).squeeze(1)
     if len(index) == 0:
         raise RuntimeError(f"{kind}: the subset has no training samples this learner can use")
-    tokens = learner.tokenize([data.captions[i] for i in index.tolist()]) if kind in TEXT_LEARNERS else None
+    tokens = learner.tokenize([data.captions[i] for i in index.tolist()]) if reads_captions(kind) else None
     images, labels = data.images[index], data.labels[index]
 
     steps_per_epoch = math.ceil(len(index) / cfg.batch_size)

@@ -25,7 +25,7 @@ GOOD_SPEC = "name: t\ncorpus: {concepts: 10, samples: 200}\ntrain: {arch: tiny, 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """`tailstudy ARGS` through the console script's entry point, in this process -> (exit code, stdout, stderr)."""
     import flows.runner
-    from pipeline import cli as cli_module
+    from flows import cli as cli_module
 
     def no_orchestration(*_args, **_kwargs):  # every case must be refused before a study starts
         raise AssertionError("the study started: this bad input was not rejected before work")

@@ -320,7 +320,7 @@ def main(spec_path, ws_path, out_dir):
     from pipeline.store import Workspace, write_parquet
 
     plan = S.plan_study(load_spec(spec_path))
-    captions = str(Workspace(ws_path).artifact("corpus", plan.corpus_key).path / "captions.parquet")
+    captions = str(Workspace(ws_path).artifact("corpus", plan.key("corpus")).path / "captions.parquet")
 
     @task
     def match_shard(path, start, stop, vocab, method):
@@ -339,7 +339,7 @@ def main(spec_path, ws_path, out_dir):
         total = pq.read_metadata(captions).num_rows
         starts = [i * total // shards for i in range(shards)]
         stops = [(i + 1) * total // shards for i in range(shards)]
-        futures = match_shard.map(unmapped(captions), starts, stops, unmapped(plan.vocab),
+        futures = match_shard.map(unmapped(captions), starts, stops, unmapped(plan.node("vocab").config["vocab"]),
                                   unmapped(plan.spec.matching.method))
         done = [f.result() for f in futures]
         return pa.concat_tables([d[0] for d in done]).combine_chunks(), sorted({(d[1], d[2]) for d in done})
@@ -410,13 +410,94 @@ def test_tailstudy_deploy_registers_pools_and_every_deployment(server, runs):
     assert code == 2 and "--task-runner" in out, out
 
 
+STANDIN_YAML = """\
+name: tailstudy-standin
+prefect-version: 3.9.1
+deployments:
+  - name: train-standin
+    entrypoint: flows/deployments.py:train
+    parameters: {gpus: 0}
+    work_pool: {name: gpu-standin, work_queue_name: default}
+  - name: study-dispatch
+    entrypoint: flows/deployments.py:study
+    parameters: {task_runner: local, dispatch: tailstudy-train/train-standin}
+    work_pool: {name: tailstudy-process, work_queue_name: default}
+"""
+
+
+def flow_run_ancestors(client, flow_run) -> list:
+    """The ids of the flow runs above `flow_run` (child flow runs hang off a task run of their parent)."""
+    found = []
+    while flow_run.parent_task_run_id is not None:
+        flow_run = client.read_flow_run(client.read_task_run(flow_run.parent_task_run_id).flow_run_id)
+        found.append(flow_run.id)
+    return found
+
+
+def most_at_once(spans: list[tuple]) -> int:
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+@pytest.mark.slow
+def test_a_study_dispatches_its_training_runs_as_child_flow_runs_on_a_limited_pool(server, runs):
+    """study-gpu's mechanism with a process pool of concurrency 2 standing in for the GPU pool: one submitted study
+    trains every run as a child flow run of the train deployment, at most 2 at a time, then evaluates and reports."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from pipeline import catalog
+    from pipeline.store import Workspace
+
+    spec, ws = server.root / "dispatch.yaml", server.root / "ws-dispatch"
+    spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 1"))
+    (server.root / "standin.yaml").write_text(STANDIN_YAML)
+    for args, name in ((["work-pool", "create", "gpu-standin", "--type", "process"], "standin-pool"),
+                       (["work-pool", "set-concurrency-limit", "gpu-standin", "2"], "standin-limit"),
+                       (["deploy", "--prefect-file", server.root / "standin.yaml", "--all"], "standin-deploy")):
+        code, out = server.run([VENV_BIN / "prefect", *args], name)
+        assert code == 0, out
+    code, out = server.run([VENV_BIN / "tailstudy", "submit", spec, "-d", "tailstudy-run-study/study-dispatch",
+                            "-w", ws], "submit-dispatch")
+    assert code == 0, out
+    parent_id = UUID(UUID_RE.search(out).group(1))
+    env = {**server.env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    gpu_worker, gpu_log = server.procs.start([VENV_BIN / "prefect", "worker", "start", "--pool", "gpu-standin"], env,
+                                             "standin-worker")
+    driver, driver_log = server.procs.start([VENV_BIN / "prefect", "worker", "start", "--pool", "tailstudy-process",
+                                             "--run-once"], env, "driver-worker")
+    try:
+        with server.client() as client:
+            deadline = time.monotonic() + 1200
+            while not (parent := client.read_flow_run(parent_id)).state.is_final():
+                assert time.monotonic() < deadline, f"study still {parent.state.name}:\n{tail(driver_log)}"
+                time.sleep(3)
+            assert parent.state.is_completed(), (parent.state, tail(driver_log, 80), tail(gpu_log, 80))
+            train = client.read_deployment_by_name("tailstudy-train/train-standin")
+            children = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[train.id])))
+            ancestry = [flow_run_ancestors(client, c) for c in children]
+    finally:
+        server.procs.stop(gpu_worker)
+        server.procs.stop(driver)
+    trained = stage_dirs(ws, "train")
+    assert len(children) == len(trained) == 5  # one child per distinct training run (shared runs train once)
+    assert all(parent_id in chain for chain in ancestry) and all(c.state.is_completed() for c in children)
+    assert most_at_once([(c.start_time, c.end_time) for c in children]) == 2
+    assert len(stage_dirs(ws, "report")) == 1 and (stage_dirs(ws, "report")[0] / "report.html").is_file()
+    metrics = catalog.query(Workspace(ws), "select model, level from run_metrics")
+    assert len(metrics) == 8
+
+
 # ---------------------------------------------------------------- static: no server, no engine
 
 def test_prefect_yaml_follows_prefects_model_and_the_flows_signatures():
     from prefect.cli.deploy._models import PrefectYamlModel
     from prefect.flows import load_flow_from_entrypoint
 
-    from pipeline.cli import GPU_POOL, PROCESS_POOL
+    from flows.cli import GPU_POOL, PROCESS_POOL
 
     raw = yaml.safe_load(PREFECT_YAML.read_text())
     model = PrefectYamlModel.model_validate(raw)
@@ -477,7 +558,7 @@ def test_gpu_job_template_renders_valid_kubernetes_jobs():
         seen[name] = (pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], pod.get("nodeSelector"))
         assert {"name": "TAILSTUDY_WORKSPACE", "value": "/workspace"} in pod["containers"][0]["env"]
         assert pod["containers"][0]["workingDir"] == "/opt/tailstudy"
-    assert seen == {"study-gpu": (1, {"nvidia.com/gpu.present": "true"}),
+    assert seen == {"study-gpu": (0, {}),  # the driver; its training runs are train-gpu child flow runs
                     "train-gpu": (1, {"nvidia.com/gpu.present": "true"}),
                     "match-dask": (0, {})}
     # a train run on 4 GPUs: `tailstudy submit --gpus 4` sets the job variable
@@ -630,6 +711,10 @@ def test_torchrun_launcher():
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert command[5:] == ["-m", "flows.torchrun", "--spec", "/s/tiny.yaml", "--workspace", "/ws",
                            "--train-key", "abc123", "--force"]
+    # one of several concurrent runs (flows/executor.py): one process, pinned to its GPU or its share of threads
+    single = torchrun_command(1, "/s/tiny.yaml", "/ws", "abc123", device="cuda:1", threads=2)
+    assert single[1:] == ["-m", "flows.torchrun", "--spec", "/s/tiny.yaml", "--workspace", "/ws", "--train-key",
+                          "abc123", "--device", "cuda:1", "--threads", "2"]
     check_gpus(0)  # the spec's device: always allowed
     with pytest.raises(InputError):
         check_gpus(-1)
@@ -643,7 +728,7 @@ def test_torchrun_launcher():
 def test_deploy_and_submit_need_a_server():
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from flows.cli import app
 
     for args in (["deploy"], ["submit"]):  # conftest runs the tests without PREFECT_API_URL
         result = CliRunner().invoke(app, args)

@@ -86,3 +86,29 @@ def test_same_spec_and_seed_give_identical_subsets_and_metrics(first_run, tmp_pa
             assert path.read_bytes() == twin.read_bytes()
     assert same(other["results"], first["results"])
     assert pq.read_table(ws / "corpus" / next((ws / "corpus").iterdir()).name / "captions.parquet").num_rows > 1000
+
+
+def test_parallel_training_overlaps_and_equals_a_sequential_run(first_run, tmp_path, one_torch_thread):
+    """train.parallel: 2 runs two training runs at once (each in its own process, on its share of the threads);
+    their manifests' start/end times overlap and their models and metrics equal the sequential run's."""
+    import torch
+
+    spec, ws, _ = first_run
+    parallel = tmp_path / "parallel.yaml"
+    parallel.write_text(spec.read_text().replace("batch_size: 128}", "batch_size: 128, parallel: 2}"))
+    copy = tmp_path / "ws"
+    shutil.copytree(ws, copy, ignore=shutil.ignore_patterns("train", "evaluate", "report", ".prefect"))
+    summary = run_study(str(parallel), str(copy))
+    trained = sorted({r["key"] for r in summary["stages"] if r["stage"] == "train" and r["status"] == "ran"})
+    assert len(trained) == 5  # natural and balanced x clip and sl, and a_cname/clip
+    spans = [(m["started_at"], m["finished_at"]) for m in
+             (json.loads((copy / "train" / k / "manifest.json").read_text()) for k in trained)]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:]), spans
+    for key in trained:
+        ours = torch.load(copy / "train" / key / "model.pt", weights_only=False)["model"]
+        theirs = torch.load(ws / "train" / key / "model.pt", weights_only=False)["model"]
+        assert all(torch.equal(ours[name], theirs[name]) for name in theirs), key
+    again = {r["key"]: pq.read_table(copy / "evaluate" / r["key"] / "metrics.parquet").to_pylist()
+             for r in summary["stages"] if r["stage"] == "evaluate"}
+    assert same([again[k] for k in sorted(again)],
+                [pq.read_table(ws / "evaluate" / k / "metrics.parquet").to_pylist() for k in sorted(again)])

@@ -26,7 +26,8 @@ from PIL import Image
 from pipeline import catalog
 from pipeline.errors import InputError, SpecError, TailstudyError
 from pipeline.spec import FolderCorpusSpec, UrlsCorpusSpec, WebdatasetCorpusSpec, load_spec, parse_spec
-from pipeline.stages import build_corpus, build_source, corpus_config, plan_study, target_concepts
+from pipeline.stages import corpus_config, plan_study, run_local, source_node
+from pipeline.stages import target_concepts as corpus_targets
 from pipeline.store import Workspace
 from tests.conftest import VENV_BIN
 
@@ -36,6 +37,19 @@ CLASSES = {"goldfish": ("n01443537", (230, 120, 20)), "ostrich": ("n01518878", (
 FORMATS = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp")}
 SLOW_S = 4.0  # a slow response: longer than the 2 s download timeout of the loopback corpus
 MAX_REQUESTS = 2000  # the server answers 503 beyond this: a runaway client cannot hang the suite
+
+
+def build_corpus(ws: Workspace, graph):
+    """The study corpus node (and its source node) of `graph`, built or reused."""
+    return run_local(ws, [graph.node("corpus")])["corpus"]
+
+
+def build_source(ws: Workspace, cfg):
+    return run_local(ws, [source_node(cfg)])["source"]
+
+
+def target_concepts(ws: Workspace, graph) -> list[int]:
+    return corpus_targets(ws.artifact("corpus", graph.key("corpus")).path)
 
 
 def picture(cls: str, i: int, size: int = 40) -> np.ndarray:
@@ -306,10 +320,11 @@ def test_targets_default_to_the_whole_vocabulary_and_the_download_is_reused(loop
     before = sum(server.counts.values())
     text = loopback["spec"].read_text().replace(", targets: eval", "")
     plan = plan_study(parse_spec(yaml.safe_load(text)))
-    assert plan.corpus_key != loopback["plan"].corpus_key
-    result = build_corpus(loopback["ws"], plan)
+    assert plan.key("corpus") != loopback["plan"].key("corpus")
+    built = run_local(loopback["ws"], [plan.node("corpus")])
+    result = built["corpus"]
     assert result.manifest()["source_key"] == loopback["result"].manifest()["source_key"]
-    assert result.manifest()["source_status"] == "reused" and sum(server.counts.values()) == before
+    assert built["source"].status == "reused" and sum(server.counts.values()) == before
     assert len(target_concepts(loopback["ws"], plan)) == 1000  # the whole vocabulary unless the spec says otherwise
 
 
@@ -325,7 +340,7 @@ def test_retry_recovers_transient_failures_without_duplicates(loopback, server):
     ids = pq.read_table(result.path / "captions.parquet").column("sample_id").to_pylist()
     assert len(ids) == len(set(ids)) and "flaky" in ids
     keys = catalog.query(ws, "select key from captions where corpus_key = "
-                             f"'{loopback['plan'].corpus_key}'")["key"].tolist()
+                             f"'{loopback['plan'].key('corpus')}'")["key"].tolist()
     assert len(keys) == len(set(keys))
     manifest = result.manifest()
     assert manifest["status"]["retried_ok"] >= 1  # the flaky one (a starved machine may add more)
@@ -353,7 +368,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """`tailstudy ARGS` through the console script's entry point, in this process (no interpreter start-up)."""
     import sys
 
-    from pipeline.cli import main
+    from flows.cli import main
 
     argv, sys.argv = sys.argv, ["tailstudy", *args]
     try:
@@ -517,7 +532,7 @@ def test_folder_source_with_eval_folder_builds_a_study_corpus(tmp_path):
     status = {r["sample_id"]: r["status"] for r in pq.read_table(result.path / "downloads.parquet").to_pylist()}
     assert status[f"{CLASSES['lemon'][0]}/nometa"] == "no_metadata" and status["gone"] == "missing_file"
     truth = pq.read_table(result.path / "truth.parquet").column("concept_id").to_pylist()
-    assert sorted(set(truth)) == sorted(plan.vocab.concepts[i].concept_id for i in (1, 9, 937, 951))
+    assert sorted(set(truth)) == sorted(plan.node("vocab").config["vocab"].concepts[i].concept_id for i in (1, 9, 937, 951))
     assert target_concepts(ws, plan) == [1, 9, 937, 951]  # targets: eval -> the eval folder's classes
     assert pq.read_table(result.path / "eval.parquet").num_rows == 8
 

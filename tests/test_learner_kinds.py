@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import LEARNER_OPTIONS, TEXT_LEARNERS, make_learner
+from pipeline.models import known_learners, make_learner, reads_captions
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,14 +23,14 @@ def batch(n=6, classes=(0, 2, 2, 5, 5, 5)):
 def test_every_registered_learner_builds_and_trains_one_step():
     from pipeline.models.learners import Learner
 
-    for name in LEARNER_OPTIONS:
+    for name in known_learners():
         torch.manual_seed(0)
         learner = make_learner(name, arch="tiny", num_classes=6, class_counts=[5, 1, 4, 1, 1, 9],
                                class_names=["tench", "goldfish", "great white shark", "tiger shark", "hammerhead",
                                             "electric ray"])
         assert isinstance(learner, Learner)
         b = batch()
-        if name in TEXT_LEARNERS:
+        if reads_captions(name):
             b["tokens"] = learner.tokenize(["a tench", "a goldfish", "a goldfish", "a ray", "a ray", "a ray"])
         loss = learner.loss(b, torch.Generator().manual_seed(1))
         assert loss.ndim == 0 and torch.isfinite(loss)
@@ -95,3 +95,21 @@ def test_clip_with_a_frozen_minilm_text_tower_trains_only_the_projection():
     after = learner.model.text.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"proj.weight"}, changed  # seeded init: the same transformer weights, a trained projection
+
+
+def test_learner_options_come_from_each_learners_declared_constructor():
+    """What enters a learner's training key, derived from its constructor; pinned to the table it replaced, so
+    existing training keys stay valid."""
+    from pipeline.models import COMMON_OPTIONS, learner_options
+
+    before = {"clip": {"text_tower"}, "sl": {"head"}, "sl_sampled_vocab": {"head", "num_to_sample", "vocab_weights",
+                                                                           "vocab_chunk"},
+              "sl_frozen_text_head": set(), "sl_batch_logit_adjust": {"head"}}
+    assert {name: set(learner_options(name)) - set(COMMON_OPTIONS) for name in known_learners()} == before
+    assert [name for name in known_learners() if reads_captions(name)] == ["clip"]
+
+
+def test_an_option_a_learner_does_not_declare_is_an_error():
+    with pytest.raises(TypeError, match="learner 'sl' has no option 'text_tower'"):
+        make_learner("sl", arch="tiny", num_classes=3, text_tower="scratch")
+    make_learner("sl", arch="tiny", num_classes=3, class_names=["a", "b", "c"])  # context it ignores is fine

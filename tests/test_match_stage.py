@@ -136,10 +136,11 @@ def test_killed_stage_resumes(tmp_path, inet):
         pq.write_table(pa.table({"caption": captions(700, seed=10 + i)}), folder / f"part{i}.parquet")
     assert BATCH_ROWS > 700  # one progress call per shard
     ws = Workspace(tmp_path / "ws")
-    plan = plan_match(folder, "imagenet1k", "phrase")
+    plan = plan_match(folder, "imagenet1k", "phrase").upstream["match"]
     work = ws.scratch_dir("match", plan.key)
     job = tmp_path / "job.pkl"
-    job.write_bytes(pickle.dumps((plan_shards(plan.sources), MatcherSpec("phrase", plan.vocab), work)))
+    job.write_bytes(pickle.dumps((plan_shards(plan.config["sources"]), MatcherSpec("phrase", plan.config["vocab"]),
+                                  work)))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(job)], env=env, capture_output=True, text=True,
                           timeout=300)
@@ -270,7 +271,7 @@ def test_empty_and_missing_inputs(tmp_path):
 # ---------------------------------------------------------------- the command line (in process, through main())
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from pipeline import cli
+    from flows import cli
 
     monkeypatch.setattr(sys, "argv", ["tailstudy", *args])
     with pytest.raises(SystemExit) as info:

@@ -16,7 +16,6 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.stages import run_stage
 from pipeline.store import Workspace, write_parquet
 from tests.conftest import VENV_BIN
 
@@ -41,7 +40,8 @@ def build_table(ws: Workspace, stage: str = "curate", key: str = "k1", rows: int
         (out / "note.txt").write_text("hello")
         return {"rows": {"t": rows}}
 
-    return run_stage(ws, stage, key, {}, build).path
+    ws.produce(stage, key, build, {})
+    return ws.root / stage / key
 
 
 # ---------------------------------------------------------------- locks
@@ -97,7 +97,7 @@ def test_concurrent_builders_of_one_artifact_build_it_once(tmp_path):
         return {}
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(run_stage(ws, "report", "k", {}, build).status))
+    threads = [threading.Thread(target=lambda: results.append(ws.produce("report", "k", build, {})))
                for _ in range(3)]
     for thread in threads:
         thread.start()
@@ -159,7 +159,7 @@ def test_artifacts_built_before_checksums_are_reused_and_their_parquet_checked(t
     del manifest["files"]  # as the previous version wrote it
     (path / "manifest.json").write_text(json.dumps(manifest))
     assert ws.exists("curate", "k1")
-    assert run_stage(ws, "curate", "k1", {}, lambda out: pytest.fail("rebuilt")).status == "reused"
+    assert ws.produce("curate", "k1", lambda out: pytest.fail("rebuilt"), {}) == "reused"
     data = (path / "t.parquet").read_bytes()
     (path / "t.parquet").write_bytes(data[:-4] + b"XXXX")  # a broken footer
     assert "no PAR1 magic" in ws.problem("curate", "k1")

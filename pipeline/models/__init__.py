@@ -1,30 +1,23 @@
 """Learners compared by a study, by name.
 
-The table below is what the rest of the library needs to know about a learner without importing torch: which
-train-config options can change its result (they enter its training stage key) and whether it reads captions.
-The classes themselves live in ``learners.py`` and register under the same names.
+Each learner class (``learners.py``) registers under its name and *declares* its options in its constructor: the
+parameters beyond what every learner is given (``CONTEXT``) are train options (fields of ``TrainSpec``) that can
+change its result, so they enter its training stage key; ``reads_captions`` says whether its training reads
+captions. Nothing else lists them: a new learner is one registered class. An option a learner does not declare is
+an error, never silently ignored.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
-COMMON_OPTIONS = ("arch", "epochs", "batch_size", "lr", "weight_decay")
-LEARNER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "clip": ("text_tower",),
-    "sl": ("head",),
-    "sl_sampled_vocab": ("head", "num_to_sample", "vocab_weights", "vocab_chunk"),
-    "sl_frozen_text_head": (),
-    "sl_batch_logit_adjust": ("head",),
-}
-TEXT_LEARNERS = {"clip"}  # learners whose training reads captions
+COMMON_OPTIONS = ("arch", "epochs", "batch_size", "lr", "weight_decay")  # every learner's training reads these
+CONTEXT = ("arch", "num_classes", "class_counts", "class_names")  # what the study hands a learner it declares
 
 LEARNERS: dict[str, Callable] = {}
 
 
 def register(name: str):
-    if name not in LEARNER_OPTIONS:
-        raise KeyError(f"learner {name!r} needs an entry in LEARNER_OPTIONS")
-
     def wrap(cls):
         LEARNERS[name] = cls
         cls.name = name
@@ -33,7 +26,45 @@ def register(name: str):
     return wrap
 
 
-def make_learner(name: str, **kwargs):
-    from pipeline.models import learners  # noqa: F401  (importing it fills the registry)
+def known_learners() -> dict[str, Callable]:
+    from pipeline.models import learners as _  # noqa: F401  (importing it fills the registry)
 
-    return LEARNERS[name](**kwargs)
+    return LEARNERS
+
+
+def _declared(name: str) -> list[str]:
+    if name not in known_learners():
+        raise KeyError(f"unknown learner {name!r} (known: {', '.join(LEARNERS)})")
+    params = inspect.signature(LEARNERS[name].__init__).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
+def learner_options(name: str) -> tuple[str, ...]:
+    """The train options that enter this learner's training key: the common ones and those it declares."""
+    from pipeline.spec import TrainSpec
+
+    own = tuple(p for p in _declared(name) if p not in CONTEXT)
+    unknown = [p for p in own if p not in TrainSpec.model_fields]
+    if unknown:
+        raise TypeError(f"learner {name!r} declares {unknown[0]!r}, which is not a train option (TrainSpec)")
+    return (*COMMON_OPTIONS, *own)
+
+
+def reads_captions(name: str) -> bool:
+    return bool(getattr(known_learners()[name], "reads_captions", False))
+
+
+def make_learner(name: str, **kwargs):
+    """The learner `name`, given the context it declares (class counts, names, ...) and its options; an option it
+    does not declare is an error."""
+    declared = set(_declared(name))
+    unknown = [k for k in kwargs if k not in declared and k not in CONTEXT]
+    if unknown:
+        raise TypeError(f"learner {name!r} has no option {unknown[0]!r} (it declares: {', '.join(sorted(declared))})")
+    return LEARNERS[name](**{k: v for k, v in kwargs.items() if k in declared})
+
+
+def learner_kwargs(name: str, cfg, **context) -> dict:
+    """Context + the learner's declared options read from the train spec `cfg`."""
+    return {**context, **{k: getattr(cfg, k) for k in learner_options(name) if k not in COMMON_OPTIONS},
+            "arch": cfg.arch}

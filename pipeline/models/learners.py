@@ -130,6 +130,7 @@ class Learner(nn.Module):
 
     name = "learner"
     uses_unlabeled = False  # can learn from open-world (label-less) samples
+    reads_captions = False  # its training reads the samples' captions (so its key hashes them)
 
     def loss(self, batch: dict, step_rng: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -154,8 +155,9 @@ class Learner(nn.Module):
 @register("clip")
 class ClipLearner(Learner):
     uses_unlabeled = True
+    reads_captions = True
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, text_tower: str = "scratch", **_):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, text_tower: str = "scratch"):
         super().__init__()
         self.model = create_clip(arch, text_tower)
         self.tokenizer = clip_tokenizer(arch, text_tower)
@@ -199,7 +201,7 @@ class ClipLearner(Learner):
 class SupervisedLearner(Learner):
     """The CLIP image tower with a linear (or cosine-prototype) head over the target classes, cross-entropy."""
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, head: str = "linear", **_):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, head: str = "linear"):
         super().__init__()
         self.visual = create_clip(arch).visual
         self.head = HEADS[head](self.visual.output_dim, num_classes)
@@ -219,7 +221,7 @@ class SupervisedLearner(Learner):
 class FrozenTextHeadLearner(SupervisedLearner):
     """SL whose class weights are fixed text embeddings of "a {name}" (MiniLM), as a CLIP text tower would give."""
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, class_names=None, **_):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, class_names=None):
         super().__init__(arch, num_classes)
         names = tuple(class_names or [f"class {i}" for i in range(num_classes)])
         self.head = TextHead(self.visual.output_dim, sentence_embeddings(tuple(f"a {n}" for n in names)))
@@ -261,7 +263,7 @@ class SampledVocabLearner(SupervisedLearner):
     """SL whose softmax at each step covers only a sampled vocabulary (the paper's dynamic-classification remedy)."""
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, num_to_sample: int = 16,
-                 vocab_weights: str = "uniform", head: str = "linear", vocab_chunk: int = 0, **_):
+                 vocab_weights: str = "uniform", head: str = "linear", vocab_chunk: int = 0):
         super().__init__(arch, num_classes, head=head)
         counts = torch.as_tensor(class_counts if class_counts is not None else [1] * num_classes, dtype=torch.float64)
         self.num_to_sample = num_to_sample

@@ -62,18 +62,18 @@ def run(
     task_runner: Optional[str] = typer.Option(None, "--task-runner",
                                               help="Runs the per-shard data tasks: local, threads:N, processes:N, "
                                                    "dask:N or tcp://HOST:PORT (a Dask scheduler)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="CPU-bound stage nodes (curate, evaluate, ...) that may "
+                                                            "run at once; training runs overlap per train.parallel."),
     lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="When another run holds the "
                                                  "workspace: wait at most this many seconds (default: until it "
                                                  "ends; 0: fail at once)."),
 ) -> None:
     """Run a study end to end; stages whose inputs did not change are reused."""
     from pipeline.spec import default_spec_path, load_spec
-    from pipeline.stages import STAGES, plan_study
+    from pipeline.stages import check_force, plan_study
 
     spec_path = spec or default_spec_path()
-    bad = [f for f in force if f not in (*STAGES, "all")]
-    if bad:
-        _fail(f"--force {bad[0]}: unknown stage (stages: {', '.join(STAGES)}, all)")
+    check_force(force)
     study = load_spec(spec_path)
     plan_study(study)  # validate spec and vocabulary before any orchestration starts
     ws = _workspace(workspace)
@@ -90,7 +90,7 @@ def run(
 
         parse_task_runner(task_runner)  # a bad name fails here, in one line
     summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose, task_runner=task_runner,
-                        lock_timeout=lock_timeout)
+                        jobs=jobs, lock_timeout=lock_timeout)
     for rec in summary["stages"]:
         colour = {"ran": "green", "reused": "cyan", "shared": "dim"}.get(rec["status"], "white")
         out.print(f"  [{colour}]{rec['status']:<7}[/] {rec['stage']:<10} {rec['key']}  {rec['label']}", highlight=False)
@@ -184,6 +184,27 @@ def catalog_cmd(workspace: Optional[Path] = WorkspaceOpt) -> None:
     out.print(f"{ws.catalog_path}: views with data: {', '.join(live) or 'none'}")
 
 
+def _caption_bar(desc: str):
+    """A progress callback(step, total) in captions; no tqdm monitor thread, so that a single-threaded process can
+    fork its match workers."""
+    from tqdm import tqdm
+
+    from pipeline.progress import item_bar
+
+    tqdm.monitor_interval = 0
+    return item_bar(desc, unit="caption")
+
+
+def _exclusive(ws):
+    """For match / ingest: a watchdog that ends our workers with us (even on kill -9), and the workspace lock (a second
+    command on the workspace waits, then reuses what the first built)."""
+    from pipeline.lifeline import start_watchdog
+    from pipeline.locks import stderr_say
+
+    start_watchdog()
+    return ws.lock(None, stderr_say)
+
+
 @app.command()
 def match(
     captions: Path = typer.Argument(..., help="Caption file (.parquet, .csv, .tsv, .jsonl; text formats may be .gz) "
@@ -205,8 +226,6 @@ def match(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Match captions to concepts; matches and concept frequencies land in the catalog for `tailstudy sql`."""
-    from tqdm import tqdm
-
     from pipeline import catalog
     from pipeline.matching import MATCHERS
     from pipeline.stages import match_captions
@@ -220,28 +239,11 @@ def match(
     if workers is not None and workers < 1:
         _fail(f"--workers {workers}: must be at least 1")
     ws = _workspace(workspace)
-    from pipeline.lifeline import start_watchdog
-
-    start_watchdog()  # pool workers end with this process, even on kill -9
-    bar: list = []
-    tqdm.monitor_interval = 0  # no monitor thread: a single-threaded process can fork its match workers
-
-    def advance(step: int, total: Optional[int]) -> None:
-        if not bar:
-            bar.append(tqdm(total=total, desc=f"match {captions.name}", unit="caption", unit_scale=True,
-                            file=sys.stderr, dynamic_ncols=True, mininterval=0.5))
-        bar[0].update(step)
-
-    from pipeline.locks import stderr_say
-
-    try:
-        with ws.lock(None, stderr_say):  # a second match on this workspace waits, then reuses what the first built
+    with _exclusive(ws):
+        with _caption_bar(f"match {captions.name}") as advance:
             results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None
                                      else {}, caption_col, id_col, name, workers, advance, force)
-            catalog.refresh(ws)
-    finally:
-        if bar:
-            bar[0].close()
+        catalog.refresh(ws)
     for stage, result in results.items():
         out.print(f"  {result.status:<7} {stage:<10} {result.key}", highlight=False)
     freq = results["frequency"].manifest()
@@ -398,75 +400,86 @@ def submit(
     models: List[str] = typer.Option([], "--model", help="train: only this learner (repeatable)."),
     levels: List[str] = typer.Option([], "--level", help="train: only this factor level (repeatable)."),
     seeds: List[int] = typer.Option([], "--seed", help="train: only this seed (repeatable)."),
+    dispatch: Optional[str] = typer.Option(None, "--dispatch", help="study: FLOW/DEPLOYMENT that trains each run as "
+                                           "a child flow run (study-gpu: tailstudy-train/train-gpu)."),
     watch: bool = typer.Option(False, "--watch", help="Wait for the flow run to end; exit 1 unless it completed."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="With --watch: give up after this many seconds."),
 ) -> None:
     """Trigger a run of a deployed flow on the Prefect server at PREFECT_API_URL (see `tailstudy deploy`)."""
-    import time
-
     from pipeline.spec import default_spec_path, load_spec
-    from pipeline.stages import STAGES
+    from pipeline.stages import check_force
 
     url = _server_url()
     spec_path = spec or default_spec_path()
     load_spec(spec_path)  # a bad spec fails here, not on the worker
-    bad = [f for f in force if f not in (*STAGES, "all")]
-    if bad:
-        _fail(f"--force {bad[0]}: unknown stage (stages: {', '.join(STAGES)}, all)")
+    check_force(force)
+    kind, full = _resolve_deployment(deployment)
+    params = {"spec_yaml": Path(spec_path).read_text(encoding="utf-8"), "workspace": workspace,
+              "force": list(force) or None, "task_runner": task_runner, "dispatch": dispatch, "gpus": gpus,
+              "models": list(models) or None, "levels": list(levels) or None, "seeds": list(seeds) or None}
+    params = _check_submit_params(kind, {k: v for k, v in params.items() if v is not None})
+    flow_run = _trigger(full, url, params, {"gpus": gpus} if gpus is not None else None)
+    out.print(f"submitted {full}: flow run {flow_run.name} ({flow_run.id})", highlight=False)
+    if watch:
+        _watch(flow_run, timeout)
 
+
+def _resolve_deployment(deployment: str) -> tuple[str, str]:
+    """'study-gpu' (a name in deploy/prefect.yaml) or 'FLOW/DEPLOYMENT' -> (entry flow kind, FLOW/DEPLOYMENT)."""
     from flows.deployments import ENTRY_FLOWS
-    from flows.task_runners import parse_task_runner
 
     flow_kind = {flow_.name: kind for kind, flow_ in ENTRY_FLOWS.items()}
     if "/" in deployment:
-        full = deployment
         kind = flow_kind.get(deployment.split("/", 1)[0])
         if kind is None:
             _fail(f"--deployment {deployment}: not a tailstudy flow ({', '.join(flow_kind)})")
-    else:
-        entry = next((d for d in _deployments(_prefect_file(None)) if d["name"] == deployment), None)
-        if entry is None or _entry_kind(entry) not in ENTRY_FLOWS:
-            _fail(f"--deployment {deployment}: no such deployment in deploy/prefect.yaml")
-        kind = _entry_kind(entry)
-        full = f"{ENTRY_FLOWS[kind].name}/{deployment}"
+        return kind, deployment
+    entry = next((d for d in _deployments(_prefect_file(None)) if d["name"] == deployment), None)
+    if entry is None or _entry_kind(entry) not in ENTRY_FLOWS:
+        _fail(f"--deployment {deployment}: no such deployment in deploy/prefect.yaml")
+    kind = _entry_kind(entry)
+    return kind, f"{ENTRY_FLOWS[kind].name}/{deployment}"
 
-    params: dict = {"spec_yaml": Path(spec_path).read_text(encoding="utf-8")}
-    job_variables: dict = {}
-    if workspace:
-        params["workspace"] = workspace
-    if force:
-        params["force"] = list(force)
-    if task_runner is not None:
-        if kind == "train":
-            _fail("--task-runner: the train flow has no data stages to spread (use it with study or match)")
-        parse_task_runner(task_runner)
-        params["task_runner"] = task_runner
-    train_only = {"--gpus": gpus is not None, "--model": bool(models), "--level": bool(levels), "--seed": bool(seeds)}
-    if kind != "train" and any(train_only.values()):
-        _fail(f"{next(k for k, v in train_only.items() if v)}: only for the train deployments")
-    if gpus is not None:
-        if gpus < 0:
-            _fail("--gpus: must be 0 or more")
-        params["gpus"] = gpus
-        job_variables["gpus"] = gpus
-    for key, values in (("models", models), ("levels", levels), ("seeds", seeds)):
-        if values:
-            params[key] = list(values)
 
-    from prefect.client.orchestration import get_client
+SUBMIT_OPTIONS = {"task_runner": ("--task-runner", ("study", "match")), "dispatch": ("--dispatch", ("study",)),
+                  "gpus": ("--gpus", ("train",)), "models": ("--model", ("train",)), "levels": ("--level", ("train",)),
+                  "seeds": ("--seed", ("train",))}
+
+
+def _check_submit_params(kind: str, params: dict) -> dict:
+    """Each option only where its flow takes it, and valid there."""
+    from flows.task_runners import parse_task_runner
+
+    for name, (flag, kinds) in SUBMIT_OPTIONS.items():
+        if name in params and kind not in kinds:
+            _fail(f"{flag}: only for the {' / '.join(kinds)} deployments")
+    if "task_runner" in params:
+        parse_task_runner(params["task_runner"])
+    if "/" not in params.get("dispatch", "/"):
+        _fail("--dispatch: give FLOW/DEPLOYMENT, e.g. tailstudy-train/train-gpu")
+    if params.get("gpus", 0) < 0:
+        _fail("--gpus: must be 0 or more")
+    return params
+
+
+def _trigger(full: str, url: str, params: dict, job_variables: dict | None):
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     try:
-        flow_run = run_deployment(full, parameters=params, job_variables=job_variables or None, timeout=0,
-                                  tags=["tailstudy"])
+        return run_deployment(full, parameters=params, job_variables=job_variables, timeout=0, tags=["tailstudy"])
     except ObjectNotFound:
         _fail(f"deployment {full} is not on the server at {url} (run `tailstudy deploy` first)")
     except Exception as exc:
         _fail(f"cannot submit {full} to {url}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    out.print(f"submitted {full}: flow run {flow_run.name} ({flow_run.id})", highlight=False)
-    if not watch:
-        return
+
+
+def _watch(flow_run, timeout: float | None) -> None:
+    """Wait for the flow run to end; exit 1 unless it completed."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
     started = time.monotonic()
     with get_client(sync_client=True) as client:
         while True:
@@ -515,27 +528,22 @@ def ingest(
     from pipeline import catalog
     from pipeline.errors import SpecError
     from pipeline.spec import UrlsCorpusSpec, _first_error
-    from pipeline.stages import build_source
+    from pipeline.stages import run_local, source_node
 
     options = {"source": "urls", "path": str(urls), "url_col": url_col, "caption_col": caption_col, "id_col": id_col,
                "preset": preset, "image_size": image_size, "format": fmt, "header": not no_header,
-               "resize_mode": resize_mode, "threads": threads, "processes": processes, "timeout": timeout, "max_image_mb": max_image_mb,
-               "retry_rounds": retry_rounds, "retry_wait": retry_wait, "shard_size": shard_size,
+               "resize_mode": resize_mode, "threads": threads, "processes": processes, "timeout": timeout,
+               "max_image_mb": max_image_mb, "retry_rounds": retry_rounds, "retry_wait": retry_wait, "shard_size": shard_size,
                "refetch": refetch}
     try:
         cfg = UrlsCorpusSpec.model_validate({k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         raise SpecError(f"ingest: {_first_error(exc)}") from None
     ws = _workspace(workspace)
-    from pipeline.lifeline import start_watchdog
-
-    start_watchdog()  # download workers end with this process, even on kill -9
-    from pipeline.locks import stderr_say
-
     try:
-        with ws.lock(None, stderr_say):  # a second ingest on this workspace waits, then reuses what the first built
-            result = build_source(ws, cfg, quiet=not verbose,
-                                  say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
+        with _exclusive(ws):
+            result = run_local(ws, [source_node(cfg)], quiet=not verbose,
+                               say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))["source"]
     except KeyboardInterrupt:  # typer would exit 130 silently
         err.print("interrupted: finished shards are kept; run the same command again to resume", highlight=False)
         raise typer.Exit(130) from None

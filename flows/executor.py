@@ -1,0 +1,233 @@
+"""One executor for every graph of stage nodes (a study, its data stages, its training runs).
+
+It submits every node whose upstream nodes are done, concurrently, as Prefect tasks on a thread pool, within resource
+limits: ``gpu`` nodes at most one per visible GPU at a time, each pinned to its own device (``cuda:I``, passed to its
+build); ``train`` nodes on CPU at most ``parallel`` at a time (the spec's ``train.parallel``); other (``cpu``) nodes at
+most ``jobs`` at a time. A node's Prefect task is cached by its stage key (never by run id) and refreshed when its
+artifact is missing or forced, so a finished artifact is reused exactly as by ``pipeline.stages.run_node``. Nodes with
+the same (stage, key) (the base cell under every factor) are built once; the others are recorded as ``shared``.
+
+Concurrent training runs each get a process of their own (``flows.torchrun``): torch's seed and thread pool are
+global to a process, so two runs in one process would not reproduce a sequential run.
+"""
+from __future__ import annotations
+
+import hashlib
+import queue
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from prefect import task
+from prefect.context import TaskRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline.stages import REGISTRY, STAGES, Node, resolve, run_node, walk
+from pipeline.stages.base import stage_of
+from pipeline.store import Artifact, Workspace
+
+
+DISPATCHED = 64  # training runs waiting on child flow runs at once (the work pool's concurrency does the limiting)
+
+
+def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Workspace + stage + stage key: the same inputs in the same workspace hit the same cache entry.
+    (The key names a file in the result store, so the workspace path enters as a digest.)"""
+    workspace = hashlib.sha256(parameters["workspace"].encode()).hexdigest()[:12]
+    return f"{parameters['stage']}-{parameters['key']}-{workspace}"
+
+
+@task(cache_key_fn=stage_cache_key, persist_result=True, retries=0)
+def node_task(workspace: str, stage: str, key: str, label: str, build: Callable[[], Artifact]) -> dict:
+    art = build()
+    return {"stage": stage, "key": art.key, "status": art.status, "label": label, "path": str(art.path)}
+
+
+def torch_threads() -> int:
+    """This process's torch thread budget, which concurrent training runs on CPU share."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@dataclass
+class Slots:
+    """Resource limits; a GPU slot is a device index, handed to the node it runs."""
+
+    limits: dict[str, int]
+    gpus: list[int] = field(default_factory=list)
+    used: dict[str, int] = field(default_factory=dict)
+
+    def take(self, needs: dict[str, int]) -> dict | None:
+        if any(self.used.get(r, 0) + n > self.limits.get(r, 1) for r, n in needs.items()):
+            return None
+        if needs.get("gpu") and len(self.gpus) < needs["gpu"]:
+            return None
+        for r, n in needs.items():
+            self.used[r] = self.used.get(r, 0) + n
+        devices = [self.gpus.pop(0) for _ in range(needs.get("gpu", 0))]
+        return {"needs": needs, "devices": devices}
+
+    def give(self, taken: dict) -> None:
+        for r, n in taken["needs"].items():
+            self.used[r] -= n
+        self.gpus = sorted(self.gpus + taken["devices"])
+
+
+@dataclass
+class Executor:
+    """Runs nodes (and everything upstream of them) of one workspace; `records` lists what ran, was reused, shared."""
+
+    ws: Workspace
+    force: set[str] = field(default_factory=set)
+    jobs: int = 1
+    parallel: int = 1
+    spec_path: str | None = None  # lets training run in child processes (needed when runs overlap)
+    ddp: int = 0  # > 1: each training run is one DDP run over this many local GPUs (torchrun)
+    dispatch: str | None = None  # FLOW/DEPLOYMENT: training runs become child flow runs of it (its pool limits them)
+    progress: Callable[[Node], Any] | None = None  # node -> context manager yielding its progress callback
+    options: dict = field(default_factory=dict)  # runtime knobs for builds (e.g. the match stage's map_shards)
+    records: list[dict] = field(default_factory=list)
+    finished: dict[tuple, dict] = field(default_factory=dict)  # (stage, key) -> its record, across run() calls
+    gpu_count: int = field(default=0, init=False)
+
+    def forced(self, node: Node) -> bool:
+        return node.stage in self.force or ("all" in self.force and node.stage in STAGES)
+
+    def slots(self) -> Slots:
+        gpus = visible_gpus()
+        return Slots({"cpu": self.jobs, "train": self.parallel, "gpu": gpus, "dispatch": DISPATCHED},
+                     list(range(gpus)))
+
+    def needs(self, node: Node) -> dict[str, int]:
+        if node.stage == "train" and self.dispatch:
+            return {"dispatch": 1}
+        if node.stage == "train" and self.ddp > 1:
+            return {"gpu": self.ddp}
+        return stage_of(node).resources(node)
+
+    def isolated(self, node: Node, taken: dict) -> bool:
+        return node.stage == "train" and self.spec_path is not None and (
+            self.parallel > 1 or self.ddp > 1 or len(taken["devices"]) > 0 and self.gpu_count > 1)
+
+    def build_fn(self, node: Node, taken: dict) -> Callable[[], Artifact]:
+        device = f"cuda:{taken['devices'][0]}" if taken["devices"] else None
+        forced = self.forced(node)
+
+        def build() -> Artifact:
+            if node.stage == "train" and self.dispatch:
+                return self.build_in_child_flow(node, forced)
+            if self.isolated(node, taken):
+                return self.build_in_child(node, device, forced)
+            if self.progress is None:
+                return run_node(self.ws, node, forced, device, **self.options)
+            with self.progress(node) as bar:
+                return run_node(self.ws, node, forced, device, bar, **self.options)
+
+        return build
+
+    def build_in_child(self, node: Node, device: str | None, forced: bool) -> Artifact:
+        from flows.torchrun import launch
+
+        stage = stage_of(node)
+        path = self.ws.root / stage.dir / node.key
+        if self.ws.exists(stage.dir, node.key) and not forced:
+            return Artifact(stage.dir, node.key, path, "reused", node.label)
+        threads = max(1, torch_threads() // max(self.parallel, 1)) if device is None else None
+        if self.ddp > 1:
+            device, threads = None, None  # torchrun gives each rank its LOCAL_RANK's GPU
+        launch(max(self.ddp, 1), self.spec_path, self.ws.root, node.key, forced, device, threads)
+        if not self.ws.exists(stage.dir, node.key):
+            raise RuntimeError(f"train run {node.key} finished but left no artifact")
+        return Artifact(stage.dir, node.key, path, "ran", node.label)
+
+    def build_in_child_flow(self, node: Node, forced: bool) -> Artifact:
+        """Train on the dispatch deployment's work pool, as a child flow run of this one; wait for it to end."""
+        from prefect.deployments import run_deployment
+
+        path = self.ws.root / "train" / node.key
+        if self.ws.exists("train", node.key) and not forced:
+            return Artifact("train", node.key, path, "reused", node.label)
+        params = {"spec": self.spec_path, "workspace": str(self.ws.root), "train_keys": [node.key],
+                  "force": ["train"] if forced else []}
+        child = run_deployment(self.dispatch, parameters=params, timeout=None, poll_interval=1,
+                               flow_run_name=f"train-{node.label}".replace("/", "-").replace("=", "-"),
+                               tags=["tailstudy", "dispatched"])
+        if not child.state.is_completed() or not self.ws.exists("train", node.key):
+            raise RuntimeError(f"train {node.label}: child flow run {child.name} ended {child.state.name}")
+        return Artifact("train", node.key, path, "ran", node.label)
+
+    def submit(self, runner: ThreadPoolTaskRunner, node: Node, taken: dict):
+        stage = REGISTRY[node.stage]
+        refresh = self.forced(node) or not self.ws.exists(stage.dir, node.key)
+        name = f"{node.stage}[{node.label or node.key}]"
+        configured = node_task.with_options(name=node.stage, task_run_name=name, refresh_cache=refresh)
+        return runner.submit(configured, {"workspace": str(self.ws.root), "stage": node.stage, "key": node.key,
+                                          "label": node.label, "build": self.build_fn(node, taken)})
+
+    def run(self, targets: list[Node]) -> list[dict]:
+        """Build `targets` and their upstream nodes; returns once all are done (raises the first failure)."""
+        slots = self.slots()
+        self.gpu_count = len(slots.gpus)
+        pending, done, finished, earlier = walk(targets), set(), self.finished, set(self.finished)
+        running: dict[int, tuple[Node, dict, Any]] = {}
+        events: queue.Queue = queue.Queue()
+        failure = None
+        workers = max(self.jobs, self.parallel, len(slots.gpus), DISPATCHED if self.dispatch else 1) + 1
+        with ThreadPoolTaskRunner(max_workers=workers) as runner:
+            while pending or running:
+                if failure is None:
+                    self._start_ready(runner, pending, done, finished, earlier, running, slots, events)
+                if not running:
+                    if pending and failure is None:
+                        raise RuntimeError(f"no node can start: {[n.label for n in pending][:3]}")
+                    break
+                node, taken, future = running.pop(events.get())
+                slots.give(taken)
+                try:
+                    record = self._record(future)
+                except BaseException as exc:  # noqa: BLE001 - re-raised once the running nodes have finished
+                    failure = failure or exc
+                    continue
+                done.add(id(node))
+                finished[(node.stage, node.key)] = record
+        if failure is not None:
+            raise failure
+        order = {(n.stage, n.label): i for i, n in enumerate(walk(targets))}
+        self.records.sort(key=lambda r: order.get((r["stage"], r["label"]), len(order)))
+        return self.records
+
+    def _start_ready(self, runner, pending, done, finished, earlier, running, slots, events) -> None:
+        claimed = {(n.stage, n.key) for n, _, _ in running.values()} | set(finished)
+        for node in list(pending):
+            if not all(id(up) in done for up in node.upstream.values()) or not resolve(node, self.ws):
+                continue
+            ident = (node.stage, node.key)
+            if ident in finished:  # the same artifact, already built or reused (recorded once, in the first run())
+                if ident not in earlier:
+                    self.records.append({**finished[ident], "status": "shared", "label": node.label})
+                done.add(id(node))
+                pending.remove(node)
+                continue
+            if ident in claimed:
+                continue
+            taken = slots.take(self.needs(node))
+            if taken is None:
+                continue
+            future = self.submit(runner, node, taken)
+            running[id(future)] = (node, taken, future)
+            claimed.add(ident)
+            future.add_done_callback(lambda f: events.put(id(f)))
+            pending.remove(node)
+
+    def _record(self, future) -> dict:
+        record = dict(future.result())
+        if future.state.name == "Cached":
+            record["status"] = "reused"
+        self.records.append(record)
+        return record

@@ -1,0 +1,71 @@
+"""corpus: the study's captions, image shards and evaluation set. Synthetic: the world rendered from its config
+(key = the world's config + eval per class, unchanged since the first version). Other sources: the source artifact
+(hard links) + the eval folder's set + the targets (key = source key, eval folder listing, vocabulary, targets)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import SpecError
+from pipeline.stages.base import BuildContext, Node, Stage
+
+
+def corpus_config(spec) -> dict:
+    """The corpus key's config slice (see the module doc)."""
+    if spec.corpus.source == "synthetic":
+        if spec.eval.folder:
+            raise SpecError("eval.folder: only for urls / webdataset / folder corpora (the synthetic world has its own "
+                            "evaluation split)")
+        return {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": spec.eval.per_class}
+    from pipeline.corpus.sources import study_corpus_config
+
+    return study_corpus_config(spec)
+
+
+def _build_synthetic(ctx: BuildContext, out: Path) -> dict:
+    from pipeline.corpus.synthetic import generate
+
+    spec = ctx.config["spec"]
+    stats = generate(spec.corpus, spec.eval, out, ctx.progress)
+    return {"rows": {"captions": stats["samples"], "eval": stats["eval_samples"]}, "world": stats}
+
+
+def _build_real(ctx: BuildContext, out: Path) -> dict:
+    from pipeline.corpus.sources import assemble_study_corpus
+
+    spec, source = ctx.config["spec"], ctx.artifact("source")
+    stats = assemble_study_corpus(source.path, out, spec, ctx.config["vocab"])
+    return {"rows": {"captions": stats["samples"], "eval": stats["eval_samples"]}, "source_key": source.key,
+            "corpus": stats, "status": source.manifest().get("status")}
+
+
+class CorpusStage(Stage):
+    name = "corpus"
+
+    @property
+    def VERSION(self) -> int:  # noqa: N802 - the synthetic world's version keys every study corpus
+        from pipeline.corpus.synthetic import WORLD_VERSION
+
+        return WORLD_VERSION
+
+    key_roles = ()
+
+    def key_config(self, config: dict) -> dict:
+        return config["key"]
+
+    def inputs(self, node: Node) -> dict:
+        spec = node.config["spec"]
+        if spec.corpus.source == "synthetic":
+            return node.config["key"]
+        return {"source": spec.corpus.source, "path": str(spec.corpus.path), "eval": spec.eval.folder}
+
+    def build(self, ctx: BuildContext, out: Path) -> dict:
+        synthetic = ctx.config["spec"].corpus.source == "synthetic"
+        return {**(_build_synthetic if synthetic else _build_real)(ctx, out), "config": ctx.config["key"]}
+
+
+def corpus_node(spec, vocab) -> Node:
+    from pipeline.stages.source import source_node
+
+    upstream = {} if spec.corpus.source == "synthetic" else {"source": source_node(spec.corpus)}
+    return Node("corpus", {"spec": spec, "vocab": vocab, "key": corpus_config(spec)}, upstream,
+                label=spec.corpus.source)

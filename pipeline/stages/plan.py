@@ -1,0 +1,140 @@
+"""Planning: a study spec (or a `tailstudy match` / `tailstudy ingest` request) -> a graph of nodes, before any work.
+
+vocab ─┬─────────────── match ── frequency ──────────────────────────┐
+corpus ┴─ (per level) curate ── (per learner, seed) train ── evaluate ┴─ report
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.errors import InputError
+from pipeline.spec import StudySpec, expand
+from pipeline.stages.base import Node, resolve_all, run_local, walk
+from pipeline.stages.corpus import corpus_node
+from pipeline.stages.curate import cell_id, curate_node
+from pipeline.stages.evaluate import evaluate_node
+from pipeline.stages.frequency import frequency_node
+from pipeline.stages.match import match_node
+from pipeline.stages.report import report_node
+from pipeline.stages.train import train_node
+from pipeline.stages.vocab import vocab_node
+from pipeline.store import Artifact, Workspace, canonical_json, write_parquet
+from pipeline.vocab import load_vocab
+
+
+@dataclass
+class StudyGraph:
+    spec: StudySpec
+    report: Node
+
+    @property
+    def nodes(self) -> list[Node]:
+        return walk([self.report])
+
+    def of(self, stage: str) -> list[Node]:
+        return [n for n in self.nodes if n.stage == stage]
+
+    def node(self, stage: str) -> Node:
+        """The one node of a study-wide stage (vocab, corpus, match, frequency, report)."""
+        return self.report.find(stage)
+
+    def key(self, stage: str) -> str | None:
+        return self.node(stage).key
+
+    @property
+    def subset_keys(self) -> dict[str, str]:
+        """Factor level ('imbalance=natural') -> its curate key."""
+        return {n.label: n.key for n in self.of("curate")}
+
+    @property
+    def evaluations(self) -> list[Node]:
+        return [n for role, n in self.report.upstream.items() if role.startswith("run")]
+
+
+def plan_study(spec: StudySpec) -> StudyGraph:
+    """Every node of the study; keys of vocab .. curate and report-less stages are computed now, train / evaluate /
+    report keys once the subsets they hash exist (``resolve_all``)."""
+    vocab = vocab_node(load_vocab(spec.vocabulary), spec.vocabulary)
+    corpus = corpus_node(spec, vocab.config["vocab"])
+    match = match_node(spec.matching.method, spec.matching.options(), vocab, corpus=corpus)
+    resolve_all([match])
+    frequency = frequency_node(match, f"{spec.corpus.source}-{corpus.key}", keyed=False)
+    frequency.label = spec.vocabulary
+    evaluations = []
+    for cell in expand(spec):
+        curate = curate_node(cell, spec.corpus.seed, corpus, match)
+        for learner in spec.models:
+            for seed in spec.seeds:
+                evaluations.append(evaluate_node(train_node(spec, learner, seed, curate, corpus), cell))
+    graph = StudyGraph(spec, report_node(spec.name, evaluations, frequency))
+    resolve_all(graph.nodes)
+    return graph
+
+
+def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", options: dict | None = None,
+               caption_col: str | None = None, id_col: str | None = None, corpus: str | None = None) -> Node:
+    """``tailstudy match``: the frequency node over the match node of caption files (vocab upstream); checks the
+    vocabulary, the method and every input file first. Keys are content-addressed (the files' digest)."""
+    from pipeline.matching import MATCHERS
+    from pipeline.matching.inputs import input_digest, resolve_sources
+    from pipeline.preflight import first_duplicate_id
+
+    vocab = vocab_node(load_vocab(vocab_ref), vocab_ref)
+    if method not in MATCHERS:
+        raise InputError(f"--method {method}: unknown matching method (known: {', '.join(MATCHERS)})")
+    sources = resolve_sources(captions, caption_col, id_col)
+    first_duplicate_id(sources)  # duplicate ids would merge samples: an error before any work
+    try:
+        match = match_node(method, dict(options or {}), vocab, sources=sources,
+                           given={"captions": input_digest(sources)},
+                           inputs={"captions": str(Path(captions).resolve())})
+    except ValueError as err:
+        raise InputError(f"--method {method}: {err}") from None
+    frequency = frequency_node(match, corpus or Path(captions).name.split(".")[0], keyed=True)
+    resolve_all([frequency])
+    return frequency
+
+
+def match_captions(ws: Workspace, captions: str | Path, vocab_ref: str, method: str = "phrase",
+                   options: dict | None = None, caption_col: str | None = None, id_col: str | None = None,
+                   corpus: str | None = None, workers: int | None = None, progress=None,
+                   force: bool = False) -> dict[str, Artifact]:
+    """``tailstudy match``: the vocab, match and frequency artifacts of caption files (``plan_match``), built or
+    reused in this process; `force` re-matches (the vocabulary is never rebuilt)."""
+    frequency = plan_match(captions, vocab_ref, method, options, caption_col, id_col, corpus)
+    return run_local(ws, [frequency], lambda node: force and node.stage != "vocab", workers=workers,
+                     progress=progress)
+
+
+# ---------------------------------------------------------------- study records (what the catalog's views join on)
+
+def runs_table(graph: StudyGraph, statuses: dict[str, str]) -> pa.Table:
+    rows = []
+    for node in graph.evaluations:
+        cell, train = node.config["cell"], node.upstream["train"]
+        rows.append({"run_id": node.key, "study": graph.spec.name, "factor": cell.factor, "level": cell.level,
+                     "model": node.config["learner"], "seed": node.config["seed"],
+                     "subset_key": node.upstream["curate"].key, "train_key": train.key,
+                     "status": statuses.get(node.key, "planned")})
+    return pa.Table.from_pylist(rows)
+
+
+def study_subsets_table(graph: StudyGraph) -> pa.Table:
+    seen = {id(n): n for n in (e.upstream["curate"] for e in graph.evaluations)}
+    return pa.Table.from_pylist([{"subset_key": n.key, "study": graph.spec.name, "factor": n.config["cell"].factor,
+                                  "level": n.config["cell"].level} for n in seen.values()])
+
+
+def write_study_records(ws: Workspace, graph: StudyGraph, statuses: dict[str, str]) -> Path:
+    """The study's current runs and subsets; rewritten (atomically) on every run of the study."""
+    study_dir = ws.root / "studies" / graph.spec.name
+    write_parquet(runs_table(graph, statuses), study_dir / "runs.parquet")
+    write_parquet(study_subsets_table(graph), study_dir / "subsets.parquet")
+    (study_dir / "spec.json").write_text(canonical_json(graph.spec.model_dump(mode="json")))
+    return study_dir
+
+
+__all__ = ["StudyGraph", "plan_study", "plan_match", "match_captions", "cell_id", "write_study_records"]

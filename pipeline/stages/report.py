@@ -1,0 +1,65 @@
+"""report: the study's tables and figures over every run (pipeline.report). Key = the study name + the list of
+(level, learner, seed, run_id) it reports, so any re-run evaluation or a changed study re-renders it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.stages.base import BuildContext, Node, Stage
+from pipeline.stages.curate import cell_id
+
+REPORT_VERSION = 2
+
+
+def evaluations(report: Node) -> list[Node]:
+    """The report's evaluate nodes, in study order."""
+    return [node for role, node in report.upstream.items() if role.startswith("run")]
+
+
+def collect_results(ws, evaluate_nodes: list[Node]):
+    """-> (run_metrics, per_class) DataFrames of the runs, labelled by factor level."""
+    import pandas as pd
+
+    metrics, per_class = [], []
+    for node in evaluate_nodes:
+        art = ws.artifact("evaluate", node.key).path
+        cell = node.config["cell"]
+        labels = {"factor": cell.factor, "level": cell.level, "cell": cell_id(cell), "model": node.config["learner"],
+                  "seed": node.config["seed"]}
+        metrics.append({**pq.read_table(art / "metrics.parquet").to_pylist()[0], **labels})
+        per_class.append(pq.read_table(art / "per_class.parquet").to_pandas().assign(**labels))
+    return pd.DataFrame(metrics), pd.concat(per_class, ignore_index=True)
+
+
+class ReportStage(Stage):
+    name = "report"
+    VERSION = REPORT_VERSION
+
+    def key(self, config: dict, upstream: dict[str, str]) -> str:
+        runs = [[label, learner, seed, upstream[f"run{i}"]] for i, (label, learner, seed) in enumerate(config["runs"])]
+        return super().key({"study": config["study"], "runs": runs}, {})
+
+    def key_config(self, config: dict) -> dict:
+        return config
+
+    def inputs(self, node: Node) -> dict:
+        return {"study": node.config["study"], "runs": len(node.config["runs"])}
+
+    def build(self, ctx: BuildContext, out: Path) -> dict:
+        from pipeline.report import write_report
+
+        run_metrics, per_class = collect_results(ctx.ws, evaluations(ctx.node))
+        frequency = ctx.artifact("frequency")
+        written = write_report(ctx.config["study"], run_metrics, per_class, frequency.manifest()["imbalance"], out,
+                               frequency.path / "rank_frequency.png")
+        return {"rows": {"runs": len(run_metrics)}, **written}
+
+    def upstream_keys(self, node: Node, ws) -> dict[str, str]:
+        return {role: up.key for role, up in node.upstream.items() if role.startswith("run")}
+
+
+def report_node(study: str, evaluate_nodes: list[Node], frequency: Node) -> Node:
+    runs = [[cell_id(n.config["cell"]), n.config["learner"], n.config["seed"]] for n in evaluate_nodes]
+    upstream = {**{f"run{i}": n for i, n in enumerate(evaluate_nodes)}, "frequency": frequency}
+    return Node("report", {"study": study, "runs": runs}, upstream, label=study)

@@ -1,0 +1,69 @@
+"""source: an ingested corpus alone (urls / webdataset / folder; no eval set): what `tailstudy ingest` builds and a
+study corpus reuses. Key = the source's content-changing options + its input's digest (pipeline.corpus.sources).
+
+A urls download works in WORKSPACE/corpus/.work-<key>/ and resumes from there; `refetch: N` re-fetches what still
+failed in generation N-1, which is this node's upstream `previous`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.stages.base import BuildContext, Node, Stage
+
+
+def _build_urls(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
+    from pipeline.corpus.ingest import assemble, download
+    from pipeline.corpus.readers import read_url_list
+
+    urls = read_url_list(cfg)  # validated before any work file is written
+    previous = ctx.path("previous") if "previous" in ctx.node.upstream else None
+    work = ctx.ws.scratch_dir("corpus", ctx.node.key)
+    report = download(urls, cfg, work, quiet=ctx.options.get("quiet", True), say=ctx.options.get("say"),
+                      previous=previous)
+    return assemble(urls, cfg, work, out, ctx.progress), {"download": report}
+
+
+def _build_webdataset(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
+    from pipeline.corpus.sources import build_webdataset
+
+    return build_webdataset(cfg, out, ctx.progress), {}
+
+
+def _build_folder(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
+    from pipeline.corpus.sources import build_folder
+
+    return build_folder(cfg, out, ctx.progress), {}
+
+
+SOURCE_BUILDERS = {"urls": _build_urls, "webdataset": _build_webdataset, "folder": _build_folder}
+
+
+class SourceStage(Stage):
+    name = "source"
+    VERSION = 1  # per source kind: pipeline.corpus.sources.SOURCE_VERSIONS
+    folder = "corpus"
+
+    def key(self, config: dict, upstream: dict[str, str]) -> str:
+        from pipeline.corpus.sources import source_key
+
+        return source_key(config["source"])
+
+    def inputs(self, node: Node) -> dict:
+        cfg = node.config["source"]
+        return {"source": cfg.source, "path": str(cfg.path)}
+
+    def build(self, ctx: BuildContext, out: Path) -> dict:
+        from pipeline.corpus.sources import source_config
+
+        cfg = ctx.config["source"]
+        summary, extra = SOURCE_BUILDERS[cfg.source](ctx, cfg, out)
+        return {"rows": {"captions": summary["success"], "downloads": summary["samples"]}, "source": cfg.source,
+                "status": summary, "config": source_config(cfg), **extra}
+
+
+def source_node(cfg) -> Node:
+    """The source artifact of `cfg`; a urls refetch generation reads the generation before it."""
+    upstream = {"previous": source_node(cfg.model_copy(update={"refetch": cfg.refetch - 1}))} \
+        if cfg.source == "urls" and cfg.refetch else {}
+    node = Node("source", {"source": cfg}, upstream, label=f"{cfg.source}:{Path(cfg.path).name}")
+    node.key = SourceStage().key(node.config, {})
+    return node

@@ -1,0 +1,28 @@
+"""The executor's resource rules, without a GPU: one GPU node per visible device, each pinned to its own."""
+from __future__ import annotations
+
+from flows.executor import Executor, Slots
+from pipeline.spec import parse_spec
+from pipeline.stages import plan_study
+from pipeline.store import Workspace
+
+
+def test_gpu_slots_pin_each_node_to_its_own_device_and_hold_it_until_given_back():
+    slots = Slots({"gpu": 2, "cpu": 1}, [0, 1])
+    first, second = slots.take({"gpu": 1}), slots.take({"gpu": 1})
+    assert (first["devices"], second["devices"]) == ([0], [1])
+    assert slots.take({"gpu": 1}) is None  # a third waits: one node per GPU
+    assert slots.take({"cpu": 1}) is not None and slots.take({"cpu": 1}) is None  # --jobs 1
+    slots.give(second)
+    assert slots.take({"gpu": 1})["devices"] == [1]
+    assert slots.take({"gpu": 2}) is None
+
+
+def test_training_nodes_ask_for_a_gpu_on_cuda_and_a_train_slot_on_cpu(tmp_path):
+    executor = Executor(Workspace(tmp_path / "ws"), parallel=2)
+    for device, needs in (("cuda", {"gpu": 1}), ("cpu", {"train": 1})):
+        graph = plan_study(parse_spec({"name": "x", "train": {"device": device}}))
+        assert {str(executor.needs(n)) for n in graph.of("train")} == {str(needs)}
+        assert {str(executor.needs(n)) for n in graph.of("curate")} == {str({"cpu": 1})}
+    executor.dispatch = "tailstudy-train/train-gpu"
+    assert {str(executor.needs(n)) for n in graph.of("train")} == {str({"dispatch": 1})}
