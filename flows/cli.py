@@ -195,6 +195,10 @@ def _caption_bar(desc: str):
     return item_bar(desc, unit="caption")
 
 
+def _say(message: str) -> None:
+    err.print(message, highlight=False, soft_wrap=True)
+
+
 def _exclusive(ws):
     """For match / ingest: a watchdog that ends our workers with us (even on kill -9), and the workspace lock (a second
     command on the workspace waits, then reuses what the first built)."""
@@ -510,8 +514,7 @@ def ingest(
     threads: int = typer.Option(16, "--threads", help="Download threads per process."),
     processes: int = typer.Option(1, "--processes", help="Download processes."),
     timeout: int = typer.Option(10, "--timeout", help="Seconds per request."),
-    max_image_mb: float = typer.Option(32.0, "--max-image-mb", help="Refuse a download larger than this "
-                                                                    "(error_kind too_large); never read whole."),
+    max_image_mb: float = typer.Option(32.0, "--max-image-mb", help="Refuse bigger downloads (too_large)."),
     retry_rounds: int = typer.Option(1, "--retry-rounds", help="Rounds re-fetching URLs that failed transiently."),
     retry_wait: float = typer.Option(5.0, "--retry-wait", help="Seconds to wait before each retry round."),
     shard_size: int = typer.Option(10000, "--shard-size", help="Samples per webdataset shard."),
@@ -520,9 +523,8 @@ def ingest(
     workspace: Optional[Path] = WorkspaceOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show img2dataset's own output."),
 ) -> None:
-    """Download a URL list with img2dataset into webdataset shards (a corpus artifact a study can reuse); failed
-    URLs are recorded per sample (the `downloads` view) and transient failures are retried. Resumes when
-    interrupted: finished shards are never downloaded again."""
+    """Download a URL list with img2dataset into webdataset shards (a corpus artifact a study can reuse); failures are
+    recorded per sample (the `downloads` view), transient ones retried; resumes, never re-fetching finished shards."""
     from pydantic import ValidationError
 
     from pipeline import catalog
@@ -533,8 +535,8 @@ def ingest(
     options = {"source": "urls", "path": str(urls), "url_col": url_col, "caption_col": caption_col, "id_col": id_col,
                "preset": preset, "image_size": image_size, "format": fmt, "header": not no_header,
                "resize_mode": resize_mode, "threads": threads, "processes": processes, "timeout": timeout,
-               "max_image_mb": max_image_mb, "retry_rounds": retry_rounds, "retry_wait": retry_wait, "shard_size": shard_size,
-               "refetch": refetch}
+               "max_image_mb": max_image_mb, "retry_rounds": retry_rounds, "retry_wait": retry_wait,
+               "shard_size": shard_size, "refetch": refetch}
     try:
         cfg = UrlsCorpusSpec.model_validate({k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
@@ -542,8 +544,7 @@ def ingest(
     ws = _workspace(workspace)
     try:
         with _exclusive(ws):
-            result = run_local(ws, [source_node(cfg)], quiet=not verbose,
-                               say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))["source"]
+            result = run_local(ws, [source_node(cfg)], quiet=not verbose, say=_say)["source"]
     except KeyboardInterrupt:  # typer would exit 130 silently
         err.print("interrupted: finished shards are kept; run the same command again to resume", highlight=False)
         raise typer.Exit(130) from None
