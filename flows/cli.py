@@ -227,6 +227,8 @@ def match(
                                                             "folder name)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Processes (default: one per core)."),
     force: bool = typer.Option(False, "--force", help="Match again even when the artifact exists."),
+    index: bool = typer.Option(False, "--index", help="Also build the captions' token index (for tailstudy count, "
+                                                      "the tokens view, duplicate-aware counts and descriptiveness)."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Match captions to concepts; matches and concept frequencies land in the catalog for `tailstudy sql`."""
@@ -247,6 +249,10 @@ def match(
         with _caption_bar(f"match {captions.name}") as advance:
             results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None
                                      else {}, caption_col, id_col, name, workers, advance, force)
+        if index:
+            from pipeline.describe import index_and_describe
+
+            results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force))
         catalog.refresh(ws)
     for stage, result in results.items():
         out.print(f"  {result.status:<7} {stage:<10} {result.key}", highlight=False)
@@ -259,6 +265,29 @@ def match(
     where = f" -w {workspace}" if workspace else ""
     out.print(f"corpus {freq['corpus']!r} in concept_freq, matches, imbalance; e.g. tailstudy sql @top_concepts{where}, "
               f"@concept_head_tail, @caption_coverage, @corpus_vs_reference", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def count(
+    phrase: str = typer.Argument(..., help="Any phrase, e.g. \"red fox\"."),
+    bag: bool = typer.Option(False, "--bag", help="Count captions holding every lemma of the phrase, anywhere (the "
+                                                  "paper's bag rule, no negatives) instead of the phrase itself."),
+    plurals: bool = typer.Option(False, "--plurals", help="Phrase: the last word may also be plural (as matching)."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="Indexed corpus (default: the only one)."),
+    examples: int = typer.Option(3, "--examples", help="Example captions to show."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Exact count of captions containing a phrase, from a corpus's token index (tailstudy match --index)."""
+    from pipeline.index import count as count_phrase, find_index
+
+    name, index_dir = find_index(_workspace(workspace), corpus)
+    found = count_phrase(index_dir, phrase, bag, plurals, max(0, examples))
+    rule = "all lemmas of" if bag else "the phrase" + (" (or its plurals)" if plurals else "")
+    share = found["count"] / found["captions"] if found["captions"] else 0.0
+    out.print(f"{found['count']:,} of {found['captions']:,} captions of {name!r} ({share:.4%}) contain {rule} "
+              f"{phrase!r} ({found['seconds'] * 1000:.0f} ms)", highlight=False, soft_wrap=True)
+    for sample_id, caption in found["examples"]:
+        out.print(f"  {sample_id}: {caption}", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- deploy / submit (a Prefect server; deploy/README)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.classlists import named_class_list
+from pipeline.describe import pick_by_descriptiveness
 from pipeline.errors import SpecError
 from pipeline.frequency import concept_freq, imbalance_stats, reference_counts
 from pipeline.stats import spearman
@@ -233,11 +234,14 @@ def _templates() -> list:
 # caption variant -> its rule, from the class name, the sample's text fields and a drawn template / synonym;
 # any other variant is a '+' combination of text fields (title+tags ...), optionally after the class name
 CAPTION_VARIANTS = {
-    "cname": lambda name, full, template, synonym: name,
-    "a_cname": lambda name, full, template, synonym: f"a {name}",
-    "full": lambda name, full, template, synonym: full,
-    "templates": lambda name, full, template, synonym: template(name),
-    "synonym_templates": lambda name, full, template, synonym: template(synonym or name),
+    "cname": lambda name, full, template, synonym, fields: name,
+    "a_cname": lambda name, full, template, synonym, fields: f"a {name}",
+    "full": lambda name, full, template, synonym, fields: full,
+    "templates": lambda name, full, template, synonym, fields: template(name),
+    "synonym_templates": lambda name, full, template, synonym, fields: template(synonym or name),
+    # ours (h15, pipeline/describe.py): same samples, each keeps its most / least descriptive text field
+    "most_descriptive": lambda name, full, template, synonym, fields: pick_by_descriptiveness([full, *fields], True),
+    "least_descriptive": lambda name, full, template, synonym, fields: pick_by_descriptiveness([full, *fields], False),
 }
 TEMPLATE_VARIANTS = ("templates", "synonym_templates")
 
@@ -245,7 +249,7 @@ TEMPLATE_VARIANTS = ("templates", "synonym_templates")
 def caption_variant(kind: str, name: str, fields: dict[str, str], full: str, prefix: bool,
                     template=None, synonym: str | None = None) -> str:
     if kind in CAPTION_VARIANTS:
-        return CAPTION_VARIANTS[kind](name, full, template, synonym)
+        return CAPTION_VARIANTS[kind](name, full, template, synonym, list(fields.values()))
     text = ". ".join(fields[part] for part in kind.split("+") if fields.get(part))
     if not prefix:
         return text

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
 
 
 def spearman(a, b) -> float:
@@ -10,4 +9,6 @@ def spearman(a, b) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
+    from scipy.stats import spearmanr  # imported here: scipy.stats costs ~1 s, and `tailstudy match` never needs it
+
     return float(spearmanr(a, b).statistic)

@@ -86,6 +86,10 @@ def as_string_array(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray)
     return captions
 
 
+def _no_nulls(arr: pa.Array) -> pa.Array:
+    return pc.fill_null(arr, "") if arr.null_count else arr  # fill_null copies even when there is nothing to fill
+
+
 def _lut(keep: str, lower: bool) -> np.ndarray:
     table = np.full(256, ord(" "), np.uint8)
     for ch in keep:
@@ -101,29 +105,44 @@ _PAPER_LUT = _lut("abcdefghijklmnopqrstuvwxyz", lower=True)
 
 
 _AMP, _APOSTROPHE = ord("&"), ord("'")
+# byte classes of the one flagging pass: which rows need the slower paths of phrase_tokens
+_FLAG_AMP, _FLAG_NON_ASCII, _FLAG_APOSTROPHE = 1, 2, 4
+_BYTE_FLAGS = np.zeros(256, np.uint8)
+_BYTE_FLAGS[_AMP], _BYTE_FLAGS[_APOSTROPHE], _BYTE_FLAGS[128:] = _FLAG_AMP, _FLAG_APOSTROPHE, _FLAG_NON_ASCII
 
 
-def _flagged_rows(arr: pa.Array, flag: np.ndarray) -> np.ndarray:
-    """Rows holding at least one byte for which `flag` (a 256-entry bool table) is set; one numpy pass."""
+_ONES, _HIGHS = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080)
+
+
+def _words_with(words: np.ndarray, flag_bytes: bytes) -> np.ndarray:
+    """Which 8-byte words hold a byte >= 128 or one of `flag_bytes` (the classic has-zero-byte bit trick, 8 bytes
+    per operation instead of one)."""
+    found = (words & _HIGHS) != 0
+    for byte in flag_bytes:
+        x = words ^ (_ONES * np.uint64(byte))
+        found |= ((x - _ONES) & ~x & _HIGHS) != 0
+    return found
+
+
+def _row_flags(arr: pa.Array, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-> (rows holding a byte that `table` flags, OR of their byte flags), rows ascending. Only bytes >= 128 and the
+    bytes `table` flags below 128 are looked at, 8 at a time, then byte by byte inside the few words that hold one."""
     _validity, offsets, data = arr.buffers()
     if data is None or len(arr) == 0:
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
     ends = np.frombuffer(offsets, np.int32)[arr.offset: arr.offset + len(arr) + 1]
-    hits = np.flatnonzero(flag[np.frombuffer(data, np.uint8)[ends[0]: ends[-1]]]) + ends[0]
-    return np.unique(np.searchsorted(ends, hits, "right") - 1)
-
-
-def _flag(*, amp: bool = False, apostrophe: bool = False, non_ascii: bool = False) -> np.ndarray:
-    table = np.zeros(256, bool)
-    table[_AMP] = amp
-    table[_APOSTROPHE] = apostrophe
-    table[128:] = non_ascii
-    return table
-
-
-_AMP_OR_NON_ASCII = _flag(amp=True, non_ascii=True)
-_APOSTROPHE_FLAG = _flag(apostrophe=True)
-_NON_ASCII_FLAG = _flag(non_ascii=True)
+    raw = np.frombuffer(data, np.uint8)[ends[0]: ends[-1]]
+    whole = len(raw) // 8 * 8
+    words = np.flatnonzero(_words_with(raw[:whole].view(np.uint64), bytes(np.flatnonzero(table[:128]).tolist())))
+    candidates = np.concatenate([(words[:, None] * 8 + np.arange(8)).ravel(), np.arange(whole, len(raw))])
+    codes = table[raw[candidates]]
+    hits = candidates[codes != 0]
+    codes = codes[codes != 0]
+    if len(hits) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    rows = np.searchsorted(ends, hits + ends[0], "right") - 1
+    first = np.flatnonzero(np.concatenate([[True], rows[1:] != rows[:-1]]))
+    return rows[first], np.bitwise_or.reduceat(codes, first)
 
 
 def _replace_rows(arr: pa.Array, rows: np.ndarray, values: pa.Array) -> pa.Array:
@@ -160,15 +179,53 @@ def _split_bytes(arr: pa.Array, lut: np.ndarray) -> tuple[np.ndarray, pa.Array]:
     return rows, pc.list_flatten(lists)
 
 
+# Code points that Arrow's NFKD (utf8proc) decomposes but Python's unicodedata (Unicode 14.0, Python 3.11) does not:
+# all unassigned in Unicode 14, so normalise() keeps them (as word separators). A row holding one takes the Python path,
+# so the vectorised NFKD gives normalise's result exactly (tests/test_match_speed.py recomputes this list).
+_ARROW_ONLY_DECOMPOSED = ((1368, 1368), (1419, 1420), (8349, 8351), (42993, 42993), (67017, 67017), (67044, 67044),
+                          (67515, 67519), (70531, 70531), (70533, 70533), (70542, 70542), (70545, 70545),
+                          (70597, 70597), (70599, 70600), (90401, 90408), (93544, 93546), (110883, 110886),
+                          (117974, 118009), (120486, 120486), (122773, 122773), (122829, 122879), (122928, 122989))
+_ARROW_NFKD_AGREES = unicodedata.unidata_version == "14.0.0" and pa.__version__.split(".")[0] == "26"
+_ARROW_ONLY_RE = "[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in _ARROW_ONLY_DECOMPOSED) + "]"
+_NON_ASCII_SEPARATORS = r"[^\x00-\x7f\x{0300}-\x{036f}]+"
+
+
+def _fold_rows_vectorised(arr: pa.Array) -> pa.Array:
+    """normalise's non-ASCII folding without '&' rows: Arrow NFKD, curly apostrophe -> ', separators, accents."""
+    folded = pc.replace_substring(pc.utf8_normalize(arr, form="NFKD"), "\u2019", "'")
+    return pc.replace_substring_regex(pc.replace_substring_regex(folded, _NON_ASCII_SEPARATORS, " "),
+                                      r"[\x{0300}-\x{036f}]+", "")
+
+
+def _fold_non_ascii_rows(arr: pa.Array, rows: np.ndarray, flags: np.ndarray) -> pa.Array:
+    """Rows with entities or non-ASCII text -> as normalise folds them: Arrow kernels for most, Python's unicodedata
+    and html.unescape for rows with '&' or with a code point the two Unicode databases decompose differently."""
+    sub = arr.take(pa.array(rows))
+    python = (flags & _FLAG_AMP) != 0
+    if _ARROW_NFKD_AGREES:
+        python |= pc.match_substring_regex(sub, _ARROW_ONLY_RE).to_numpy(zero_copy_only=False)
+    else:  # another Unicode database: the per-string path for every row
+        python[:] = True
+    out = _fold_rows_vectorised(sub.filter(pa.array(~python))) if not python.all() else None
+    if python.any():
+        slow = pc.replace_substring_regex(_map_rows(sub, np.flatnonzero(python), _decompose), _NON_ASCII_SEPARATORS,
+                                          " ")
+        slow = pc.replace_substring_regex(slow, r"[\x{0300}-\x{036f}]+", "")
+        out = slow if out is None else pc.replace_with_mask(
+            pc.replace_with_mask(sub, pa.array(~python), out), pa.array(python), slow)
+    return _replace_rows(arr, rows, out)
+
+
 def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Vectorised ``normalise(...).split()`` of every caption -> (row of each token, tokens), in caption order; an
     empty token may start or end a caption's tokens (never sits between two words)."""
-    arr = pc.fill_null(as_string_array(captions), "")
-    rows = _flagged_rows(arr, _AMP_OR_NON_ASCII)
-    if len(rows):  # the rare rows: entities and non-ASCII text (Python's unicodedata, as normalise)
-        sub = pc.replace_substring_regex(_map_rows(arr, rows, _decompose), r"[^\x00-\x7f\x{0300}-\x{036f}]+", " ")
-        arr = _replace_rows(arr, rows, pc.replace_substring_regex(sub, r"[\x{0300}-\x{036f}]+", ""))
-    rows = _flagged_rows(arr, _APOSTROPHE_FLAG)
+    arr = _no_nulls(as_string_array(captions))
+    rows, flags = _row_flags(arr, _BYTE_FLAGS)
+    slow = (flags & (_FLAG_AMP | _FLAG_NON_ASCII)) != 0
+    if slow.any():  # the rare rows: entities and non-ASCII text
+        arr = _fold_non_ascii_rows(arr, rows[slow], flags[slow])
+    rows = rows[slow | ((flags & _FLAG_APOSTROPHE) != 0)]  # folding may turn a curly apostrophe into '
     if len(rows):
         sub = pc.replace_substring_regex(arr.take(pa.array(rows)), r"'[sS]\b", "")
         arr = _replace_rows(arr, rows, pc.replace_substring(sub, "'", ""))
@@ -178,8 +235,8 @@ def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -
 def paper_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Vectorised paper tokeniser -> (row of each token, tokens), before contraction splitting: a token "cannot"
     stands for "can" + "not" (see PAPER_CONTRACTIONS). Empty tokens may appear, as in ``phrase_tokens``."""
-    arr = pc.fill_null(as_string_array(captions), "")
-    rows = _flagged_rows(arr, _NON_ASCII_FLAG)
+    arr = _no_nulls(as_string_array(captions))
+    rows = _row_flags(arr, _BYTE_FLAGS & _FLAG_NON_ASCII)[0]
     if len(rows):
         arr = _replace_rows(arr, rows, _map_rows(arr, rows, str.lower))  # Python's Unicode lower, as the paper's
     return _split_bytes(arr, _PAPER_LUT)

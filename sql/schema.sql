@@ -55,3 +55,37 @@ CREATE OR REPLACE VIEW run_metrics AS SELECT NULL::VARCHAR AS run_id, NULL::VARC
 
 CREATE OR REPLACE VIEW reference_freq AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS name,
     NULL::BIGINT AS count WHERE false;
+
+CREATE OR REPLACE VIEW corpus_matches AS SELECT NULL::VARCHAR AS match_key, NULL::VARCHAR AS corpus,
+    NULL::VARCHAR AS vocab, NULL::VARCHAR AS method, NULL::BIGINT AS captions WHERE false;
+
+CREATE OR REPLACE VIEW concept_pairs AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab, NULL::VARCHAR AS method,
+    NULL::INTEGER AS concept_a, NULL::INTEGER AS concept_b, NULL::BIGINT AS count_a, NULL::BIGINT AS count_b,
+    NULL::BIGINT AS count, NULL::BIGINT AS captions, NULL::DOUBLE AS pmi, NULL::DOUBLE AS npmi WHERE false;
+
+CREATE OR REPLACE VIEW indexed_captions AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS index_key,
+    NULL::BIGINT AS row, NULL::VARCHAR AS sample_id, NULL::VARCHAR AS caption, NULL::VARCHAR AS normalised WHERE false;
+
+CREATE OR REPLACE VIEW tokens AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS term, NULL::INTEGER AS row,
+    NULL::INTEGER AS pos WHERE false;
+
+CREATE OR REPLACE VIEW concept_freq_dedup AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::BIGINT AS count, NULL::BIGINT AS distinct_captions,
+    NULL::DOUBLE AS duplicate_rate WHERE false;
+
+CREATE OR REPLACE VIEW corpus_dedup AS SELECT NULL::VARCHAR AS corpus, NULL::BIGINT AS captions,
+    NULL::BIGINT AS distinct_captions, NULL::DOUBLE AS duplicate_rate WHERE false;
+
+CREATE OR REPLACE VIEW verified_freq AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS raw_count, NULL::BIGINT AS verified_count,
+    NULL::DOUBLE AS misalignment_rate WHERE false;
+
+CREATE OR REPLACE VIEW concept_descriptiveness AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS captions,
+    NULL::DOUBLE AS mean_words, NULL::DOUBLE AS p10_words, NULL::DOUBLE AS median_words, NULL::DOUBLE AS p90_words,
+    NULL::DOUBLE AS mean_extra_words, NULL::DOUBLE AS median_extra_words, NULL::BIGINT AS template_like,
+    NULL::DOUBLE AS template_share WHERE false;
+
+CREATE OR REPLACE VIEW concept_freq_urls AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
+    NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::BIGINT AS count, NULL::BIGINT AS distinct_urls,
+    NULL::DOUBLE AS url_duplicate_rate WHERE false;

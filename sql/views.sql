@@ -80,3 +80,94 @@ CREATE OR REPLACE VIEW reference_freq AS
 SELECT regexp_extract(filename, 'class_frequency_(.+)\.txt$', 1) AS source, name, count
 FROM read_csv('${DATA}/reference/freqs/class_frequency_*.txt', delim = '\t', header = false, quote = '',
               columns = {'name': 'VARCHAR', 'count': 'BIGINT'}, filename = true);
+
+-- which corpus each match artifact counts (from the frequency artifacts' manifests): captions = the corpus's size
+CREATE OR REPLACE VIEW corpus_matches AS
+SELECT DISTINCT inputs.match AS match_key, corpus, vocab, method, imbalance.captions AS captions
+FROM read_json('${WORKSPACE}/frequency/*/manifest.json', union_by_name = true);
+
+-- co-occurrence of every pair of concepts matched in the same caption, per corpus (h15): count = captions matching
+-- both; pmi = ln(count * captions / (count_a * count_b)); npmi = pmi / -ln(count / captions) (1 when every caption
+-- holds both). Pairs that never co-occur are left out (their PMI is -infinity).
+CREATE OR REPLACE VIEW concept_pairs AS
+WITH m AS (SELECT DISTINCT match_key, sample_id, concept_id FROM matches),
+     single AS (SELECT match_key, concept_id, count(*) AS n FROM m GROUP BY ALL),
+     pair AS (SELECT a.match_key, a.concept_id AS concept_a, b.concept_id AS concept_b, count(*) AS n
+              FROM m AS a JOIN m AS b
+                ON a.match_key = b.match_key AND a.sample_id = b.sample_id AND a.concept_id < b.concept_id
+              GROUP BY ALL)
+SELECT k.corpus, k.vocab, k.method, p.concept_a, p.concept_b, sa.n AS count_a, sb.n AS count_b, p.n AS count,
+       k.captions, ln(p.n::DOUBLE * k.captions / (sa.n::DOUBLE * sb.n)) AS pmi,
+       CASE WHEN p.n = k.captions THEN 1.0
+            ELSE ln(p.n::DOUBLE * k.captions / (sa.n::DOUBLE * sb.n)) / -ln(p.n::DOUBLE / k.captions) END AS npmi
+FROM pair AS p
+JOIN single AS sa ON sa.match_key = p.match_key AND sa.concept_id = p.concept_a
+JOIN single AS sb ON sb.match_key = p.match_key AND sb.concept_id = p.concept_b
+JOIN corpus_matches AS k ON k.match_key = p.match_key;
+
+-- captions of every corpus indexed by `tailstudy match --index` (h15): row = input order, normalised = the phrase
+-- rule's normalised caption; index_key = the index artifact
+CREATE OR REPLACE VIEW indexed_captions AS
+SELECT i.corpus, i.key AS index_key, c.row, c.sample_id, c.caption, c.normalised
+FROM read_parquet('${WORKSPACE}/index/*/captions.parquet', filename = true) AS c
+JOIN (SELECT key, corpus FROM read_json('${WORKSPACE}/index/*/manifest.json', union_by_name = true)) AS i
+  ON i.key = regexp_extract(c.filename, '/index/([^/]+)/', 1);
+
+-- the token index (h15): every word of every indexed caption, with its caption row and its position among the
+-- caption's words. e.g. captions holding "red fox":
+-- select count(distinct a.row) from tokens a join tokens b on b.corpus = a.corpus and b.row = a.row and
+--   b.pos = a.pos + 1 where a.term = 'red' and b.term = 'fox' and a.corpus = 'web'
+CREATE OR REPLACE VIEW tokens AS
+SELECT i.corpus, w.term::VARCHAR AS term, w.row, w.pos
+FROM read_parquet('${WORKSPACE}/index/*/words.parquet', filename = true) AS w
+JOIN (SELECT key, corpus FROM read_json('${WORKSPACE}/index/*/manifest.json', union_by_name = true)) AS i
+  ON i.key = regexp_extract(w.filename, '/index/([^/]+)/', 1);
+
+-- duplicate-aware concept counts of indexed corpora (h15): count = matched captions, distinct_captions = distinct
+-- normalised captions among them, duplicate_rate = 1 - distinct_captions / count
+CREATE OR REPLACE VIEW concept_freq_dedup AS
+WITH keyed AS (SELECT DISTINCT inputs.match AS match_key, inputs.index AS index_key  -- which index covers which match
+               FROM read_json('${WORKSPACE}/describe/*/manifest.json', union_by_name = true))
+SELECT k.corpus, k.vocab, k.method, m.concept_id, count(*) AS count, count(DISTINCT c.normalised) AS distinct_captions,
+       1 - count(DISTINCT c.normalised) / count(*) AS duplicate_rate
+FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
+JOIN keyed USING (match_key)
+JOIN corpus_matches AS k USING (match_key)
+JOIN indexed_captions AS c ON c.index_key = keyed.index_key AND c.sample_id = m.sample_id
+GROUP BY ALL;
+
+-- duplicates of each indexed corpus as a whole (h15)
+CREATE OR REPLACE VIEW corpus_dedup AS
+SELECT corpus, count(*) AS captions, count(DISTINCT normalised) AS distinct_captions,
+       1 - count(DISTINCT normalised) / count(*) AS duplicate_rate
+FROM indexed_captions GROUP BY ALL;
+
+-- raw (phrase) and verified (semantic) counts side by side where both matchers ran on a corpus (h15);
+-- misalignment_rate = share of the phrase matches the semantic check rejected
+CREATE OR REPLACE VIEW verified_freq AS
+SELECT p.corpus, p.vocab, p.concept_id, p.name, p.count AS raw_count, s.count AS verified_count,
+       CASE WHEN p.count > 0 THEN 1 - s.count / p.count END AS misalignment_rate
+FROM concept_freq AS p
+JOIN concept_freq AS s ON s.corpus = p.corpus AND s.vocab = p.vocab AND s.concept_id = p.concept_id
+WHERE p.method = 'phrase' AND s.method = 'semantic';
+
+-- how descriptive each concept's matched captions are (h15; pipeline/describe.py): caption length in words, words
+-- beyond the concept's name, and the captions that are only a template around one of its names
+CREATE OR REPLACE VIEW concept_descriptiveness AS
+SELECT corpus, vocab, method, concept_id, name, captions, mean_words, p10_words, median_words, p90_words,
+       mean_extra_words, median_extra_words, template_like, template_share
+FROM read_parquet('${WORKSPACE}/describe/*/concept_descriptiveness.parquet');
+
+-- distinct URLs among each concept's matched captions, for study corpora whose captions carry URLs (h15):
+-- url_duplicate_rate = 1 - distinct_urls / count (captions without a URL are left out)
+CREATE OR REPLACE VIEW concept_freq_urls AS
+WITH keyed AS (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, inputs.corpus AS corpus_key
+               FROM read_json('${WORKSPACE}/match/*/manifest.json', filename = true, union_by_name = true))
+SELECT k.corpus, k.vocab, k.method, m.concept_id, count(*) AS count, count(DISTINCT c.url) AS distinct_urls,
+       1 - count(DISTINCT c.url) / count(*) AS url_duplicate_rate
+FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
+JOIN keyed USING (match_key)
+JOIN corpus_matches AS k USING (match_key)
+JOIN captions AS c ON c.corpus_key = keyed.corpus_key AND c.sample_id = m.sample_id
+WHERE c.url IS NOT NULL
+GROUP BY ALL;

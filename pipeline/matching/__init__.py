@@ -14,10 +14,19 @@ from pipeline.vocab import Vocabulary
 MATCHERS: dict[str, Callable[..., Matcher]] = {"phrase": PhraseMatcher, "bag": BagMatcher, "semantic": SemanticMatcher}
 
 
+_BUILT: dict[tuple, Matcher] = {}  # the last few matchers built: planning, the parent and forked workers share one
+
+
 def make_matcher(method: str, vocab: Vocabulary, **options: Any) -> Matcher:
+    """The matcher of (method, vocabulary, options); built once per process (building reads WordNet's tables)."""
     if method not in MATCHERS:
         raise ValueError(f"unknown matching method {method!r} (known: {', '.join(MATCHERS)})")
-    return MATCHERS[method](vocab, **options)
+    key = (method, vocab, tuple(sorted(options.items())))
+    if key not in _BUILT:
+        if len(_BUILT) >= 4:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[key] = MATCHERS[method](vocab, **options)
+    return _BUILT[key]
 
 
 def matches_table(sample_ids: Sequence[str] | pa.Array, captions: Captions, matcher: Matcher) -> pa.Table:

@@ -61,9 +61,15 @@ def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return offsets + np.arange(total)
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique of a 1-d array by sorting: numpy 2's default (hash-based) unique is ~100x slower on integers."""
+    values = np.sort(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
+
+
 def unique_pairs(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (row, col) pairs, sorted by row then col."""
-    keys = np.unique(rows.astype(np.int64) * n_cols + cols)
+    keys = sorted_unique(rows.astype(np.int64) * n_cols + cols)
     return keys // n_cols, keys % n_cols
 
 

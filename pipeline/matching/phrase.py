@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.matching.base import Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, unique_pairs
 from pipeline.matching.trie import WordTrie
-from pipeline.matching.wordnet import noun_lemmatiser
+from pipeline.matching.wordnet import irregular_plurals
 from pipeline.text import NORMALISER_VERSION, normalise, phrase_tokens
 from pipeline.vocab import Vocabulary
 
@@ -36,7 +36,7 @@ def inflections(phrase: str) -> list[str]:
     WordNet lists for it (a normalised phrase in, distinct phrases out)."""
     head, _, last = phrase.rpartition(" ")
     prefix = f"{head} " if head else ""
-    forms = [last, regular_plural(last), *noun_lemmatiser().irregular_plurals(last)]
+    forms = [last, regular_plural(last), *irregular_plurals(last)]
     return list(dict.fromkeys(prefix + form for form in forms))
 
 

@@ -11,10 +11,10 @@ import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,10 +50,20 @@ def stats_path(work_dir: Path, index: int) -> Path:
     return work_dir / f"part-{index:05d}.json"
 
 
+def prefetched(items: Iterator[Any]) -> Iterator[Any]:
+    """The items of an iterator, the next one read in a thread while the caller works on the current one (Arrow's
+    readers release the GIL, so reading and matching overlap)."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
+
+
 def match_shard(shard: Shard, matcher: Matcher, work_dir: Path, progress: Progress | None = None) -> dict:
     """Match one shard -> its part file and counts (written atomically, the counts last)."""
     tables, captions = [], 0
-    for ids, batch in read_batches(shard):
+    for ids, batch in prefetched(read_batches(shard)):
         tables.append(matches_table(ids, batch, matcher))
         captions += len(batch)
         if progress:
@@ -113,6 +123,27 @@ def _context(spec: MatcherSpec) -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn" if sys.platform == "win32" else "forkserver")
 
 
+# What runs after matching in the same process (the frequency stage's figure, the catalog refresh) imports these; the
+# parent only waits while its workers match, so it imports them then, in a thread started after the workers forked.
+NEXT_STAGE_MODULES = ("matplotlib.pyplot", "duckdb")
+
+
+def _import_quietly(names: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in names:
+        try:
+            if name == "matplotlib.pyplot":
+                importlib.import_module("matplotlib").use("Agg")
+            importlib.import_module(name)
+        except Exception:  # pragma: no cover - a missing optional module is imported (and reported) where it is used
+            pass
+
+
+def warm_up_next_stages() -> None:
+    threading.Thread(target=_import_quietly, args=(NEXT_STAGE_MODULES,), daemon=True, name="warm-imports").start()
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -143,6 +174,7 @@ def run_shards(shards: list[Shard], spec: MatcherSpec, work_dir: Path, workers: 
         with ProcessPoolExecutor(workers, mp_context=_context(spec), initializer=_init_worker,
                                  initargs=(spec,)) as pool:
             futures = {pool.submit(_run_in_pool, shard, work_dir) for shard in pending}
+            warm_up_next_stages()  # the workers exist now (fork starts them all at the first submit)
             try:
                 while futures:
                     finished_now, futures = wait(futures, return_when=FIRST_COMPLETED)

@@ -42,16 +42,10 @@ class NounLemmatiser:
         self._by_lemma: dict[str, list[str]] = {}
         for form, lemma in self.exceptions.items():
             self._by_lemma.setdefault(lemma, []).append(form)
-        self._plurals: dict[str, list[str]] | None = None
 
     def irregular_plurals(self, word: str) -> list[str]:
         """Forms that noun.exc lists with `word` among their bases (mouse -> mice, axis -> axes), sorted."""
-        if self._plurals is None:
-            self._plurals = {}
-            for form, bases in self.exception_bases.items():
-                for base in bases:
-                    self._plurals.setdefault(base, []).append(form)
-        return sorted(self._plurals.get(word, ()))
+        return irregular_plurals(word)
 
     def lemmatise(self, word: str) -> str:
         if word in self.exceptions:
@@ -74,11 +68,32 @@ class NounLemmatiser:
 
 
 @lru_cache(maxsize=1)
-def noun_lemmatiser() -> NounLemmatiser:
-    with gzip.open(LEMMAS_FILE, "rt", encoding="ascii") as fh:
-        lemmas = frozenset(line.strip() for line in fh if line.strip())
+def noun_exceptions() -> dict[str, tuple[str, ...]]:
+    """noun.exc: inflected form -> its bases."""
     exceptions = {}
     for line in EXCEPTIONS_FILE.read_text(encoding="ascii").splitlines():
         form, bases = line.split("\t")
         exceptions[form] = tuple(bases.split())
-    return NounLemmatiser(lemmas, exceptions)
+    return exceptions
+
+
+@lru_cache(maxsize=1)
+def _plurals() -> dict[str, list[str]]:
+    plurals: dict[str, list[str]] = {}
+    for form, bases in noun_exceptions().items():
+        for base in bases:
+            plurals.setdefault(base, []).append(form)
+    return plurals
+
+
+def irregular_plurals(word: str) -> list[str]:
+    """Forms that noun.exc lists with `word` among their bases (mouse -> mice), sorted. Reads only the exception list,
+    not the lemma table, so building a phrase matcher stays cheap."""
+    return sorted(_plurals().get(word, ()))
+
+
+@lru_cache(maxsize=1)
+def noun_lemmatiser() -> NounLemmatiser:
+    with gzip.open(LEMMAS_FILE, "rt", encoding="ascii") as fh:
+        lemmas = frozenset(line.strip() for line in fh if line.strip())
+    return NounLemmatiser(lemmas, noun_exceptions())

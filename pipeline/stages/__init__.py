@@ -10,8 +10,10 @@ from __future__ import annotations
 from pipeline.stages.base import Artifact, BuildContext, Node, Stage, resolve, resolve_all, run_local, run_node, walk
 from pipeline.stages.corpus import CorpusStage, corpus_config
 from pipeline.stages.curate import CurateStage, cell_id, target_concepts
+from pipeline.stages.describe import DescribeStage
 from pipeline.stages.evaluate import EvaluateStage
 from pipeline.stages.frequency import FrequencyStage
+from pipeline.stages.index import IndexStage
 from pipeline.stages.match import MatchStage
 from pipeline.stages.report import ReportStage, collect_results
 from pipeline.stages.source import SourceStage, source_node
@@ -20,7 +22,7 @@ from pipeline.stages.vocab import VocabStage
 
 REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
     VocabStage(), SourceStage(), CorpusStage(), MatchStage(), FrequencyStage(), CurateStage(), TrainStage(),
-    EvaluateStage(), ReportStage(),
+    EvaluateStage(), ReportStage(), IndexStage(), DescribeStage(),  # the last two: tailstudy match --index (h15)
 )}
 # the stages of a study, in order (what --force names); `source` is the corpus's ingested input, forced by name only
 STAGES = ("vocab", "corpus", "match", "frequency", "curate", "train", "evaluate", "report")

@@ -1,0 +1,269 @@
+"""Token index of a caption corpus, and exact ad-hoc counts from it (``tailstudy count``).
+
+The index stage (key: the captions' content digest, the caption/id columns, INDEX_VERSION, the tokenisers' versions)
+writes three Parquet files, each sorted so that a term's postings are contiguous and row groups can be skipped:
+
+- ``words.parquet``  (term, row, pos): every word of every caption as ``pipeline.text.normalise`` splits it, with its
+  caption row (0-based, input order) and its position among the caption's words;
+- ``lemmas.parquet`` (term, row): every distinct WordNet noun lemma of every caption, tokenised as the paper's bag rule
+  does (``pipeline.text.paper_words``, ``pipeline.matching.wordnet``);
+- ``captions.parquet`` (row, sample_id, caption, normalised): the captions themselves, for examples and for
+  duplicate-aware counts (``normalised`` = ``normalise(caption)``).
+
+The count rules:
+
+- phrase: captions in which the normalised phrase occurs as a run of whole words of the normalised caption
+  (``" phrase "`` in ``" " + normalise(caption) + " "``); with ``plurals`` the phrase's last word may also take the
+  plural forms the phrase matcher uses (``pipeline.matching.phrase.inflections``);
+- bag: captions whose lemma set holds every lemma of the phrase (``pipeline.matching.bag.phrase_lemmas``), anywhere,
+  in any order; a phrase without letters has no lemmas and counts nothing (as in the bag matcher).
+
+Counting reads only the postings of the phrase's words and intersects them (positions shifted by the word's place in
+the phrase), so its cost grows with those words' frequencies, not with the corpus.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.matching.bag import phrase_lemmas
+from pipeline.matching.base import Csr, sorted_unique
+from pipeline.matching.phrase import inflections
+from pipeline.matching.wordnet import noun_lemmatiser
+from pipeline.text import NORMALISER_VERSION, PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, normalise, paper_tokens, \
+    phrase_tokens
+
+INDEX_VERSION = 1
+ROW_GROUP = 1 << 17
+FILES = ("words.parquet", "words_terms.parquet", "lemmas.parquet", "lemmas_terms.parquet", "captions.parquet")
+
+
+def index_config() -> dict:
+    return {"index": INDEX_VERSION, "normaliser": NORMALISER_VERSION, "paper_tokeniser": PAPER_TOKENISER_VERSION}
+
+
+# ---------------------------------------------------------------- build
+
+def _positions(rows: np.ndarray) -> np.ndarray:
+    """Place of each token within its row (rows non-decreasing)."""
+    index = np.arange(len(rows))
+    starts = np.concatenate([[True], rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, bool)
+    return index - np.maximum.accumulate(np.where(starts, index, 0))
+
+
+def _word_postings(captions: pa.Array, first_row: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    rows, tokens = phrase_tokens(captions)
+    keep = pc.greater(pc.binary_length(tokens), 0).to_numpy(zero_copy_only=False)  # empty tokens only at the ends
+    rows, tokens = rows[keep], tokens.filter(pa.array(keep))
+    return tokens, (rows + first_row).astype(np.int32), _positions(rows).astype(np.int32)
+
+
+class _Lemmas:
+    """Caption words -> distinct (row, lemma) pairs; each distinct word is lemmatised once."""
+
+    def __init__(self):
+        self.lemmatiser = noun_lemmatiser()
+        self.lemma_id: dict[str, int] = {}
+        self.word_lemmas: dict[str, list[int]] = {}
+
+    def _of(self, word: str) -> list[int]:
+        if word not in self.word_lemmas:
+            parts = PAPER_CONTRACTIONS.get(word, (word,)) if word else ()
+            self.word_lemmas[word] = sorted({self.lemma_id.setdefault(self.lemmatiser.lemmatise(p), len(self.lemma_id))
+                                             for p in parts})
+        return self.word_lemmas[word]
+
+    def postings(self, captions: pa.Array, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, tokens = paper_tokens(captions)
+        encoded = pc.dictionary_encode(tokens)
+        table = Csr([self._of(w) for w in encoded.dictionary.to_pylist()])
+        rows, lemmas = table.expand(rows, encoded.indices.to_numpy().astype(np.int64))
+        keys = sorted_unique(rows.astype(np.int64) * (len(self.lemma_id) + 1) + lemmas)
+        return (keys // (len(self.lemma_id) + 1) + first_row).astype(np.int32), keys % (len(self.lemma_id) + 1)
+
+    def names(self) -> pa.Array:
+        return pa.array(sorted(self.lemma_id, key=self.lemma_id.get), pa.string())
+
+
+def _sorted_by_term(terms: pa.Array, columns: dict[str, np.ndarray]) -> pa.Table:
+    """Rows sorted by term, each term's postings kept in (row, position) order; the term column dictionary-encoded
+    (sorted dictionary), so no string is copied."""
+    encoded = pc.dictionary_encode(terms)
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    keys = np.sort((rank[encoded.indices.to_numpy()] << 32) | np.arange(len(terms), dtype=np.int64))
+    perm = keys & 0xFFFFFFFF
+    term = pa.DictionaryArray.from_arrays(pa.array((keys >> 32).astype(np.int32)), encoded.dictionary.take(order))
+    return pa.table({"term": term, **{k: pa.array(v[perm]) for k, v in columns.items()}})
+
+
+def build_index(batches: Iterable[tuple[pa.Array, pa.Array]], out: Path, progress=None) -> dict:
+    """(ids, captions) batches in input order -> the three index files in `out`; returns counts."""
+    words, word_rows, word_pos, lemma_rows, lemma_ids, caption_tables = [], [], [], [], [], []
+    lemmas, row = _Lemmas(), 0
+    for ids, captions in batches:
+        captions = pc.fill_null(captions, "") if captions.null_count else captions
+        terms, rows, pos = _word_postings(captions, row)
+        words.append(terms), word_rows.append(rows), word_pos.append(pos)
+        rows, ids_ = lemmas.postings(captions, row)
+        lemma_rows.append(rows), lemma_ids.append(ids_)
+        caption_tables.append(pa.table({"row": pa.array(np.arange(row, row + len(captions), dtype=np.int64)),
+                                        "sample_id": ids.cast(pa.string()), "caption": captions}))
+        row += len(captions)
+        if progress:
+            progress(len(captions), None)
+    all_words = pa.chunked_array(words, pa.string()).combine_chunks()
+    word_table = _sorted_by_term(all_words, {"row": _cat(word_rows, np.int32), "pos": _cat(word_pos, np.int32)})
+    lemma_names = lemmas.names()
+    lemma_terms = lemma_names.take(pa.array(_cat(lemma_ids, np.int64)))
+    lemma_table = _sorted_by_term(lemma_terms, {"row": _cat(lemma_rows, np.int32)})
+    captions_table = pa.concat_tables(caption_tables) if caption_tables else pa.table(
+        {"row": pa.array([], pa.int64()), "sample_id": pa.array([], pa.string()), "caption": pa.array([], pa.string())})
+    captions_table = captions_table.append_column("normalised", _normalised(captions_table.column("caption")))
+    # the stage writes into a fresh directory it renames into place when done, so plain writes are atomic enough
+    for name, table in (("words", word_table), ("lemmas", lemma_table)):
+        pq.write_table(table, out / f"{name}.parquet", compression="zstd", row_group_size=ROW_GROUP)
+        pq.write_table(term_ranges(table), out / f"{name}_terms.parquet", compression="zstd")
+    pq.write_table(captions_table, out / "captions.parquet", compression="zstd", row_group_size=1 << 16)
+    return {"captions": row, "words": word_table.num_rows, "distinct_words": len(pc.unique(all_words)),
+            "lemma_postings": lemma_table.num_rows, "distinct_lemmas": len(lemma_names)}
+
+
+def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def _normalised(captions: pa.ChunkedArray) -> pa.Array:
+    """normalise() of every caption, vectorised: its words joined by single spaces."""
+    captions = captions.combine_chunks() if isinstance(captions, pa.ChunkedArray) else captions
+    rows, tokens = phrase_tokens(captions)
+    keep = pc.greater(pc.binary_length(tokens), 0).to_numpy(zero_copy_only=False)
+    rows, tokens = rows[keep], tokens.filter(pa.array(keep))
+    offsets = np.searchsorted(rows, np.arange(len(captions) + 1)).astype(np.int32)
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), tokens), " ")
+
+
+# ---------------------------------------------------------------- count
+
+def term_ranges(table: pa.Table) -> pa.Table:
+    """(term, start, postings) of a term-sorted postings table: where each term's postings lie in the file."""
+    codes = table.column("term").combine_chunks().indices.to_numpy()
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]])) if len(codes) else np.zeros(0, int)
+    lengths = np.diff(np.concatenate([starts, [len(codes)]]))
+    names = table.column("term").combine_chunks().dictionary.take(pa.array(codes[starts]))
+    return pa.table({"term": names, "start": pa.array(starts, pa.int64()), "postings": pa.array(lengths, pa.int64())})
+
+
+def _postings(index_dir: Path, kind: str, terms: list[str], columns: list[str]) -> dict[str, pa.Table]:
+    """Each term's postings: the term's place comes from ``<kind>_terms.parquet``, then only the row groups that hold
+    it are read (an unknown term has none)."""
+    wanted = sorted(set(terms))
+    ranges = pq.read_table(index_dir / f"{kind}_terms.parquet", filters=[("term", "in", wanted)]) if wanted else None
+    found = {t: (s, n) for t, s, n in zip(*(ranges.column(c).to_pylist() for c in ("term", "start", "postings")))} \
+        if ranges is not None else {}
+    postings = pq.ParquetFile(index_dir / f"{kind}.parquet")
+    bounds = np.cumsum([0] + [postings.metadata.row_group(g).num_rows for g in range(postings.num_row_groups)])
+    out = {}
+    for term in wanted:
+        if term not in found:
+            out[term] = pa.table({c: pa.array([], pa.int32()) for c in columns})
+            continue
+        start, n = found[term]
+        first, last = np.searchsorted(bounds, start, "right") - 1, np.searchsorted(bounds, start + n - 1, "right") - 1
+        part = postings.read_row_groups(list(range(first, last + 1)), columns=columns)
+        out[term] = part.slice(start - bounds[first], n)
+    return out
+
+
+def phrase_rows(index_dir: Path, phrase: str, plurals: bool = False) -> np.ndarray:
+    """Sorted rows of the captions in which the phrase occurs as whole words (see the module docstring)."""
+    norm = normalise(phrase)
+    if not norm:
+        return np.zeros(0, np.int64)
+    forms = [f.split() for f in (inflections(norm) if plurals else [norm])]
+    postings = _postings(index_dir, "words", [w for f in forms for w in f], ["row", "pos"])
+    width = np.int64(1 << 32)
+    keys = {w: t.column("row").to_numpy().astype(np.int64) * width + t.column("pos").to_numpy()
+            for w, t in postings.items()}  # sorted: each term's postings are in (row, pos) order
+    found = [np.zeros(0, np.int64)]
+    for form in forms:
+        hits = keys[form[0]]
+        for offset, word in enumerate(form[1:], start=1):
+            hits = hits[_sorted_isin(hits + offset, keys[word])]
+        found.append(sorted_unique(hits // width))
+    return sorted_unique(np.concatenate(found))
+
+
+def bag_rows(index_dir: Path, phrase: str) -> np.ndarray:
+    """Sorted rows of the captions whose lemmas include every lemma of the phrase."""
+    wanted = list(phrase_lemmas(phrase))
+    if not wanted:
+        return np.zeros(0, np.int64)
+    postings = _postings(index_dir, "lemmas", wanted, ["row"])
+    rows = postings[wanted[0]].column("row").to_numpy().astype(np.int64)
+    for lemma in wanted[1:]:
+        rows = rows[_sorted_isin(rows, postings[lemma].column("row").to_numpy().astype(np.int64))]
+    return rows
+
+
+def _sorted_isin(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    if len(sorted_set) == 0:
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+def count(index_dir: Path, phrase: str, bag: bool = False, plurals: bool = False, examples: int = 3) -> dict:
+    """-> {"count", "captions", "seconds", "examples": [(sample_id, caption), ...]} for one phrase."""
+    t0 = time.perf_counter()
+    rows = bag_rows(index_dir, phrase) if bag else phrase_rows(index_dir, phrase, plurals)
+    seconds = time.perf_counter() - t0
+    shown = []
+    if examples and len(rows):
+        wanted = pa.array(rows[:examples])
+        table = pq.read_table(index_dir / "captions.parquet", columns=["row", "sample_id", "caption"],
+                              filters=[("row", "<=", int(rows[min(examples, len(rows)) - 1]))])
+        table = table.filter(pc.is_in(table.column("row"), wanted))
+        shown = list(zip(table.column("sample_id").to_pylist(), table.column("caption").to_pylist()))
+    total = pq.ParquetFile(index_dir / "captions.parquet").metadata.num_rows
+    return {"count": int(len(rows)), "captions": int(total), "seconds": seconds, "examples": shown}
+
+
+# ---------------------------------------------------------------- stage and look-up
+
+def build_caption_index(ws, captions: str | Path, corpus: str, caption_col: str | None = None,
+                        id_col: str | None = None, force: bool = False, progress=None):
+    """The index artifact of a caption file or folder (stage ``index``, pipeline/stages/index.py), built or reused."""
+    from pipeline.matching.inputs import input_digest, resolve_sources
+    from pipeline.stages import run_node
+    from pipeline.stages.index import index_node
+
+    sources = resolve_sources(captions, caption_col, id_col)
+    return run_node(ws, index_node(sources, input_digest(sources), corpus), force, progress=progress)
+
+
+def find_index(ws, corpus: str | None) -> tuple[str, Path]:
+    """(corpus name, index directory) of the workspace's index named `corpus` (or its only one)."""
+    import json
+
+    from pipeline.errors import InputError
+
+    found: dict[str, Path] = {}
+    for manifest in sorted((ws.root / "index").glob("*/manifest.json")):
+        found.setdefault(json.loads(manifest.read_text()).get("corpus", manifest.parent.name), manifest.parent)
+    if not found:
+        raise InputError(f"{ws.root}: no token index yet (build one with: tailstudy match CAPTIONS --vocab V --index)")
+    if corpus is None:
+        if len(found) > 1:
+            raise InputError(f"--corpus: the workspace indexes several corpora ({', '.join(sorted(found))}); name one")
+        corpus = next(iter(found))
+    if corpus not in found:
+        raise InputError(f"--corpus {corpus}: no token index of that name (indexed: {', '.join(sorted(found))})")
+    return corpus, found[corpus]

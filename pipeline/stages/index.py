@@ -1,0 +1,31 @@
+"""index: the token index of caption files (pipeline/index.py: words with rows and positions, lemmas with rows, the
+captions and their normalised text). Key = INDEX_VERSION + the tokenisers' versions + the files' columns + their
+content digest, so every match of the same files shares one index (``tailstudy match --index``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.index import INDEX_VERSION, build_index, index_config
+from pipeline.stages.base import BuildContext, Node, Stage
+
+
+class IndexStage(Stage):
+    name = "index"
+    VERSION = INDEX_VERSION
+    key_roles = ()
+
+    def inputs(self, node: Node) -> dict:
+        return {**node.given, "corpus": node.config["corpus"]}
+
+    def build(self, ctx: BuildContext, out: Path) -> dict:
+        from pipeline.matching.inputs import plan_shards, read_batches
+
+        shards = plan_shards(ctx.config["sources"])
+        stats = build_index((b for shard in shards for b in read_batches(shard)), out, ctx.progress)
+        return {"rows": {"captions": stats["captions"], "words": stats["words"]}, "corpus": ctx.config["corpus"],
+                "index": stats}
+
+
+def index_node(sources: list, digest: str, corpus: str) -> Node:
+    key = {**index_config(), "columns": [[s.name, s.caption_col, s.id_col] for s in sources]}
+    return Node("index", {"sources": sources, "corpus": corpus, "key": key}, label=corpus, given={"captions": digest})

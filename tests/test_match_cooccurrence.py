@@ -1,0 +1,232 @@
+"""concept_pairs (co-occurrence, PMI, NPMI) and the duplicate-aware counts, against an independent computation: the
+per-class reference loop (pipeline/matching/reference.py) for the matches, pandas for the counting."""
+from __future__ import annotations
+
+import math
+import random
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import catalog
+from pipeline.describe import index_and_describe
+from pipeline.matching.reference import NaivePhrase
+from pipeline.stages import match_captions
+from pipeline.store import Workspace
+from pipeline.text import normalise
+from pipeline.vocab import load_vocab
+
+VOCAB = [{"name": "red fox"}, {"name": "goldfish"}, {"name": "mouse"}, {"name": "jaguar", "negatives": ["car"]},
+         {"name": "t-shirt", "synonyms": ["tee shirt"]}, {"name": "bowl"}]
+FILLER = ["a", "photo", "of", "the", "in", "with", "my", "Car", "cute", "new"]
+NAMED = ["red fox", "Red-Fox", "goldfish", "GOLDFISH's", "mice", "mouse", "jaguar", "t-shirt", "tee shirts", "bowl",
+         "bowls", "foxes"]
+
+
+def corpus(n: int, seed: int = 3) -> list[str]:
+    rng = random.Random(seed)
+    captions: list[str] = []
+    for _ in range(n):
+        if captions and rng.random() < 0.25:  # a duplicate, sometimes only after normalisation
+            old = rng.choice(captions)
+            captions.append(old if rng.random() < 0.5 else old.upper() + " !!")
+            continue
+        words = [rng.choice(FILLER) for _ in range(rng.randint(0, 5))]
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            words.insert(rng.randint(0, len(words)), rng.choice(NAMED))
+        captions.append(" ".join(words))
+    return captions
+
+
+def indexed_workspace(root, captions: list[str]) -> tuple[Workspace, str]:
+    """`tailstudy match --index` of `captions` (corpus 'web', the VOCAB above) -> (workspace, vocabulary file)."""
+    import yaml
+
+    vocab_path = root / "vocab.yaml"
+    vocab_path.write_text(yaml.safe_dump(VOCAB))
+    path = root / "web.parquet"
+    pq.write_table(pa.table({"caption": captions}), path)
+    ws = Workspace(root / "ws")
+    results = match_captions(ws, path, str(vocab_path), "phrase", workers=1)
+    index_and_describe(ws, path, str(vocab_path), results)
+    catalog.refresh(ws)
+    return ws, str(vocab_path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    captions = corpus(1500)
+    ws, vocab_path = indexed_workspace(tmp_path_factory.mktemp("cooc"), captions)
+    naive = NaivePhrase(load_vocab(vocab_path))
+    rows = [(i, c) for i, caption in enumerate(captions) for c in naive.match_one(caption)]
+    truth = pd.DataFrame(rows, columns=["row", "concept_id"])
+    truth["normalised"] = [normalise(captions[r]) for r in truth.row]
+    return ws, captions, truth
+
+
+def test_concept_pairs_equal_an_independent_computation(setup):
+    ws, captions, truth = setup
+    n = len(captions)
+    single = truth.groupby("concept_id").size()
+    both = truth.merge(truth, on="row").query("concept_id_x < concept_id_y")
+    pairs = both.groupby(["concept_id_x", "concept_id_y"]).size()
+    got = catalog.query(ws, "select * from concept_pairs where corpus = 'web'").set_index(["concept_a", "concept_b"])
+    assert len(pairs) >= 10 and len(got) == len(pairs)
+    for (a, b), count in pairs.items():
+        row = got.loc[(a, b)]
+        pmi = math.log(count * n / (single[a] * single[b]))
+        assert (row["count"], row["count_a"], row["count_b"], row["captions"]) == (count, single[a], single[b], n)
+        assert row["pmi"] == pytest.approx(pmi, rel=1e-9, abs=1e-12)
+        assert row["npmi"] == pytest.approx(pmi / -math.log(count / n), rel=1e-9, abs=1e-12)
+
+
+def test_duplicate_aware_counts_equal_an_independent_computation(setup):
+    ws, captions, truth = setup
+    expected = truth.groupby("concept_id").agg(count=("row", "size"), distinct=("normalised", "nunique"))
+    got = catalog.query(ws, "select * from concept_freq_dedup where corpus = 'web'").set_index("concept_id")
+    assert sorted(got.index) == sorted(expected.index)
+    assert (expected["distinct"] < expected["count"]).any()  # the corpus really has duplicates
+    for cid, row in expected.iterrows():
+        assert (got.loc[cid, "count"], got.loc[cid, "distinct_captions"]) == (row["count"], row["distinct"])
+        assert got.loc[cid, "duplicate_rate"] == pytest.approx(1 - row["distinct"] / row["count"])
+    whole = catalog.query(ws, "select * from corpus_dedup where corpus = 'web'").iloc[0]
+    distinct = len({normalise(c) for c in captions})
+    assert (whole["captions"], whole["distinct_captions"]) == (len(captions), distinct)
+    assert whole["duplicate_rate"] == pytest.approx(1 - distinct / len(captions))
+
+
+def test_tokens_view_counts_a_phrase_like_tailstudy_count(setup):
+    ws, captions, _ = setup
+    sql = ("select count(distinct a.row) as n from tokens a join tokens b on b.corpus = a.corpus and b.row = a.row "
+           "and b.pos = a.pos + 1 where a.term = 'red' and b.term = 'fox' and a.corpus = 'web'")
+    assert catalog.query(ws, sql)["n"][0] == sum(" red fox " in f" {normalise(c)} " for c in captions) > 0
+
+
+def test_documented_queries_over_the_new_views(setup):
+    ws, _, truth = setup
+    pairs = catalog.query(ws, "@top_pairs")
+    assert len(pairs) > 0 and pairs.npmi.is_monotonic_decreasing and (pairs["count"] >= 5).all()
+    dups = catalog.query(ws, "@duplicates")
+    assert len(dups) == truth.concept_id.nunique() and dups.duplicate_rate.is_monotonic_decreasing
+    assert len(catalog.query(ws, "@misaligned_concepts")) == 0  # no semantic run here
+
+
+def test_verified_counts_side_by_side(tmp_path):
+    captions = ["a red fox in the snow", "Red Fox brand jeans sale", "goldfish in a bowl", "goldfish crackers",
+                "a jaguar in the jungle", "nothing", "two red foxes"]
+    path = tmp_path / "web.parquet"
+    pq.write_table(pa.table({"caption": captions}), path)
+    ws = Workspace(tmp_path / "ws")
+    for method in ("phrase", "semantic"):
+        match_captions(ws, path, "imagenet1k", method, workers=1, corpus="web")
+    catalog.refresh(ws)
+    freq = catalog.query(ws, "select method, concept_id, count from concept_freq where corpus = 'web'")
+    raw = freq[freq.method == "phrase"].set_index("concept_id")["count"]
+    verified = freq[freq.method == "semantic"].set_index("concept_id")["count"]
+    got = catalog.query(ws, "select * from verified_freq where corpus = 'web'").set_index("concept_id")
+    assert len(got) == len(raw) and (got.raw_count == raw[got.index]).all()
+    assert (got.verified_count == verified[got.index]).all() and (got.verified_count <= got.raw_count).all()
+    hit = got[got.raw_count > 0]
+    assert len(hit) >= 2
+    assert (hit.misalignment_rate == 1 - hit.verified_count / hit.raw_count).all()
+
+
+def test_descriptiveness_equals_an_independent_computation(tmp_path):
+    import numpy as np
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    rng = random.Random(5)
+    names = ["goldfish", "goldfishes", "red fox", "Red-Fox's", "tee shirt", "T-Shirt", "mice"]
+    captions = []
+    for i in range(600):
+        name = rng.choice(names)
+        kind = rng.random()
+        if kind < 0.3:
+            captions.append(OPENAI_IMAGENET_TEMPLATES[rng.randrange(80)](name))
+        elif kind < 0.4:
+            captions.append(rng.choice(["", "a ", "The "]) + name + rng.choice(["", ".", "!"]))
+        else:
+            captions.append(" ".join([rng.choice(FILLER) for _ in range(rng.randint(0, 8))] + [name, "at dusk"]))
+    ws, vocab_path = indexed_workspace(tmp_path, captions)
+    got = catalog.query(ws, "select * from concept_descriptiveness where corpus = 'web'").set_index("concept_id")
+    vocab = load_vocab(vocab_path)
+    naive = NaivePhrase(vocab)
+    for concept in vocab.concepts:
+        texts = [normalise(c) for c in captions if concept.concept_id in naive.match_one(c)]
+        row = got.loc[concept.concept_id]
+        assert row["captions"] == len(texts)
+        if not texts:
+            continue
+        words = np.array([len(t.split()) for t in texts])
+        forms = {f" {f} " for s in concept.synonyms
+                 for f in [normalise(s), normalise(s) + "s", normalise(s) + "es", *({"mouse": ["mice"]}.get(s, []))]}
+        templates = {normalise(t(f.strip())) for t in OPENAI_IMAGENET_TEMPLATES for f in forms} | {
+            normalise(p + f.strip()) for p in ("", "a ", "an ", "the ") for f in forms}
+        template_like = sum(t in templates for t in texts)
+        assert row["mean_words"] == pytest.approx(words.mean())
+        assert row["median_words"] == pytest.approx(np.median(words))
+        assert row["p90_words"] == pytest.approx(np.percentile(words, 90))
+        extra = np.maximum(words - len(normalise(concept.name).split()), 0)
+        assert row["mean_extra_words"] == pytest.approx(extra.mean())
+        assert row["template_like"] == template_like
+        assert row["template_share"] == pytest.approx(template_like / len(texts))
+    assert got.template_like.sum() > 100 and got.template_share.max() < 1
+
+
+def test_descriptiveness_caption_levels_keep_the_samples():
+    from tests.test_curate import POOL, World
+
+    world = World(POOL)
+    base = world.run(caption="full", open_world=True)[0].to_pylist()
+    for level in ("most_descriptive", "least_descriptive"):
+        rows = world.run(caption=level, open_world=True)[0].to_pylist()
+        assert [(r["sample_id"], r["copy"], r["label"]) for r in rows] == \
+            [(r["sample_id"], r["copy"], r["label"]) for r in base]
+        for r in rows:
+            source = world.by_id[r["sample_id"]]
+            if r["label"] is None:  # label-less samples keep their own caption
+                expected = source["caption"]
+            elif level == "most_descriptive":  # description (8 words) when present, else the caption (5)
+                expected = source["description"] or source["caption"]
+            else:  # title and tags have 2 words each: the first wins
+                expected = source["title"]
+            assert r["caption"] == expected, (level, r)
+
+
+def test_url_duplicates_of_a_study_corpus(tmp_path):
+    """A corpus artifact with URLs (as ingest writes it), matched and counted by the study's own stage functions."""
+    from pipeline.stages import Node, run_local
+    from pipeline.stages.frequency import frequency_node
+    from pipeline.stages.match import match_node
+    from pipeline.stages.vocab import vocab_node
+    from pipeline.store import write_parquet
+
+    rng = random.Random(9)
+    n = 800
+    captions = [" ".join(rng.choice(FILLER + NAMED) for _ in range(rng.randint(1, 6))) for _ in range(n)]
+    urls = [None if rng.random() < 0.1 else f"http://x/{rng.randrange(300)}.jpg" for _ in range(n)]
+    ws = Workspace(tmp_path / "ws")
+    table = pa.table({"sample_id": [f"s{i}" for i in range(n)], "caption": captions, "title": [None] * n,
+                      "tags": [None] * n, "description": [None] * n, "url": pa.array(urls, pa.string()),
+                      "shard": ["0.tar"] * n, "key": [f"{i:06d}" for i in range(n)]})
+    with ws.build("corpus", "ck", {"inputs": {}}) as out:
+        write_parquet(table, out / "captions.parquet")
+    import yaml
+
+    (tmp_path / "vocab.yaml").write_text(yaml.safe_dump(VOCAB))
+    vocab = load_vocab(str(tmp_path / "vocab.yaml"))
+    corpus = Node("corpus", label="ck", key="ck")  # the corpus artifact written above
+    match = match_node("phrase", {}, vocab_node(vocab, "vocab.yaml"), corpus=corpus)
+    run_local(ws, [frequency_node(match, "webdataset-ck", keyed=False)], workers=1)
+    catalog.refresh(ws)
+    naive = NaivePhrase(vocab)
+    truth = pd.DataFrame([(urls[i], c) for i in range(n) for c in naive.match_one(captions[i]) if urls[i]],
+                         columns=["url", "concept_id"])
+    expected = truth.groupby("concept_id").agg(count=("url", "size"), distinct=("url", "nunique"))
+    got = catalog.query(ws, "select * from concept_freq_urls where corpus = 'webdataset-ck'").set_index("concept_id")
+    assert sorted(got.index) == sorted(expected.index) and (expected["distinct"] < expected["count"]).any()
+    for cid, row in expected.iterrows():
+        assert (got.loc[cid, "count"], got.loc[cid, "distinct_urls"]) == (row["count"], row["distinct"])
+        assert got.loc[cid, "url_duplicate_rate"] == pytest.approx(1 - row["distinct"] / row["count"])
