@@ -49,9 +49,10 @@ def refresh(ws: Workspace) -> list[str]:
                 con.execute(statement)
                 live.append(name)
             except (duckdb.IOException, duckdb.BinderException, duckdb.InvalidInputException) as err:
-                if "No files found that match the pattern" not in str(err):  # an unreadable file: never silent
+                unreadable = not isinstance(err, duckdb.BinderException) and "No files found" not in str(err)
+                if unreadable:  # a corrupt or unreadable file: never an empty view in silence
                     raise InputError(f"catalog view {name}: {str(err).strip().splitlines()[0]}") from None
-                # no artifacts of this kind yet: the empty view from schema.sql stays
+                # no artifacts of this kind yet (no files, or not the fields a view needs): the empty view stays
     return live
 
 
