@@ -125,7 +125,12 @@ class Workspace:
         """Held while an artifact is built (and its work directory used): one builder per artifact at a time."""
         from pipeline.locks import file_lock, stderr_say
 
-        return file_lock(self.root / stage / f".lock-{key}", f"artifact {stage}/{key}", None, stderr_say)
+        return file_lock(self.lock_path(stage, key), f"artifact {stage}/{key}", None, stderr_say)
+
+    def lock_path(self, stage: str, key: str) -> Path:
+        """Artifact locks live apart from the artifacts (WORKSPACE/.locks/STAGE/KEY.lock): a stage directory holds
+        only artifacts, temps and work directories."""
+        return self.root / ".locks" / stage / f"{key}.lock"
 
     @contextlib.contextmanager
     def build(self, stage: str, key: str, manifest: dict[str, Any], replace: bool = False) -> Iterator[Path]:
@@ -195,7 +200,7 @@ class Workspace:
                 if stage_dir.is_dir():
                     for tmp in [*stage_dir.glob(".tmp-*"), *stage_dir.glob(".old-*")]:
                         found = TEMP_NAME.match(tmp.name)
-                        if found and is_free(stage_dir / f".lock-{found['key']}"):
+                        if found and is_free(self.lock_path(stage_dir.name, found["key"])):
                             shutil.rmtree(tmp, ignore_errors=True)
                             removed += 1
         return removed

@@ -76,7 +76,7 @@ def test_stale_temps_are_removed_only_when_their_builder_is_gone(tmp_path):
     dead = tmp_path / "train" / ".tmp-bbbb-5678abcd"
     live.mkdir(parents=True)
     dead.mkdir()
-    holder = hold_lock(tmp_path / "train" / ".lock-aaaa")
+    holder = hold_lock(ws.lock_path("train", "aaaa"))
     try:
         assert ws.clean_stale_temps() == 1
         assert live.is_dir() and not dead.exists()
