@@ -54,33 +54,53 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """The locked descriptor is still the file at `path` (a releasing holder unlinks it; a waiter that then got the
+    lock on the unlinked inode must start over on the new file)."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _acquire(path: Path, what: str, timeout: float | None, say: Callable[[str], None] | None) -> int:
+    """-> a descriptor of `path` holding its flock, waiting as `file_lock` says."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    told = False
+    while True:
+        fd = _open(path, what)
+        holder = describe(_read(fd))
+        while not _try_lock(fd):
+            if timeout == 0 or (deadline is not None and time.monotonic() > deadline):
+                os.close(fd)
+                busy = "busy" if timeout == 0 else f"still busy after {timeout:g} s"
+                raise InputError(f"{what} is {busy}: locked by {holder}")
+            if say and not told:
+                told = True
+                say(f"waiting for {what}: locked by {holder}"
+                    + (f" (at most {timeout:g} s)" if timeout is not None else ""))
+            time.sleep(POLL_S)
+        if _same_file(fd, path):
+            return fd
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, what: str, timeout: float | None = None,
               say: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on `path` for the block. A busy lock is waited for (saying so once), at most `timeout`
-    seconds (None = as long as it takes, 0 = not at all); then one InputError names the holder."""
-    fd = _open(path, what)
+    seconds (None = as long as it takes, 0 = not at all); then one InputError names the holder. A clean release
+    removes the file; a file left with a record names a holder that died, whose lock is taken over."""
+    fd = _acquire(path, what, timeout, say)
     try:
-        if not _try_lock(fd):
-            holder = describe(_read(fd))
-            if timeout == 0:
-                raise InputError(f"{what} is busy: locked by {holder}")
-            if say:
-                say(f"waiting for {what}: locked by {holder}"
-                    + (f" (at most {timeout:g} s)" if timeout is not None else ""))
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not _try_lock(fd):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise InputError(f"{what} is still busy after {timeout:g} s: locked by {holder}")
-                time.sleep(POLL_S)
-        elif _read(fd).strip() and say:  # a record on a free lock: its holder died without releasing it
+        if _read(fd).strip() and say:  # a record on a free lock: its holder died without releasing it
             say(f"taking over the lock of {what} from {describe(_read(fd))}, which is gone")
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_holder()).encode(), 0)
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)  # released cleanly: no record left for the next taker to report
+            path.unlink(missing_ok=True)  # released (also on an error), while still held: nothing is left behind
     finally:
         os.close(fd)  # closing the descriptor releases the flock
 
