@@ -16,7 +16,8 @@ fi
   || { echo "setup: Python 3.11 or 3.12 is needed (found $("$PY" --version 2>&1))" >&2; exit 1; }
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 echo "setup: installing pinned dependencies into $VENV (a few minutes on a fresh machine)" >&2
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r deploy/requirements.lock
+# the lock pins every package with its hashes: pip verifies each download (--require-hashes)
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r deploy/requirements.lock
 # img2dataset pins the `dataclasses` backport, which shadows the standard library's dataclasses and breaks
 # Prefect's API server ("unexpected keyword argument 'slots'"): never keep it on Python >= 3.7.
 "$VENV/bin/python" -m pip uninstall -q -y dataclasses 2>/dev/null || true

@@ -3,7 +3,6 @@ TAILSTUDY_DEBUG=1."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -14,11 +13,30 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.errors import TailstudyError
+from pipeline.output import ExportFormat, TableFormat, print_frame
+from pipeline.output import cell as _fmt
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Controlled studies of long-tailed image-text data: match, count, curate, train, evaluate.")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
+
+FormatOpt = typer.Option(TableFormat.table, "--format", "-f", help="How tables print: table, csv or json (stdout).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from pipeline import __version__
+
+        print(f"tailstudy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Controlled studies of long-tailed image-text data: match, count, curate, train, evaluate."""
+
 
 DEFAULT_WORKSPACE = "workspace"
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace directory (default: $TAILSTUDY_WORKSPACE or ./workspace).")
@@ -33,12 +51,6 @@ def _workspace(path: Optional[Path]):
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.3f}"
-    return "" if value is None else str(value)
 
 
 RESULT_COLUMNS = ["factor", "level", "model", "seed", "top1", "top5", "rho_acc", "rho_pred", "head_acc", "tail_acc"]
@@ -67,6 +79,8 @@ def run(
     lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="When another run holds the "
                                                  "workspace: wait at most this many seconds (default: until it "
                                                  "ends; 0: fail at once)."),
+    fmt: TableFormat = typer.Option(TableFormat.table, "--format", "-f", help="Results as table, csv or json "
+                                                                              "(stdout; stage lines go to stderr)."),
 ) -> None:
     """Run a study end to end; stages whose inputs did not change are reused."""
     from pipeline.spec import default_spec_path, load_spec
@@ -91,13 +105,19 @@ def run(
         parse_task_runner(task_runner)  # a bad name fails here, in one line
     summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose, task_runner=task_runner,
                         jobs=jobs, lock_timeout=lock_timeout)
+    log = out if fmt is TableFormat.table else err  # csv/json: stdout carries the results table only
     for rec in summary["stages"]:
         colour = {"ran": "green", "reused": "cyan", "shared": "dim"}.get(rec["status"], "white")
-        out.print(f"  [{colour}]{rec['status']:<7}[/] {rec['stage']:<10} {rec['key']}  {rec['label']}", highlight=False)
+        log.print(f"  [{colour}]{rec['status']:<7}[/] {rec['stage']:<10} {rec['key']}  {rec['label']}", highlight=False)
     counts = {s: sum(1 for r in summary["stages"] if r["status"] == s) for s in ("ran", "reused", "shared")}
-    out.print(f"stages: {counts['ran']} ran, {counts['reused']} reused, {counts['shared']} shared within this run")
-    print_results(summary["results"])
-    out.print(f"report: {summary['report']}", highlight=False)
+    log.print(f"stages: {counts['ran']} ran, {counts['reused']} reused, {counts['shared']} shared within this run")
+    if fmt is TableFormat.table:
+        print_results(summary["results"])
+    else:
+        import pandas as pd
+
+        print_frame(pd.DataFrame(summary["results"]).reindex(columns=RESULT_COLUMNS), fmt, out)
+    log.print(f"report: {summary['report']}", highlight=False)
 
 
 @app.command()
@@ -105,59 +125,43 @@ def sql(
     query: str = typer.Argument(..., help="SQL over the catalog views (captions, concepts, concept_freq, run_metrics, "
                                           "...), or @NAME for a documented query of sql/queries/."),
     workspace: Optional[Path] = WorkspaceOpt,
-    fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
+    fmt: TableFormat = FormatOpt,
     limit: int = typer.Option(1000, "--limit", help="table format: show at most this many rows (0 = all)."),
 ) -> None:
     """Query the workspace's DuckDB catalog: read-only, files outside the workspace are out of reach."""
     from pipeline import sqlguard
 
-    if fmt not in ("table", "csv", "json"):
-        _fail(f"--format {fmt}: use table, csv or json")
     if limit < 0:
         _fail(f"--limit {limit}: must be 0 (all rows) or more")
-    df = sqlguard.guarded_query(_workspace(workspace), query)
-    if fmt == "csv":
-        sys.stdout.write(df.to_csv(index=False))
-    elif fmt == "json":
-        sys.stdout.write(df.to_json(orient="records", indent=None) + "\n")
-    else:
+    df, note = sqlguard.guarded_query(_workspace(workspace), query), None
+    if fmt is TableFormat.table:
         df, note = sqlguard.limit_rows(df, limit)
-        table = Table(show_edge=True)
-        for col in df.columns:
-            table.add_column(str(col))
-        for row in df.itertuples(index=False):
-            table.add_row(*(_fmt(v) for v in row))
-        out.print(table)
-        if note:
-            err.print(note, highlight=False, soft_wrap=True)
+    print_frame(df, fmt, out)
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
 
 
 @app.command()
-def status(workspace: Optional[Path] = WorkspaceOpt) -> None:
+def status(workspace: Optional[Path] = WorkspaceOpt, fmt: TableFormat = FormatOpt) -> None:
     """List the artifacts of a workspace."""
+    import pandas as pd
+
     ws = _workspace(workspace)
-    arts = ws.list_artifacts()
-    if not arts:
-        out.print(f"{ws.root}: no artifacts yet")
-        return
-    table = Table(title=str(ws.root))
-    for col in ("stage", "key", "rows", "seconds"):
-        table.add_column(col)
-    corrupt = []
-    for art in arts:
+    rows, corrupt = [], []
+    for art in ws.list_artifacts():
         problem = ws.problem(art.stage, art.key)  # sizes, Parquet magic, checksums of files up to 64 MB
         if problem:
             corrupt.append(f"corrupt: {art.stage}/{art.key}: {problem}")
-            table.add_row(art.stage, art.key, "[red]CORRUPT[/]", "")
-            continue
-        manifest = art.manifest()
-        rows = ", ".join(f"{k}={v}" for k, v in manifest.get("rows", {}).items())
-        table.add_row(art.stage, art.key, rows, _fmt(float(manifest.get("seconds", float("nan")))))
-    out.print(table)
+        manifest = {"rows": {"CORRUPT": "rebuilt by the next run"}} if problem else art.manifest()
+        rows.append({"stage": art.stage, "key": art.key,
+                     "rows": ", ".join(f"{k}={v}" for k, v in manifest.get("rows", {}).items()),
+                     "seconds": float(manifest.get("seconds", float("nan")))})
+    if not rows and fmt is TableFormat.table:
+        out.print(f"{ws.root}: no artifacts yet")
+        return
+    print_frame(pd.DataFrame(rows, columns=["stage", "key", "rows", "seconds"]), fmt, out, title=str(ws.root))
     for line in corrupt:
         err.print(line, highlight=False, soft_wrap=True)
-    if corrupt:
-        err.print(f"{len(corrupt)} corrupt artifact(s): the next run rebuilds them", highlight=False)
 
 
 @app.command()
@@ -265,6 +269,27 @@ def match(
     where = f" -w {workspace}" if workspace else ""
     out.print(f"corpus {freq['corpus']!r} in concept_freq, matches, imbalance; e.g. tailstudy sql @top_concepts{where}, "
               f"@concept_head_tail, @caption_coverage, @corpus_vs_reference", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    subset: str = typer.Argument(..., help="A subset: its curate key, or FACTOR=LEVEL of a study (e.g. caption=a_cname)."),
+    out_dir: Path = typer.Argument(..., metavar="OUT", help="New folder to write the export into."),
+    fmt: ExportFormat = typer.Option(ExportFormat.webdataset, "--format", "-f",
+                            help="webdataset (tar shards 00000.tar, ...) or csv (images/ + train.csv)."),
+    study: Optional[str] = typer.Option(None, "--study", help="The study whose FACTOR=LEVEL is meant."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Export a curated subset (its samples, the level's captions, its repeats) for open_clip_train."""
+    from pipeline.export import export_subset
+
+    manifest = export_subset(_workspace(workspace), subset, fmt.value, out_dir, study)
+    label = f"{manifest['factor']}={manifest['level']}" if manifest["factor"] else manifest["subset_key"]
+    out.print(f"{label} (subset {manifest['subset_key']}): {manifest['samples']:,} samples "
+              f"({manifest['unique_samples']:,} distinct) -> {out_dir} [{fmt.value}], sha256 {manifest['sha256'][:16]}",
+              highlight=False, soft_wrap=True)
+    out.print("train with open_clip:", highlight=False)
+    print(manifest["open_clip_train"])
 
 
 @app.command()
@@ -591,8 +616,10 @@ def ingest(
 
 
 def main() -> None:
+    from pipeline.env import configure_offline_env
     from pipeline.lifeline import prefect_startup_defaults, startup_timeout_message
 
+    configure_offline_env()  # an entry point sets the process environment; importing the library does not
     prefect_startup_defaults()
     try:
         app(standalone_mode=True)

@@ -108,7 +108,7 @@ def train_runs_flow(spec_path: str, workspace: str, models: list[str] | None = N
     from flows.torchrun import check_gpus
 
     check_gpus(gpus)
-    graph, executor = open_study(spec_path, workspace, force)
+    graph, executor = open_study(spec_path, workspace, force, clean=not train_keys)
     executor.ddp = gpus
     if train_keys:
         executor.run(graph.of("curate"))  # train keys hash the subsets

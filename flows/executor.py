@@ -131,36 +131,41 @@ class Executor:
 
         return build
 
-    def build_in_child(self, node: Node, device: str | None, forced: bool) -> Artifact:
-        from flows.torchrun import launch
-
+    def elsewhere(self, node: Node, forced: bool, build: Callable[[], None]) -> Artifact:
+        """Reuse the node's artifact, or have another process build it (`build`), which must leave it in place."""
         stage = stage_of(node)
         path = self.ws.root / stage.dir / node.key
         if self.ws.exists(stage.dir, node.key) and not forced:
             return Artifact(stage.dir, node.key, path, "reused", node.label)
+        build()
+        if not self.ws.exists(stage.dir, node.key):
+            raise RuntimeError(f"{node.stage} {node.label}: finished elsewhere but left no artifact at {path}")
+        return Artifact(stage.dir, node.key, path, "ran", node.label)
+
+    def build_in_child(self, node: Node, device: str | None, forced: bool) -> Artifact:
+        """A training run in a process of its own (flows.torchrun): pinned to `device`, or on its share of threads."""
+        from flows.torchrun import launch
+
         threads = max(1, torch_threads() // max(self.parallel, 1)) if device is None else None
         if self.ddp > 1:
             device, threads = None, None  # torchrun gives each rank its LOCAL_RANK's GPU
-        launch(max(self.ddp, 1), self.spec_path, self.ws.root, node.key, forced, device, threads)
-        if not self.ws.exists(stage.dir, node.key):
-            raise RuntimeError(f"train run {node.key} finished but left no artifact")
-        return Artifact(stage.dir, node.key, path, "ran", node.label)
+        return self.elsewhere(node, forced, lambda: launch(max(self.ddp, 1), self.spec_path, self.ws.root, node.key,
+                                                           forced, device, threads))
 
     def build_in_child_flow(self, node: Node, forced: bool) -> Artifact:
         """Train on the dispatch deployment's work pool, as a child flow run of this one; wait for it to end."""
         from prefect.deployments import run_deployment
 
-        path = self.ws.root / "train" / node.key
-        if self.ws.exists("train", node.key) and not forced:
-            return Artifact("train", node.key, path, "reused", node.label)
-        params = {"spec": self.spec_path, "workspace": str(self.ws.root), "train_keys": [node.key],
-                  "force": ["train"] if forced else []}
-        child = run_deployment(self.dispatch, parameters=params, timeout=None, poll_interval=1,
-                               flow_run_name=f"train-{node.label}".replace("/", "-").replace("=", "-"),
-                               tags=["tailstudy", "dispatched"])
-        if not child.state.is_completed() or not self.ws.exists("train", node.key):
-            raise RuntimeError(f"train {node.label}: child flow run {child.name} ended {child.state.name}")
-        return Artifact("train", node.key, path, "ran", node.label)
+        def build() -> None:
+            params = {"spec": self.spec_path, "workspace": str(self.ws.root), "train_keys": [node.key],
+                      "force": ["train"] if forced else []}
+            child = run_deployment(self.dispatch, parameters=params, timeout=None, poll_interval=1,
+                                   flow_run_name=f"train-{node.label}".replace("/", "-").replace("=", "-"),
+                                   tags=["tailstudy", "dispatched"])
+            if not child.state.is_completed():
+                raise RuntimeError(f"train {node.label}: child flow run {child.name} ended {child.state.name}")
+
+        return self.elsewhere(node, forced, build)
 
     def submit(self, runner: ThreadPoolTaskRunner, node: Node, taken: dict):
         stage = REGISTRY[node.stage]
@@ -178,7 +183,7 @@ class Executor:
         running: dict[int, tuple[Node, dict, Any]] = {}
         events: queue.Queue = queue.Queue()
         failure = None
-        workers = max(self.jobs, self.parallel, len(slots.gpus), DISPATCHED if self.dispatch else 1) + 1
+        workers = self.jobs + self.parallel + len(slots.gpus) + (DISPATCHED if self.dispatch else 0)
         with ThreadPoolTaskRunner(max_workers=workers) as runner:
             while pending or running:
                 if failure is None:

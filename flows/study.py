@@ -30,7 +30,8 @@ def publish_artifacts(graph: S.StudyGraph, run_metrics, report_dir: Path) -> Non
     for (factor, level), part in run_metrics.groupby(["factor", "level"], sort=False):
         create_table_artifact(part[cols].round(4).to_dict("records"), key=_artifact_key(name, factor, level),
                               description=f"{name}: {factor} = {level}")
-    create_markdown_artifact((report_dir / "report.md").read_text() + f"\n\nHTML report: `{report_dir / 'report.html'}`\n",
+    # report_ui.md inlines its figures as data URIs: the Prefect UI cannot load files from the workspace
+    create_markdown_artifact((report_dir / "report_ui.md").read_text() + f"\n\nHTML report: `{report_dir / 'report.html'}`\n",
                              key=_artifact_key("report", name), description="study report")
 
 
@@ -51,12 +52,15 @@ def map_shards(fn, jobs):
     return task(fn, name="match-shard").map(jobs).result()
 
 
-def open_study(spec_path: str, workspace: str, force: list[str] | None, jobs: int = 1, dispatch: str | None = None):
-    """-> (graph, executor) for a flow run; stale temp dirs of killed runs are cleared first. `dispatch`
-    (FLOW/DEPLOYMENT, on a Prefect server): training runs become child flow runs of that deployment."""
+def open_study(spec_path: str, workspace: str, force: list[str] | None, jobs: int = 1, dispatch: str | None = None,
+               clean: bool = True):
+    """-> (graph, executor) for a flow run; stale temp dirs of killed runs are cleared first, unless `clean` is off
+    (a child flow run of a study: its siblings are building in the same workspace). `dispatch` (FLOW/DEPLOYMENT, on
+    a Prefect server): training runs become child flow runs of that deployment."""
     spec = load_spec(spec_path)
     ws = Workspace(workspace)
-    ws.clean_stale_temps()
+    if clean:
+        ws.clean_stale_temps()
     executor = Executor(ws, set(force or []), jobs=jobs, parallel=spec.train.parallel, spec_path=str(spec_path),
                         progress=progress_bar, options={"map_shards": map_shards}, dispatch=dispatch)
     return S.plan_study(spec), executor

@@ -1,7 +1,10 @@
 """The DuckDB catalog: views (defined in sql/) over a workspace's Parquet artifacts."""
 from __future__ import annotations
 
+import json
+import os
 import re
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -36,24 +39,51 @@ def sql_statements(path: Path, **params: str) -> list[str]:
     return [s.strip() for s in re.split(r";\s*(?:\n|$)", body) if s.strip()]
 
 
-def refresh(ws: Workspace) -> list[str]:
-    """(Re)create every view; returns the views that have data behind them."""
-    ws.root.mkdir(parents=True, exist_ok=True)
+def _statement_name(statement: str) -> str:
+    return re.search(r"(?:VIEW|TABLE)\s+(\w+)", statement).group(1)
+
+
+def _build(path: Path, ws: Workspace) -> list[str]:
+    """Create every view in a new catalog file; returns the views that have data behind them."""
     live = []
-    with duckdb.connect(str(ws.catalog_path)) as con:
+    with duckdb.connect(str(path)) as con:
+        use_workspace(con, ws)
         for statement in sql_statements(SQL_DIR / "schema.sql"):
             con.execute(statement)
-        for statement in sql_statements(SQL_DIR / "views.sql", WORKSPACE=ws.root.as_posix(), DATA=DATA_DIR.as_posix()):
-            name = re.search(r"VIEW\s+(\w+)", statement).group(1)
+        for statement in sql_statements(SQL_DIR / "views.sql", DATA=DATA_DIR.as_posix()):
             try:
                 con.execute(statement)
-                live.append(name)
+                live.append(_statement_name(statement))
             except (duckdb.IOException, duckdb.BinderException, duckdb.InvalidInputException) as err:
                 unreadable = not isinstance(err, duckdb.BinderException) and "No files found" not in str(err)
                 if unreadable:  # a corrupt or unreadable file: never an empty view in silence
-                    raise InputError(f"catalog view {name}: {str(err).strip().splitlines()[0]}") from None
+                    raise InputError(f"catalog view {_statement_name(statement)}: "
+                                     f"{str(err).strip().splitlines()[0]}") from None
                 # no artifacts of this kind yet (no files, or not the fields a view needs): the empty view stays
     return live
+
+
+def refresh(ws: Workspace) -> list[str]:
+    """(Re)build the catalog into a new file and rename it into place.
+
+    Never blocks: a reader (read-only or read-write, in this process or another) keeps the old file's snapshot, and
+    the rename needs no lock on it. View paths are relative to the workspace (see `use_workspace`)."""
+    ws.root.mkdir(parents=True, exist_ok=True)
+    tmp = ws.root / f".catalog-{uuid.uuid4().hex[:8]}.duckdb"
+    try:
+        live = _build(tmp, ws)
+        os.replace(tmp, ws.catalog_path)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+    return live
+
+
+def use_workspace(con: duckdb.DuckDBPyConnection, ws: Workspace) -> duckdb.DuckDBPyConnection:
+    """Resolve the views' relative paths against the workspace, wherever it now lies (DuckDB's file_search_path)."""
+    quoted = ws.root.as_posix().replace("'", "''")
+    con.execute(f"SET file_search_path = '{quoted}'")
+    return con
 
 
 def query(ws: Workspace, sql: str):
@@ -61,3 +91,16 @@ def query(ws: Workspace, sql: str):
     from pipeline.sqlguard import guarded_query
 
     return guarded_query(ws, sql)
+
+
+def check_corpus_name(ws: Workspace, labels: dict[str, str], frequency_key: str) -> None:
+    """`tailstudy match` refuses the labels (corpus, vocab, method) that another frequency artifact already carries
+    (e.g. x.parquet, then x.csv): two artifacts labelled alike would be summed together by any query that groups by
+    those columns. Another method or vocabulary on the same corpus name is told apart by its column."""
+    for path in sorted((ws.root / "frequency").glob("*/manifest.json")):
+        manifest = json.loads(path.read_text())
+        if path.parent.name != frequency_key and all(manifest.get(k) == v for k, v in labels.items()):
+            match_key = manifest.get("inputs", {}).get("match", "?")
+            raise InputError(f"corpus name {labels['corpus']!r} ({labels['vocab']}, {labels['method']}) is taken by "
+                             f"frequency artifact {path.parent} (match {match_key}: other input content, format or "
+                             f"options): give --name to keep both, or remove it")

@@ -26,7 +26,7 @@ from pipeline.frequency import concept_freq, imbalance_stats, reference_counts
 from pipeline.stats import spearman
 from pipeline.spec import CapProfile, DiversityThreshold, ExponentialProfile, MatchProfile, SubsetSpec, TrimTail, ZipfProfile
 
-CURATE_VERSION = 2
+CURATE_VERSION = 3  # 3: caption `full` is prefixed by the class name (the paper's Full Text)
 
 # Seed streams of the curate stage: np.random.default_rng([seed, STREAM, ...]) keeps every draw independent.
 _CLASS_DRAW, _OPEN_DRAW, _CAP_DRAW, _TEMPLATE_DRAW, _CONCEPT_DRAW = range(5)
@@ -236,7 +236,10 @@ def _templates() -> list:
 CAPTION_VARIANTS = {
     "cname": lambda name, full, template, synonym, fields: name,
     "a_cname": lambda name, full, template, synonym, fields: f"a {name}",
-    "full": lambda name, full, template, synonym, fields: full,
+    # the paper's "Full Text": the class name, then title, tags and description
+    "full": lambda name, full, template, synonym, fields: f"{name}. {full}" if full else name,
+    # ours: the web caption as drawn, which may name the class only through a synonym
+    "full_unprefixed": lambda name, full, template, synonym, fields: full,
     "templates": lambda name, full, template, synonym, fields: template(name),
     "synonym_templates": lambda name, full, template, synonym, fields: template(synonym or name),
     # ours (h15, pipeline/describe.py): same samples, each keeps its most / least descriptive text field

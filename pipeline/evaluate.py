@@ -7,8 +7,7 @@ import torch
 from pipeline.stats import spearman
 from pipeline.train import to_float
 
-EVALUATE_VERSION = 2
-
+EVALUATE_VERSION = 3  # 3: fixed eval class list, rho vs corpus frequency, per-class NC, NaN -> null
 
 
 def prompt_templates(kind: str) -> list:
@@ -21,19 +20,70 @@ def prompt_templates(kind: str) -> list:
 
 
 @torch.no_grad()
-def predict(learner, images: torch.Tensor, class_names: list[str], prompts: str, device: torch.device,
-            batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """-> (logits (N, C), image features (N, D)) on the evaluation images."""
+def encode_class_names(learner, class_names: list[str], prompts: str):
+    """What a learner needs to score these classes (CLIP: one text embedding per class, its prompts averaged)."""
     learner.eval()
     templates = prompt_templates(prompts)
-    class_prompts = [[t(name) for t in templates] for name in class_names]
-    classes = learner.encode_classes(class_prompts)
+    return learner.encode_classes([[t(name) for t in templates] for name in class_names])
+
+
+@torch.no_grad()
+def predict(learner, images: torch.Tensor, class_names: list[str], prompts: str, device: torch.device,
+            batch_size: int = 1024, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """-> (logits (N, C), image features (N, D)) on the evaluation images; `classes`: encode_classes' result when the
+    caller already has it."""
+    learner.eval()
+    if classes is None:
+        classes = encode_class_names(learner, class_names, prompts)
     logits, feats = [], []
     for start in range(0, len(images), batch_size):
         x = to_float(images[start:start + batch_size], device)
         feats.append(learner.image_features(x).float().cpu())
         logits.append(learner.class_logits(x, classes).float().cpu())
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
+
+
+def evaluation_classes(targets: list[int], choice, names: dict[int, str]) -> list[int]:
+    """The study's fixed evaluation class list (`eval.classes`): all targets, a named list, or class names."""
+    from pipeline.curate import select_concepts
+
+    return select_concepts(targets, choice, names, seed=0)
+
+
+def classifier_rows(learner, classes, learner_ids: list[int], eval_ids: list[int]) -> np.ndarray:
+    """The classifier's weight row per evaluation class (NaN rows for classes it has no output for)."""
+    with torch.no_grad():
+        weights = learner.classifier_weights(classes).float().cpu().numpy().astype(np.float64)
+    if learner.zero_shot:
+        return weights
+    row = {cid: i for i, cid in enumerate(learner_ids)}
+    out = np.full((len(eval_ids), weights.shape[1]), np.nan)
+    for j, cid in enumerate(eval_ids):
+        if cid in row:
+            out[j] = weights[row[cid]]
+    return out
+
+
+def evaluate_learner(learner, images: torch.Tensor, concepts: np.ndarray, eval_ids: list[int], learner_ids: list[int],
+                     counts: list[int], corpus_freq: dict[int, int], names: dict[int, str], prompts: str,
+                     device: torch.device, trimmed: list[int] = ()) -> tuple[dict, dict]:
+    """Score one learner on the study's evaluation classes. A zero-shot learner (CLIP) scores every evaluation class
+    by name, as the paper evaluates CLIP; a supervised learner scores the evaluation classes its head has, and images
+    of the others count as wrong. -> (per-class table over eval_ids, run metrics)."""
+    scored = [names[c] for c in (eval_ids if learner.zero_shot else learner_ids)]
+    encoded = encode_class_names(learner, scored, prompts)
+    logits, feats = predict(learner, images, scored, prompts, device, classes=encoded)
+    weights = classifier_rows(learner, encoded, learner_ids, eval_ids)
+    if not learner.zero_shot:
+        logits = align_logits(logits, learner_ids, eval_ids)
+    index_of = {cid: i for i, cid in enumerate(eval_ids)}
+    count_of = dict(zip(learner_ids, counts))
+    train_counts = np.array([count_of.get(c, 0) for c in eval_ids], np.int64)
+    in_subset = np.array([c in count_of for c in eval_ids])
+    corpus_counts = np.array([corpus_freq.get(c, 0) for c in eval_ids], np.int64)
+    y_true = np.array([index_of[int(c)] for c in concepts], np.int64)
+    return run_metrics(logits, feats, y_true, train_counts, [index_of[c] for c in trimmed if c in index_of],
+                       corpus_counts, in_subset, weights)
 
 
 def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, train_counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -51,69 +101,182 @@ def frequency_thirds(train_counts: np.ndarray) -> list[np.ndarray]:
     return np.array_split(order, 3)
 
 
+def align_logits(logits: np.ndarray, learner_ids: list[int], eval_ids: list[int]) -> np.ndarray:
+    """A head's logits (over its own classes) -> logits over the study's evaluation classes: a class the learner has
+    no output for gets -inf, so it is never predicted and its images always count as wrong."""
+    column = {cid: i for i, cid in enumerate(learner_ids)}
+    out = np.full((len(logits), len(eval_ids)), -np.inf, dtype=np.float64)
+    for j, cid in enumerate(eval_ids):
+        if cid in column:
+            out[:, j] = logits[:, column[cid]]
+    return out
+
+
+def _class_geometry(features: np.ndarray, labels: np.ndarray):
+    """-> (classes present, class means, globally centred means, pseudo-inverse of the between-class covariance)."""
+    classes = np.unique(labels)
+    features = features.astype(np.float64)
+    means = np.stack([features[labels == k].mean(0) for k in classes])
+    centred = means - features.mean(0)
+    sb = centred.T @ centred / len(classes)
+    return classes, means, centred, np.linalg.pinv(sb, rcond=1e-10)
+
+
+def _cosines(vectors: np.ndarray) -> np.ndarray:
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return unit @ unit.T
+
+
 def neural_collapse(features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """NC1 = tr(Sw Sb^+) / C (within- vs between-class variability) and NC2 = mean over class pairs of
     |cos(mu_i, mu_j) + 1/(C-1)| for globally centred class means (0 for a simplex equiangular tight frame)."""
-    classes = np.unique(labels)
-    c = len(classes)
-    if c < 2:
+    if len(np.unique(labels)) < 2:
         return float("nan"), float("nan")
-    features = features.astype(np.float64)
-    global_mean = features.mean(0)
-    means = np.stack([features[labels == k].mean(0) for k in classes])
-    centred = means - global_mean
-    sb = centred.T @ centred / c
-    sw = np.zeros_like(sb)
-    for k, mu in zip(classes, means):
-        diff = features[labels == k] - mu
-        sw += diff.T @ diff / len(diff)
-    sw /= c
-    nc1 = float(np.trace(sw @ np.linalg.pinv(sb, rcond=1e-10)) / c)
-    unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
-    cos = unit @ unit.T
+    nc1 = float(np.mean(per_class_nc1(features, labels)[1]))
+    classes, _, centred, _ = _class_geometry(features, labels)
+    c = len(classes)
     off = ~np.eye(c, dtype=bool)
-    nc2 = float(np.mean(np.abs(cos[off] + 1.0 / (c - 1))))
-    return nc1, nc2
+    return nc1, float(np.mean(np.abs(_cosines(centred)[off] + 1.0 / (c - 1))))
+
+
+def per_class_nc1(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NC1 of each class, tr(Sigma_k Sb^+) / C: its within-class variability relative to the between-class one (their
+    mean over classes is the run's NC1). -> (classes present, values)."""
+    classes, means, _, sb_pinv = _class_geometry(features, labels)
+    values = []
+    for k, mu in zip(classes, means):
+        diff = features[labels == k].astype(np.float64) - mu
+        values.append(np.einsum("nd,de,ne->", diff, sb_pinv, diff) / len(diff) / len(classes))
+    return classes, np.asarray(values)
+
+
+def etf_excess(vectors: np.ndarray) -> np.ndarray:
+    """Per row (rows with NaN excluded and left NaN): its mean cosine to the other rows after centring them on their
+    mean, minus the simplex-ETF value -1/(C-1). 0 = equiangular; > 0 = closer to the others (minority collapse)."""
+    out = np.full(len(vectors), np.nan)
+    known = ~np.isnan(vectors).any(1)
+    c = int(known.sum())
+    if c < 2:
+        return out
+    v = vectors[known] - vectors[known].mean(0)
+    cos = _cosines(v)
+    out[known] = (cos.sum(1) - np.diag(cos)) / (c - 1) + 1.0 / (c - 1)
+    return out
+
+
+def class_collapse(features: np.ndarray, labels: np.ndarray, n_classes: int,
+                   weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-class neural-collapse values: nc1; nc2_mean (ETF excess of the class means); nc2_weight (ETF excess of the
+    classifier's weight rows, NaN rows = classes it does not score). Classes without evaluation images are NaN."""
+    out = {"nc1": np.full(n_classes, np.nan), "nc2_mean": np.full(n_classes, np.nan),
+           "nc2_weight": np.full(n_classes, np.nan)}
+    if len(np.unique(labels)) >= 2:
+        classes, nc1 = per_class_nc1(features, labels)
+        out["nc1"][classes] = nc1
+        _, _, centred, _ = _class_geometry(features, labels)
+        means = np.full((n_classes, centred.shape[1]), np.nan)
+        means[classes] = centred
+        out["nc2_mean"] = etf_excess(means)
+    if weights is not None:
+        out["nc2_weight"] = etf_excess(np.asarray(weights, np.float64))
+    return out
+
+
+def _slope(log_freq: np.ndarray, acc: np.ndarray) -> float:
+    return float(np.polyfit(log_freq, acc, 1)[0]) if len(acc) > 1 and np.ptp(log_freq) > 0 else float("nan")
+
+
+def _frequency_metrics(table: dict, counts: np.ndarray, mask: np.ndarray, suffix: str) -> dict[str, float]:
+    """rho of accuracy and of prediction counts against a frequency, over the classes in `mask`."""
+    acc, valid = table["acc"], mask & ~np.isnan(table["acc"])
+    return {f"rho_acc{suffix}": spearman(counts[valid], acc[valid]),
+            f"rho_pred{suffix}": spearman(counts[mask], table["pred_count"][mask])}
+
+
+def _collapse_metrics(table: dict, counts: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Minority collapse: rho of each per-class NC value against training frequency."""
+    out = {}
+    for name in ("nc1", "nc2_mean", "nc2_weight"):
+        ok = mask & ~np.isnan(table[name])
+        out[f"rho_{name}_freq"] = spearman(counts[ok], table[name][ok])
+    return out
 
 
 def run_metrics(logits: np.ndarray, features: np.ndarray, y_true: np.ndarray, train_counts: np.ndarray,
-                trimmed: list[int] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Run-level metrics; `trimmed` = class indices cut by tail trimming (their mean accuracy is `trimmed_acc`)."""
+                trimmed: list[int] | None = None, corpus_counts: np.ndarray | None = None,
+                in_subset: np.ndarray | None = None,
+                weights: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Run-level metrics over the evaluation classes (the columns of `logits`).
+
+    `train_counts`: the subset's count per class; `in_subset`: which classes the subset has (default all): rho and the
+    thirds against the subset's frequency use those. `corpus_counts`: the pre-training corpus's natural frequency:
+    `rho_*_corpus` over every class, defined on a balanced subset too; the thirds follow it when the subset is flat.
+    `trimmed` = class indices cut by tail trimming (their mean accuracy is `trimmed_acc`)."""
+    train_counts = np.asarray(train_counts)
+    in_subset = np.ones(len(train_counts), bool) if in_subset is None else np.asarray(in_subset, bool)
+    corpus = np.asarray(corpus_counts) if corpus_counts is not None else train_counts
     y_pred = logits.argmax(1)
     k = min(5, logits.shape[1])
     top5 = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    per_class = per_class_table(y_true, y_pred, train_counts)
-    acc = per_class["acc"]
-    thirds = frequency_thirds(train_counts)
-    valid = ~np.isnan(acc)
-    log_freq = np.log10(np.maximum(train_counts, 1))
-    slope = float(np.polyfit(log_freq[valid], acc[valid], 1)[0]) if valid.sum() > 1 and np.ptp(log_freq[valid]) > 0 \
-        else float("nan")
+    table = per_class_table(y_true, y_pred, train_counts)
+    table["corpus_count"] = corpus
+    table.update(class_collapse(features, y_true, len(train_counts), weights))
+    acc, members = table["acc"], np.flatnonzero(in_subset)
+    ranking = train_counts if np.ptp(train_counts[members]) > 0 else corpus  # a flat subset: corpus frequency
+    thirds = [members[t] for t in frequency_thirds(ranking[members])]
+    valid = in_subset & ~np.isnan(acc)
     nc1, nc2 = neural_collapse(features, y_true)
     metrics = {
         "top1": float((y_pred == y_true).mean()),
         "top5": float((top5 == y_true[:, None]).any(1).mean()),
-        "rho_acc": spearman(train_counts[valid], acc[valid]),
-        "rho_pred": spearman(train_counts, per_class["pred_count"]),
-        "head_acc": float(np.nanmean(acc[thirds[0]])),
-        "mid_acc": float(np.nanmean(acc[thirds[1]])),
-        "tail_acc": float(np.nanmean(acc[thirds[2]])),
+        **_frequency_metrics(table, train_counts, in_subset, ""),
+        "head_acc": _nanmean(acc[thirds[0]]), "mid_acc": _nanmean(acc[thirds[1]]), "tail_acc": _nanmean(acc[thirds[2]]),
         "nc1": nc1,
         "nc2": nc2,
-        "acc_logfreq_slope": slope,
-        "trimmed_acc": float(np.nanmean(acc[trimmed])) if trimmed else float("nan"),
+        "acc_logfreq_slope": _slope(np.log10(np.maximum(train_counts[valid], 1)), acc[valid]),
+        "trimmed_acc": _nanmean(acc[trimmed]) if trimmed else float("nan"),
+        **_frequency_metrics(table, corpus, np.ones(len(corpus), bool), "_corpus"),
+        **_collapse_metrics(table, train_counts, in_subset),
     }
-    return per_class, metrics
+    return table, metrics
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, float)
+    return float(np.mean(values[~np.isnan(values)])) if (~np.isnan(values)).any() else float("nan")
+
+
+def _floats(values) -> pa.Array:
+    """Float column with NaN written as null: an undefined value must read as NULL in SQL, never as NaN."""
+    values = np.asarray(values, np.float64)
+    return pa.array(values, pa.float64(), mask=np.isnan(values))
+
+
+PER_CLASS_FLOATS = ("acc", "nc1", "nc2_mean", "nc2_weight")
 
 
 def per_class_arrow(run_id: str, concept_ids: list[int], names: list[str], per_class: dict[str, np.ndarray]) -> pa.Table:
+    n = len(concept_ids)
+    corpus = per_class.get("corpus_count", per_class["train_count"])
     return pa.table({
-        "run_id": pa.array([run_id] * len(concept_ids), pa.string()),
+        "run_id": pa.array([run_id] * n, pa.string()),
         "concept_id": pa.array(concept_ids, pa.int32()),
         "name": pa.array(names, pa.string()),
         "train_count": pa.array(per_class["train_count"], pa.int64()),
         "n_eval": pa.array(per_class["n_eval"], pa.int64()),
         "correct": pa.array(per_class["correct"], pa.int64()),
-        "acc": pa.array(per_class["acc"], pa.float64()),
+        "acc": _floats(per_class["acc"]),
         "pred_count": pa.array(per_class["pred_count"], pa.int64()),
+        "corpus_count": pa.array(corpus, pa.int64()),
+        **{name: _floats(per_class.get(name, np.full(n, np.nan))) for name in PER_CLASS_FLOATS[1:]},
     })
+
+
+def metrics_arrow(labels: dict, metrics: dict[str, float]) -> pa.Table:
+    """One run's metrics row: `labels` (run_id, model, seed, train_key) then every metric as a nullable double."""
+    return pa.table({**{k: [v] for k, v in labels.items()}, **{k: _floats([v]) for k, v in metrics.items()}})
+
+
+def json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Metrics for a JSON manifest: NaN (undefined) as null."""
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}

@@ -1,18 +1,21 @@
-"""Study report: a runs table (mean and spread over seeds), per-class accuracy vs frequency, rho and top-1 per level."""
+"""Study report: one self-contained HTML page (figures embedded as PNG data, alt text on each), the same as Markdown
+with figure files, and the markdown the Prefect UI renders (figures inlined as data URIs: the UI cannot load local
+files). Order: the claims table (when the report stage passes one), the run count, runs table, figures, corpus."""
 from __future__ import annotations
 
+import base64
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from pipeline import figures as F
+from pipeline.paths import REFERENCE_FREQ_DIR
 
 SUMMARY_METRICS = ["top1", "top5", "rho_acc", "rho_pred", "head_acc", "mid_acc", "tail_acc", "nc1", "nc2",
-                   "acc_logfreq_slope"]
+                   "acc_logfreq_slope", "rho_acc_corpus", "rho_pred_corpus"]
 
 
 def summarise(run_metrics: pd.DataFrame) -> pd.DataFrame:
@@ -23,55 +26,6 @@ def summarise(run_metrics: pd.DataFrame) -> pd.DataFrame:
     out = mean.join(std).reset_index()
     out.insert(3, "seeds", grouped.size().to_numpy())
     return out
-
-
-def figure_acc_vs_freq(per_class: pd.DataFrame, path: Path) -> None:
-    """Per-class accuracy against training frequency (log x), one panel per learner, one colour per level."""
-    models = list(dict.fromkeys(per_class["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), sharey=True, squeeze=False)
-    cells = list(dict.fromkeys(per_class["cell"]))
-    colours = plt.cm.tab10(np.linspace(0, 1, max(10, len(cells))))
-    for ax, model in zip(axes[0], models):
-        for colour, cell in zip(colours, cells):
-            part = per_class[(per_class.model == model) & (per_class.cell == cell)]
-            if part.empty:
-                continue
-            part = part.groupby("concept_id").agg(train_count=("train_count", "first"), acc=("acc", "mean"))
-            ax.scatter(np.maximum(part.train_count, 1), part.acc, s=9, alpha=0.6, color=colour, label=cell)
-        ax.set_xscale("log")
-        ax.set_title(model)
-        ax.set_xlabel("training samples of the class")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("per-class accuracy")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def figure_by_level(summary: pd.DataFrame, path: Path) -> None:
-    """rho(freq, predictions) and top-1 per factor level and learner, with seed spread as error bars."""
-    summary = summary.assign(cell=summary.factor + "=" + summary.level)
-    cells = list(dict.fromkeys(summary.cell))
-    models = list(dict.fromkeys(summary.model))
-    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.3 * len(cells) * 2), 3.8))
-    width = 0.8 / max(1, len(models))
-    x = np.arange(len(cells))
-    for ax, metric, title in ((axes[0], "rho_pred", "ρ(train frequency, predictions)"), (axes[1], "top1", "top-1")):
-        for i, model in enumerate(models):
-            part = summary[summary.model == model].set_index("cell").reindex(cells)
-            xs = x + i * width - 0.4 + width / 2
-            ax.bar(xs, part[metric], width, yerr=part[f"{metric}_sd"], label=model, capsize=2)
-            for xi, value in zip(xs, part[metric]):
-                if np.isnan(value):  # e.g. rho on a balanced subset: every class has the same count
-                    ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="grey")
-        ax.set_xticks(x, cells, rotation=30, ha="right", fontsize=8)
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _fmt(value) -> str:
@@ -92,43 +46,88 @@ def html_table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
+@dataclass
+class Figure:
+    name: str
+    title: str
+    alt: str
+    png: bytes
+
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode()
+
+
+def run_count_line(run_metrics: pd.DataFrame) -> str:
+    """Distinct training runs vs evaluated cells: a run shared by two factor levels is one training run."""
+    trained = run_metrics["train_key"].nunique()
+    return (f"{trained} distinct training runs, evaluated in {len(run_metrics)} cells (factor level × learner × "
+            f"seed; a run whose subset content two levels share is trained once and counted under both)")
+
+
+def build_figures(summary: pd.DataFrame, per_class: pd.DataFrame, concept_counts, study: str) -> tuple[list, list]:
+    panels, notes = F.acc_vs_freq_figure(per_class)
+    found = [Figure("acc_vs_freq", "Per-class accuracy vs training frequency, per factor level",
+                    "Per-class accuracy against training frequency (log scale), one panel per factor level, one "
+                    "colour per learner, with a binned trend line and Spearman's rho in each legend", panels),
+             Figure("by_level", "ρ and top-1 per factor level",
+                    "Bar charts of rho(train frequency, predictions) and top-1 accuracy per factor level and "
+                    "learner, with seed spread as error bars", F.by_level_figure(summary))]
+    if concept_counts is not None:
+        refs = F.reference_counts(REFERENCE_FREQ_DIR)
+        found.append(Figure("rank_frequency", "Rank-frequency of the matched corpus and reference corpora",
+                            "Log-log share of matched captions against relative concept rank for this corpus, its "
+                            f"Zipf body fit and the reference corpora {', '.join(refs)}",
+                            F.rank_frequency_figure(np.asarray(concept_counts), refs, study)))
+    return found, notes
+
+
+def html_page(study: str, sections: list[tuple[str, str]]) -> str:
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tailstudy: {html.escape(study)}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;
+font-size:13px;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f3f3f3}}
+img{{max-width:100%;display:block;margin:.5em 0}}p.note{{color:#555;font-size:13px}}</style></head><body>
+<h1>tailstudy report: {html.escape(study)}</h1>{body}</body></html>
+"""
+
+
+CLAIMS_NOTE = ("Each claim of Wen et al. (2024) as a measured row: effect = mean over seeds of the paired difference "
+               "(first side minus second), 95% t-interval; inconclusive when it contains 0 or fewer than 2 seeds; "
+               "'template-only CLIP is SL-like' is reproduced when the interval lies within ±0.1.")
+
+
 def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame, corpus_stats: dict,
-                 out: Path, rank_frequency: Path | None = None) -> dict:
-    """-> files written under `out`: report.md, report.html, figures/*.png, summary.csv."""
-    import shutil
-
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    corpus_figure_md = corpus_figure_html = ""
-    if rank_frequency is not None and rank_frequency.is_file():  # the frequency stage's log-log rank plot
-        shutil.copyfile(rank_frequency, figures / "rank_frequency.png")
-        corpus_figure_md = "\n![rank-frequency of the matched corpus](figures/rank_frequency.png)\n"
-        corpus_figure_html = '<img src="figures/rank_frequency.png">'
-
+                 out: Path, rank_frequency: Path | None = None, *, concept_counts=None,
+                 claims: pd.DataFrame | None = None) -> dict:
+    """-> files written under `out`: report.html (self-contained), report.md + figures/*.png, report_ui.md (figures
+    inlined, for Prefect), summary.csv. `claims` (pipeline.claims.claims_table) goes first when given;
+    `rank_frequency` is accepted for older callers and unused (the figure is drawn from `concept_counts`)."""
     summary = summarise(run_metrics)
-    figure_acc_vs_freq(per_class, figures / "acc_vs_freq.png")
-    figure_by_level(summary, figures / "by_level.png")
+    figs, notes = build_figures(summary, per_class, concept_counts, study)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for fig in figs:
+        (out / "figures" / f"{fig.name}.png").write_bytes(fig.png)
     summary.to_csv(out / "summary.csv", index=False)
     shown = summary[["factor", "level", "model", "seeds", "top1", "top1_sd", "rho_acc", "rho_pred", "rho_pred_sd",
-                     "head_acc", "tail_acc", "nc1", "nc2"]]
-    stats = pd.DataFrame([{k: v for k, v in corpus_stats.items()}])
-    intro = (f"Study **{study}**: {len(run_metrics)} runs. ρ is Spearman's rank correlation between a class's training "
-             "frequency and its accuracy (rho_acc) or the number of test images predicted as it (rho_pred); lower "
-             "means less frequency bias. Differences in ρ under about 0.1 are within seed noise.")
-    md = (f"# tailstudy report: {study}\n\n{intro}\n\n## Runs (mean over seeds)\n\n{markdown_table(shown)}\n"
-          f"## Corpus\n\n{markdown_table(stats)}\n{corpus_figure_md}"
-          "## Figures\n\n![per-class accuracy vs frequency](figures/acc_vs_freq.png)\n\n"
-          "![rho and top-1 per level](figures/by_level.png)\n")
-    (out / "report.md").write_text(md)
-    intro_html = html.escape(intro).replace(f"**{study}**", f"<b>{html.escape(study)}</b>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tailstudy: {html.escape(study)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%}}</style></head><body>
-<h1>tailstudy report: {html.escape(study)}</h1><p>{intro_html}</p>
-<h2>Runs (mean over seeds)</h2>{html_table(shown)}
-<h2>Corpus</h2>{html_table(stats)}{corpus_figure_html}
-<h2>Per-class accuracy vs training frequency</h2><img src="figures/acc_vs_freq.png">
-<h2>ρ and top-1 per factor level</h2><img src="figures/by_level.png">
-</body></html>"""
-    (out / "report.html").write_text(page)
-    return {"files": ["report.md", "report.html", "summary.csv", "figures/acc_vs_freq.png", "figures/by_level.png"]}
+                     "rho_pred_corpus", "head_acc", "tail_acc", "nc1", "nc2"]]
+    stats = pd.DataFrame([dict(corpus_stats)])
+    intro = (f"{run_count_line(run_metrics)}. ρ is Spearman's rank correlation between a class's training frequency "
+             "and its accuracy (rho_acc) or the number of test images predicted as it (rho_pred); lower means less "
+             "frequency bias. Differences in ρ under about 0.1 are within seed noise.")
+    tables = ([("Claims", claims)] if claims is not None and len(claims) else []) + \
+             [("Runs (mean over seeds)", shown)]
+    note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)  # shown under the panels
+    lead = {"Claims": CLAIMS_NOTE, "Runs (mean over seeds)": intro}  # the paragraph above each table
+    html_sections = [(t, f"<p>{html.escape(lead[t])}</p>" + html_table(df)) for t, df in tables]
+    html_sections += [(f.title, f'<img src="{f.data_uri()}" alt="{html.escape(f.alt)}">'
+                       + (note_html if f.name == "acc_vs_freq" else "")) for f in figs]
+    html_sections.append(("Corpus", html_table(stats)))
+    (out / "report.html").write_text(html_page(study, html_sections))
+    md_tables = "".join(f"## {t}\n\n{lead[t] if t == 'Claims' else ''}\n\n{markdown_table(df)}\n" for t, df in tables)
+    md_notes = "".join(f"- {n}\n" for n in notes)
+    for name, src in (("report.md", lambda f: f"figures/{f.name}.png"), ("report_ui.md", Figure.data_uri)):
+        md_figs = "".join(f"## {f.title}\n\n![{f.alt}]({src(f)})\n\n" for f in figs)
+        (out / name).write_text(f"# tailstudy report: {study}\n\n{intro}\n\n{md_tables}{md_figs}{md_notes}"
+                                f"\n## Corpus\n\n{markdown_table(stats)}")
+    return {"files": ["report.html", "report.md", "report_ui.md", "summary.csv",
+                      *(f"figures/{f.name}.png" for f in figs)]}

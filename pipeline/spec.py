@@ -8,7 +8,8 @@ import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from pipeline.errors import SpecError
 
@@ -34,6 +35,16 @@ class CorpusSpec(_Strict):
     variation: float = Field(1.0, ge=0.0, le=3.0)
     unnamed_frac: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 0
+    # 3: concept families follow the WordNet hierarchy (semantic siblings look alike, so names carry visual
+    # information); 2: the previous world (families of random concepts). World 2 keeps its corpus key: the dump omits it.
+    world: Literal[2, 3] = 3
+
+    @model_serializer(mode="wrap")
+    def _omit_old_world(self, handler):
+        data = handler(self)
+        if data.get("world") == 2:
+            data.pop("world")
+        return data
 
 
 # ---------------------------------------------------------------- corpus sources (dispatched on `source`)
@@ -163,7 +174,11 @@ class MatchingSpec(_Strict):
 
 class EvalSpec(_Strict):
     per_class: int = Field(30, ge=1)  # the synthetic world's eval split; at most this many per class from `folder`
-    prompts: Literal["a_cname", "templates"] = "a_cname"
+    # CLIP zero-shot prompts: the paper's 80 OpenAI ImageNet templates (averaged per class), or ours, "a {name}"
+    prompts: Literal["a_cname", "templates"] = "templates"
+    # one evaluation class list for every run of the study: 'all' target concepts, a named list ('imagenet100'), or
+    # class names; CLIP scores all of them zero-shot, a supervised learner those of its head (the rest count as wrong)
+    classes: Union[Literal["all"], Literal["imagenet100"], list[str]] = "all"
     # an ImageNet-style folder (one sub-folder per class, named by wnid/key or class name) for non-synthetic corpora.
     # It becomes part of the corpus artifact, so the corpus key hashes its content; excluded from this model's dump so
     # that evaluate keys (which hash the dump) stay as they were.
@@ -211,7 +226,8 @@ class SubsetSpec(_Strict):
     """One point in factor space: what the curate stage builds."""
 
     imbalance: ImbalanceLevel = "natural"
-    # cname | a_cname | templates | synonym_templates | full | title, tags, description and their '+' combinations
+    # cname | a_cname | templates | synonym_templates | full (the paper's Full Text: class name + title, tags,
+    # description) | full_unprefixed (ours: the web caption as drawn) | title, tags, description and '+' combinations
     caption: str = "full"
     # prefix the class name to natural-text variants so that every variant keeps the same samples (as the paper does)
     name_prefix: bool = True
@@ -291,8 +307,9 @@ class TrainSpec(_Strict):
     vocab_weights: Literal["uniform", "linear", "sqrt"] = "uniform"
     # sl_sampled_vocab: build one vocabulary per chunk of this many samples (0 = one per batch)
     vocab_chunk: int = Field(0, ge=0)
-    # supervised heads: a linear layer, or cosine similarity to learned class prototypes
-    head: Literal["linear", "cosine"] = "linear"
+    # supervised heads: the paper's cosine similarity to learned class prototypes (scale init 1/0.07, <= 100); ours: a
+    # linear layer with bias; frozen_text: fixed MiniLM text embeddings of the class names + a trained projection
+    head: Literal["cosine", "linear", "frozen_text"] = "cosine"
     # clip: text tower trained from scratch, or the packaged MiniLM sentence encoder frozen / fine-tuned
     text_tower: Literal["scratch", "minilm_frozen", "minilm_finetune"] = "scratch"
     # how many training runs may overlap on CPU (each in its own process, with cores / parallel torch threads);

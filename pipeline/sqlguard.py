@@ -10,6 +10,7 @@ Three independent fences, so a mistake in one is caught by another:
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -26,10 +27,11 @@ def first_line(err: BaseException) -> str:
 
 
 def allowed_directories(ws: Workspace) -> list[str]:
-    """The workspace (artifacts, relative view paths) and the shipped data the views read (reference tables)."""
+    """The workspace, the shipped data the views read (reference tables), and relative paths: the views' paths are
+    relative and resolve only against the workspace (``file_search_path``); DuckDB still refuses a `..` escape."""
     from pipeline.paths import DATA_DIR
 
-    return [ws.root.as_posix() + "/", Path(DATA_DIR).resolve().as_posix() + "/"]
+    return [ws.root.as_posix() + "/", Path(DATA_DIR).resolve().as_posix() + "/", ""]
 
 
 def check_read_only(sql: str) -> None:
@@ -51,6 +53,8 @@ def check_read_only(sql: str) -> None:
 
 def connect_guarded(ws: Workspace) -> duckdb.DuckDBPyConnection:
     """The catalog, read-only, with file access fenced to the workspace and the configuration locked."""
+    from pipeline.catalog import use_workspace
+
     path = ws.catalog_path
     if not path.is_file():
         raise InputError(f"{path}: no catalog yet (run a study, or `tailstudy catalog` to build it)")
@@ -62,7 +66,7 @@ def connect_guarded(ws: Workspace) -> duckdb.DuckDBPyConnection:
     # allowed_directories can only be set while external access is on; then access is switched off and locked
     dirs = ", ".join("'" + d.replace("'", "''") + "'" for d in allowed_directories(ws))
     con.execute(f"SET allowed_directories = [{dirs}]")
-    con.execute(f"SET file_search_path = '{ws.root.as_posix()}'")
+    use_workspace(con, ws)  # the views' relative paths resolve against the workspace
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -75,6 +79,8 @@ def guarded_query(ws: Workspace, sql: str):
     sql = resolve_query(sql)
     check_read_only(sql)
     con = connect_guarded(ws)
+    previous = os.getcwd()
+    os.chdir(ws.root)  # a relative path DuckDB does not find in the workspace would be opened from the cwd
     try:
         return con.execute(sql).df()
     except duckdb.PermissionException as err:
@@ -82,6 +88,7 @@ def guarded_query(ws: Workspace, sql: str):
     except duckdb.Error as err:
         raise InputError(f"SQL error: {first_line(err)}") from None
     finally:
+        os.chdir(previous)
         con.close()
 
 

@@ -14,7 +14,7 @@ import torch
 from pipeline.models import learner_kwargs, make_learner, reads_captions
 from pipeline.spec import TrainSpec
 
-TRAIN_VERSION = 1
+TRAIN_VERSION = 2  # 2: logit scales init 1/0.07 and capped at 100 (CLIP, cosine and text heads)
 CHECKPOINT = "checkpoint.pt"
 
 

@@ -16,18 +16,27 @@ CREATE OR REPLACE VIEW concepts AS SELECT NULL::VARCHAR AS vocab, NULL::INTEGER 
     NULL::VARCHAR AS name, NULL::VARCHAR[] AS synonyms, NULL::VARCHAR AS definition, NULL::VARCHAR[] AS negatives
     WHERE false;
 
+CREATE OR REPLACE VIEW artifacts AS SELECT NULL::VARCHAR AS stage, NULL::VARCHAR AS key, NULL::JSON AS inputs
+    WHERE false;
+
+CREATE OR REPLACE VIEW frequency_keys AS SELECT NULL::VARCHAR AS frequency_key, NULL::VARCHAR AS match_key,
+    NULL::VARCHAR AS input_digest WHERE false;
+
 CREATE OR REPLACE VIEW matches AS SELECT NULL::VARCHAR AS match_key, NULL::VARCHAR AS sample_id,
-    NULL::INTEGER AS concept_id, NULL::VARCHAR AS method, NULL::FLOAT AS score WHERE false;
+    NULL::INTEGER AS concept_id, NULL::VARCHAR AS method, NULL::FLOAT AS score, NULL::VARCHAR AS input_digest
+    WHERE false;
 
 CREATE OR REPLACE VIEW concept_freq AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab, NULL::VARCHAR AS method,
     NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS count, NULL::INTEGER AS rank,
-    NULL::DOUBLE AS share WHERE false;
+    NULL::DOUBLE AS share, NULL::VARCHAR AS frequency_key, NULL::VARCHAR AS match_key, NULL::VARCHAR AS input_digest
+    WHERE false;
 
 CREATE OR REPLACE VIEW imbalance AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab, NULL::VARCHAR AS method,
     NULL::BIGINT AS concepts, NULL::BIGINT AS total, NULL::BIGINT AS max, NULL::BIGINT AS min_nonzero,
     NULL::DOUBLE AS max_min_ratio, NULL::BIGINT AS zero_concepts, NULL::DOUBLE AS gini, NULL::DOUBLE AS top10_share,
     NULL::DOUBLE AS zipf_exponent, NULL::BIGINT AS captions, NULL::BIGINT AS no_concept, NULL::BIGINT AS one_concept,
-    NULL::BIGINT AS several_concepts WHERE false;
+    NULL::BIGINT AS several_concepts, NULL::VARCHAR AS frequency_key, NULL::VARCHAR AS match_key,
+    NULL::VARCHAR AS input_digest WHERE false;
 
 CREATE OR REPLACE VIEW study_subsets AS SELECT NULL::VARCHAR AS subset_key, NULL::VARCHAR AS study,
     NULL::VARCHAR AS factor, NULL::VARCHAR AS level WHERE false;
@@ -45,15 +54,17 @@ CREATE OR REPLACE VIEW runs AS SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS 
 
 CREATE OR REPLACE VIEW per_class AS SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS concept_id, NULL::VARCHAR AS name,
     NULL::BIGINT AS train_count, NULL::BIGINT AS n_eval, NULL::BIGINT AS correct, NULL::DOUBLE AS acc,
-    NULL::BIGINT AS pred_count WHERE false;
+    NULL::BIGINT AS pred_count, NULL::BIGINT AS corpus_count, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2_mean,
+    NULL::DOUBLE AS nc2_weight WHERE false;
 
 CREATE OR REPLACE VIEW run_metrics AS SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS study, NULL::VARCHAR AS factor,
     NULL::VARCHAR AS level, NULL::VARCHAR AS model, NULL::BIGINT AS seed, NULL::DOUBLE AS top1, NULL::DOUBLE AS top5,
     NULL::DOUBLE AS rho_acc, NULL::DOUBLE AS rho_pred, NULL::DOUBLE AS head_acc, NULL::DOUBLE AS mid_acc,
     NULL::DOUBLE AS tail_acc, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2, NULL::DOUBLE AS acc_logfreq_slope,
-    NULL::DOUBLE AS trimmed_acc WHERE false;
+    NULL::DOUBLE AS trimmed_acc, NULL::DOUBLE AS rho_acc_corpus, NULL::DOUBLE AS rho_pred_corpus,
+    NULL::DOUBLE AS rho_nc1_freq, NULL::DOUBLE AS rho_nc2_mean_freq, NULL::DOUBLE AS rho_nc2_weight_freq WHERE false;
 
-CREATE OR REPLACE VIEW reference_freq AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS name,
+CREATE OR REPLACE TABLE reference_freq AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS name,
     NULL::BIGINT AS count WHERE false;
 
 CREATE OR REPLACE VIEW corpus_matches AS SELECT NULL::VARCHAR AS match_key, NULL::VARCHAR AS corpus,

@@ -1,13 +1,22 @@
 -- tailstudy catalog views over the workspace's Parquet artifacts.
--- ${WORKSPACE} and ${DATA} are replaced by absolute paths when the catalog is refreshed, so the catalog file can be
--- opened from any directory (e.g. `duckdb -readonly WORKSPACE/catalog.duckdb`). Each statement is applied on its own;
--- one whose files do not exist yet leaves the empty view of sql/schema.sql in place.
+-- Paths are relative to the workspace, so a moved or copied workspace keeps working without a rebuild: DuckDB resolves
+-- them against `file_search_path`, which tailstudy's connections set to the workspace (the DuckDB CLI: run it in the
+-- workspace, or `duckdb -cmd "SET file_search_path='WORKSPACE'" -readonly WORKSPACE/catalog.duckdb`). ${DATA} (the
+-- package's shipped data) is read once into the catalog's own table. Each statement is applied on its own; one whose
+-- files do not exist yet leaves the empty shape of sql/schema.sql in place.
+
+-- every artifact's stage, key and inputs (the manifest's `inputs` object, JSON), for joining keys to their inputs
+CREATE OR REPLACE VIEW artifacts AS
+SELECT regexp_extract(filename, '([^/]+)/([^/]+)/manifest\.json$', 1) AS stage,
+       regexp_extract(filename, '([^/]+)/([^/]+)/manifest\.json$', 2) AS key,
+       json_extract(content, '$.inputs') AS inputs
+FROM read_text('*/*/manifest.json');
 
 -- captions of every corpus artifact (corpus_key = the corpus stage key)
 CREATE OR REPLACE VIEW captions AS
 SELECT regexp_extract(filename, '/corpus/([^/]+)/', 1) AS corpus_key,
        sample_id, caption, title, tags, description, url, shard, key
-FROM read_parquet('${WORKSPACE}/corpus/*/captions.parquet', filename = true);
+FROM read_parquet('corpus/*/captions.parquet', filename = true);
 
 -- per-sample status of every non-synthetic corpus: status = success | failed_to_download | failed_to_resize |
 -- invalid_url | failed_to_decode | no_image | no_metadata | missing_file; error_kind groups errors (http_404, timeout,
@@ -17,66 +26,98 @@ CREATE OR REPLACE VIEW downloads AS
 SELECT regexp_extract(filename, '/corpus/([^/]+)/', 1) AS corpus_key,
        sample_id, url, status, error_kind, error_message, attempts, bytes, width, height, original_width,
        original_height, shard, key
-FROM read_parquet('${WORKSPACE}/corpus/*/downloads.parquet', filename = true);
+FROM read_parquet('corpus/*/downloads.parquet', filename = true);
 
 -- concept vocabularies used by the workspace's studies
 CREATE OR REPLACE VIEW concepts AS
 SELECT DISTINCT vocab, concept_id, key, name, synonyms, definition, negatives
-FROM read_parquet('${WORKSPACE}/vocab/*/concepts.parquet');
+FROM read_parquet('vocab/*/concepts.parquet');
 
--- caption -> concept matches (match_key = the match stage key)
+-- caption -> concept matches (match_key = the match stage key; input_digest = the matched captions' content digest,
+-- or the corpus key of a study's corpus)
 CREATE OR REPLACE VIEW matches AS
-SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, sample_id, concept_id, method, score
-FROM read_parquet('${WORKSPACE}/match/*/matches/*.parquet', filename = true);
+SELECT m.match_key, sample_id, concept_id, method, score, a.input_digest
+FROM (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, sample_id, concept_id, method, score
+      FROM read_parquet('match/*/matches/*.parquet', filename = true)) AS m
+LEFT JOIN (SELECT key AS match_key,
+                  coalesce(inputs ->> 'captions', inputs ->> 'corpus') AS input_digest
+           FROM artifacts WHERE stage = 'match') AS a USING (match_key);
 
--- per-concept caption counts of each matched corpus
+-- the keys of each frequency artifact: its own, its match artifact's and the matched input's digest
+CREATE OR REPLACE VIEW frequency_keys AS
+SELECT f.key AS frequency_key, (f.inputs ->> 'match') AS match_key,
+       coalesce(m.inputs ->> 'captions', m.inputs ->> 'corpus') AS input_digest
+FROM artifacts AS f LEFT JOIN artifacts AS m ON m.stage = 'match' AND m.key = (f.inputs ->> 'match')
+WHERE f.stage = 'frequency';
+
+-- per-concept caption counts of each matched corpus (one frequency_key per artifact: group or filter by it, never
+-- sum over corpora that share a name)
 CREATE OR REPLACE VIEW concept_freq AS
-SELECT corpus, vocab, method, concept_id, name, count, rank, share
-FROM read_parquet('${WORKSPACE}/frequency/*/concept_freq.parquet');
+SELECT corpus, vocab, method, concept_id, name, count, rank, share, k.frequency_key, k.match_key, k.input_digest
+FROM (SELECT *, regexp_extract(filename, '/frequency/([^/]+)/', 1) AS frequency_key
+      FROM read_parquet('frequency/*/concept_freq.parquet', filename = true)) AS f
+LEFT JOIN frequency_keys AS k USING (frequency_key);
 
 -- imbalance statistics of each matched corpus
 CREATE OR REPLACE VIEW imbalance AS
 SELECT corpus, vocab, method, concepts, total, max, min_nonzero, max_min_ratio, zero_concepts, gini, top10_share,
-       zipf_exponent, captions, no_concept, one_concept, several_concepts
-FROM read_parquet('${WORKSPACE}/frequency/*/imbalance.parquet', union_by_name = true);
+       zipf_exponent, captions, no_concept, one_concept, several_concepts, k.frequency_key, k.match_key, k.input_digest
+FROM (SELECT *, regexp_extract(filename, '/frequency/([^/]+)/', 1) AS frequency_key
+      FROM read_parquet('frequency/*/imbalance.parquet', union_by_name = true, filename = true)) AS f
+LEFT JOIN frequency_keys AS k USING (frequency_key);
 
 -- which subset each study's factor level uses
 CREATE OR REPLACE VIEW study_subsets AS
-SELECT subset_key, study, factor, level FROM read_parquet('${WORKSPACE}/studies/*/subsets.parquet');
+SELECT subset_key, study, factor, level FROM read_parquet('studies/*/subsets.parquet');
 
 -- curated subsets, one row per (study factor level, sample, copy)
 CREATE OR REPLACE VIEW subsets AS
 SELECT s.subset_key, s.study, s.factor, s.level, m.sample_id, m.copy, m.label, m.caption
-FROM read_parquet('${WORKSPACE}/studies/*/subsets.parquet') AS s
+FROM read_parquet('studies/*/subsets.parquet') AS s
 JOIN (SELECT regexp_extract(filename, '/curate/([^/]+)/', 1) AS subset_key, sample_id, copy, label, caption
-      FROM read_parquet('${WORKSPACE}/curate/*/subset.parquet', filename = true)) AS m
+      FROM read_parquet('curate/*/subset.parquet', filename = true)) AS m
   ON m.subset_key = s.subset_key;
 
 -- per-class frequency of each subset
 CREATE OR REPLACE VIEW subset_freq AS
 SELECT regexp_extract(filename, '/curate/([^/]+)/', 1) AS subset_key, concept_id, name, count, rank, share
-FROM read_parquet('${WORKSPACE}/curate/*/subset_freq.parquet', filename = true);
+FROM read_parquet('curate/*/subset_freq.parquet', filename = true);
 
 -- the current runs of every study in the workspace (rewritten on each study run)
 CREATE OR REPLACE VIEW runs AS
 SELECT run_id, study, factor, level, model, seed, subset_key, train_key, status
-FROM read_parquet('${WORKSPACE}/studies/*/runs.parquet');
+FROM read_parquet('studies/*/runs.parquet');
 
--- per-class evaluation of every run
+-- per-class evaluation of every run over the study's fixed evaluation classes (eval.classes): train_count = the
+-- subset's count (0: not in the subset), corpus_count = the pre-training corpus's natural count; nc1, nc2_mean,
+-- nc2_weight = per-class neural collapse (pipeline/evaluate.py). Undefined values are NULL (NaN never reaches SQL).
 CREATE OR REPLACE VIEW per_class AS
-SELECT run_id, concept_id, name, train_count, n_eval, correct, acc, pred_count
-FROM read_parquet('${WORKSPACE}/evaluate/*/per_class.parquet');
+SELECT run_id, concept_id, name, train_count, n_eval, correct, nullif(acc, 'NaN'::DOUBLE) AS acc, pred_count,
+       corpus_count, nullif(nc1, 'NaN'::DOUBLE) AS nc1, nullif(nc2_mean, 'NaN'::DOUBLE) AS nc2_mean,
+       nullif(nc2_weight, 'NaN'::DOUBLE) AS nc2_weight
+FROM read_parquet('evaluate/*/per_class.parquet', union_by_name = true);
 
--- run-level metrics, labelled by study factor and level (a run shared by two levels appears under both)
+-- run-level metrics, labelled by study factor and level (a run shared by two levels appears under both). rho_* use
+-- the subset's frequency (NULL on a flat subset), rho_*_corpus the corpus's natural frequency (defined on every
+-- level); rho_nc*_freq correlate per-class neural collapse with training frequency. NULL = undefined, never NaN.
 CREATE OR REPLACE VIEW run_metrics AS
 SELECT r.run_id, r.study, r.factor, r.level, r.model, r.seed,
-       m.top1, m.top5, m.rho_acc, m.rho_pred, m.head_acc, m.mid_acc, m.tail_acc, m.nc1, m.nc2, m.acc_logfreq_slope,
-       m.trimmed_acc
-FROM read_parquet('${WORKSPACE}/studies/*/runs.parquet') AS r
-JOIN read_parquet('${WORKSPACE}/evaluate/*/metrics.parquet', union_by_name = true) AS m USING (run_id);
+       nullif(m.top1, 'NaN'::DOUBLE) AS top1, nullif(m.top5, 'NaN'::DOUBLE) AS top5,
+       nullif(m.rho_acc, 'NaN'::DOUBLE) AS rho_acc, nullif(m.rho_pred, 'NaN'::DOUBLE) AS rho_pred,
+       nullif(m.head_acc, 'NaN'::DOUBLE) AS head_acc, nullif(m.mid_acc, 'NaN'::DOUBLE) AS mid_acc,
+       nullif(m.tail_acc, 'NaN'::DOUBLE) AS tail_acc, nullif(m.nc1, 'NaN'::DOUBLE) AS nc1,
+       nullif(m.nc2, 'NaN'::DOUBLE) AS nc2, nullif(m.acc_logfreq_slope, 'NaN'::DOUBLE) AS acc_logfreq_slope,
+       nullif(m.trimmed_acc, 'NaN'::DOUBLE) AS trimmed_acc, nullif(m.rho_acc_corpus, 'NaN'::DOUBLE) AS rho_acc_corpus,
+       nullif(m.rho_pred_corpus, 'NaN'::DOUBLE) AS rho_pred_corpus,
+       nullif(m.rho_nc1_freq, 'NaN'::DOUBLE) AS rho_nc1_freq,
+       nullif(m.rho_nc2_mean_freq, 'NaN'::DOUBLE) AS rho_nc2_mean_freq,
+       nullif(m.rho_nc2_weight_freq, 'NaN'::DOUBLE) AS rho_nc2_weight_freq
+FROM read_parquet('studies/*/runs.parquet') AS r
+JOIN read_parquet('evaluate/*/metrics.parquet', union_by_name = true) AS m USING (run_id);
 
--- the paper's measured class frequencies (Wen et al. 2024, MIT): source = <corpus>_<dataset>[_ori]
-CREATE OR REPLACE VIEW reference_freq AS
+-- the paper's measured class frequencies (Wen et al. 2024, MIT): source = <corpus>_<dataset>[_ori]; copied into the
+-- catalog (a table), so the catalog does not depend on where the package is installed
+CREATE OR REPLACE TABLE reference_freq AS
 SELECT regexp_extract(filename, 'class_frequency_(.+)\.txt$', 1) AS source, name, count
 FROM read_csv('${DATA}/reference/freqs/class_frequency_*.txt', delim = '\t', header = false, quote = '',
               columns = {'name': 'VARCHAR', 'count': 'BIGINT'}, filename = true);
@@ -84,7 +125,7 @@ FROM read_csv('${DATA}/reference/freqs/class_frequency_*.txt', delim = '\t', hea
 -- which corpus each match artifact counts (from the frequency artifacts' manifests): captions = the corpus's size
 CREATE OR REPLACE VIEW corpus_matches AS
 SELECT DISTINCT inputs.match AS match_key, corpus, vocab, method, imbalance.captions AS captions
-FROM read_json('${WORKSPACE}/frequency/*/manifest.json', union_by_name = true);
+FROM read_json('frequency/*/manifest.json', union_by_name = true);
 
 -- co-occurrence of every pair of concepts matched in the same caption, per corpus (h15): count = captions matching
 -- both; pmi = ln(count * captions / (count_a * count_b)); npmi = pmi / -ln(count / captions) (1 when every caption
@@ -109,8 +150,8 @@ JOIN corpus_matches AS k ON k.match_key = p.match_key;
 -- rule's normalised caption; index_key = the index artifact
 CREATE OR REPLACE VIEW indexed_captions AS
 SELECT i.corpus, i.key AS index_key, c.row, c.sample_id, c.caption, c.normalised
-FROM read_parquet('${WORKSPACE}/index/*/captions.parquet', filename = true) AS c
-JOIN (SELECT key, corpus FROM read_json('${WORKSPACE}/index/*/manifest.json', union_by_name = true)) AS i
+FROM read_parquet('index/*/captions.parquet', filename = true) AS c
+JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
   ON i.key = regexp_extract(c.filename, '/index/([^/]+)/', 1);
 
 -- the token index (h15): every word of every indexed caption, with its caption row and its position among the
@@ -119,15 +160,15 @@ JOIN (SELECT key, corpus FROM read_json('${WORKSPACE}/index/*/manifest.json', un
 --   b.pos = a.pos + 1 where a.term = 'red' and b.term = 'fox' and a.corpus = 'web'
 CREATE OR REPLACE VIEW tokens AS
 SELECT i.corpus, w.term::VARCHAR AS term, w.row, w.pos
-FROM read_parquet('${WORKSPACE}/index/*/words.parquet', filename = true) AS w
-JOIN (SELECT key, corpus FROM read_json('${WORKSPACE}/index/*/manifest.json', union_by_name = true)) AS i
+FROM read_parquet('index/*/words.parquet', filename = true) AS w
+JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
   ON i.key = regexp_extract(w.filename, '/index/([^/]+)/', 1);
 
 -- duplicate-aware concept counts of indexed corpora (h15): count = matched captions, distinct_captions = distinct
 -- normalised captions among them, duplicate_rate = 1 - distinct_captions / count
 CREATE OR REPLACE VIEW concept_freq_dedup AS
 WITH keyed AS (SELECT DISTINCT inputs.match AS match_key, inputs.index AS index_key  -- which index covers which match
-               FROM read_json('${WORKSPACE}/describe/*/manifest.json', union_by_name = true))
+               FROM read_json('describe/*/manifest.json', union_by_name = true))
 SELECT k.corpus, k.vocab, k.method, m.concept_id, count(*) AS count, count(DISTINCT c.normalised) AS distinct_captions,
        1 - count(DISTINCT c.normalised) / count(*) AS duplicate_rate
 FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
@@ -156,13 +197,13 @@ WHERE p.method = 'phrase' AND s.method = 'semantic';
 CREATE OR REPLACE VIEW concept_descriptiveness AS
 SELECT corpus, vocab, method, concept_id, name, captions, mean_words, p10_words, median_words, p90_words,
        mean_extra_words, median_extra_words, template_like, template_share
-FROM read_parquet('${WORKSPACE}/describe/*/concept_descriptiveness.parquet');
+FROM read_parquet('describe/*/concept_descriptiveness.parquet');
 
 -- distinct URLs among each concept's matched captions, for study corpora whose captions carry URLs (h15):
 -- url_duplicate_rate = 1 - distinct_urls / count (captions without a URL are left out)
 CREATE OR REPLACE VIEW concept_freq_urls AS
 WITH keyed AS (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, inputs.corpus AS corpus_key
-               FROM read_json('${WORKSPACE}/match/*/manifest.json', filename = true, union_by_name = true))
+               FROM read_json('match/*/manifest.json', filename = true, union_by_name = true))
 SELECT k.corpus, k.vocab, k.method, m.concept_id, count(*) AS count, count(DISTINCT c.url) AS distinct_urls,
        1 - count(DISTINCT c.url) / count(*) AS url_duplicate_rate
 FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m

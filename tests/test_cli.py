@@ -54,8 +54,9 @@ def test_duckdb_cli_sees_the_same_views_read_only(study):
     query = "select count(*) as n from run_metrics"
     ours = json.loads(cli("sql", query, "-w", str(ws), "--format", "json").stdout)[0]["n"]
     assert ours == 8
-    duck = subprocess.run([str(VENV_BIN / "duckdb"), "-readonly", "-csv", str(ws / "catalog.duckdb"), "-c", query],
-                          capture_output=True, text=True, timeout=60)
+    # view paths are relative to the workspace: the DuckDB CLI sets file_search_path (or runs in the workspace)
+    duck = subprocess.run([str(VENV_BIN / "duckdb"), "-readonly", "-csv", "-cmd", f"SET file_search_path='{ws}'",
+                           str(ws / "catalog.duckdb"), "-c", query], capture_output=True, text=True, timeout=60)
     assert duck.returncode == 0, duck.stderr
     assert duck.stdout.strip().splitlines()[-1] == str(ours)
     views = subprocess.run([str(VENV_BIN / "duckdb"), "-readonly", "-csv", str(ws / "catalog.duckdb"), "-c",

@@ -209,7 +209,7 @@ def test_scale_below_class_count_raises_rather_than_emptying(w):
 
 # ---------------------------------------------------------------- caption variants
 
-VARIANTS = ["cname", "a_cname", "full", "title", "tags", "description"]
+VARIANTS = ["cname", "a_cname", "full", "full_unprefixed", "title", "tags", "description"]
 
 
 def _expected_caption(w: World, kind: str, prefix: bool, sample_id: str, label: int) -> str:
@@ -219,8 +219,10 @@ def _expected_caption(w: World, kind: str, prefix: bool, sample_id: str, label: 
         return name
     if kind == "a_cname":
         return f"a {name}"
-    if kind == "full":
+    if kind == "full_unprefixed":  # ours: the web caption as drawn
         return row["caption"]
+    if kind == "full":  # the paper's Full Text: always the class name first
+        return f"{name}. {row['caption']}" if row["caption"] else name
     text = row[kind]
     if not prefix:
         return text
@@ -337,3 +339,19 @@ def test_frequency_table_counts_the_manifest(w, level):
     assert all(abs(r["share"] - r["count"] / total) < 1e-12 for r in rows)
     ranked = sorted(TARGETS, key=lambda c: (-counts.get(c, 0), c))
     assert {r["concept_id"]: r["rank"] for r in rows} == {c: i + 1 for i, c in enumerate(ranked)}
+
+
+def test_label_less_rows_are_not_part_of_what_supervised_learners_read():
+    import pyarrow as pa
+
+    from pipeline.stages.curate import subset_digests
+
+    def manifest(ids, labels):
+        return pa.table({"sample_id": ids, "copy": pa.array([0] * len(ids), pa.int32()),
+                         "label": pa.array(labels, pa.int32()), "caption": [f"c {i}" for i in ids]})
+
+    closed = subset_digests(manifest(["a", "b"], [1, 2]))
+    open_world = subset_digests(manifest(["a", "b", "c"], [1, 2, None]))
+    relabelled = subset_digests(manifest(["a", "b"], [1, 1]))
+    assert closed["labels"] == open_world["labels"] != relabelled["labels"]
+    assert closed["labels_captions"] != open_world["labels_captions"]  # CLIP reads the open-world captions

@@ -66,12 +66,15 @@ def test_sql_lives_in_sql_files():
         assert not executed.search(text), path
 
 
-def test_offline_environment_is_set_by_the_library():
-    code = "import os, pipeline; print(os.environ['HF_HUB_OFFLINE'], os.environ['NO_ALBUMENTATIONS_UPDATE'], " \
-           "os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])"
+def test_importing_the_library_leaves_the_environment_alone_and_entry_points_set_it():
+    names = "['HF_HUB_OFFLINE', 'NO_ALBUMENTATIONS_UPDATE', 'PREFECT_SERVER_ANALYTICS_ENABLED', 'WANDB_DISABLED']"
+    library = f"import os, pipeline, pipeline.stages, pipeline.catalog; print([os.environ.get(n) for n in {names}])"
+    entry = f"import os, flows; print([os.environ.get(n) for n in {names}])"
     env = {"PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert out.stdout.split() == ["1", "1", "false"]
+    for code, expected in ((library, "[None, None, None, None]"), (entry, "['1', '1', 'false', 'true']")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
+                             timeout=120)
+        assert out.stdout.strip() == expected, out.stderr
 
 
 def test_standard_library_dataclasses_is_imported():

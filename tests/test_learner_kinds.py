@@ -43,9 +43,26 @@ def test_every_registered_learner_builds_and_trains_one_step():
 def test_cosine_head_is_scaled_cosine_similarity():
     learner = make_learner("sl", arch="tiny", num_classes=4, head="cosine")
     feats = torch.randn(3, learner.visual.output_dim)
-    expected = F.normalize(feats, dim=-1) @ F.normalize(learner.head.weight, dim=-1).T * math.exp(2.7)
+    expected = F.normalize(feats, dim=-1) @ F.normalize(learner.head.weight, dim=-1).T / 0.07  # the paper's init
     assert torch.allclose(learner.head(feats), expected, atol=1e-5)
     assert torch.allclose(learner.head(feats, torch.tensor([3, 1])), expected[:, [3, 1]], atol=1e-5)
+
+
+def test_logit_scales_start_at_one_over_0_07_and_never_exceed_100():
+    learner = make_learner("sl", arch="tiny", num_classes=4)  # the default head is the paper's cosine head
+    feats = torch.randn(3, learner.visual.output_dim)
+    with torch.no_grad():
+        learner.head.logit_scale.fill_(math.log(1000.0))  # a learned scale past the cap
+    cos = F.normalize(feats, dim=-1) @ F.normalize(learner.head.weight, dim=-1).T
+    assert torch.allclose(learner.head(feats), cos * 100.0, atol=1e-4)
+    clip = make_learner("clip", arch="tiny", num_classes=4)
+    with torch.no_grad():
+        clip.model.logit_scale.fill_(math.log(1000.0))
+    b = batch()
+    b["tokens"] = clip.tokenize([f"a photo {i}" for i in range(len(b["labels"]))])
+    out = clip.model(b["images"], b["tokens"])
+    capped = clip.loss_fn(out["image_features"], out["text_features"], torch.tensor(100.0))
+    assert clip.loss(b, torch.Generator()).item() == pytest.approx(capped.item(), rel=1e-5)
 
 
 def test_batch_logit_adjust_is_cross_entropy_over_present_classes_plus_log_counts():
@@ -104,7 +121,9 @@ def test_learner_options_come_from_each_learners_declared_constructor():
 
     before = {"clip": {"text_tower"}, "sl": {"head"}, "sl_sampled_vocab": {"head", "num_to_sample", "vocab_weights",
                                                                            "vocab_chunk"},
-              "sl_frozen_text_head": set(), "sl_batch_logit_adjust": {"head"}}
+              "sl_frozen_text_head": set(), "sl_batch_logit_adjust": {"head"},
+              # new: the paper's Fig. 9 learner (its head is always the frozen text head, so not an option)
+              "sl_sampled_vocab_frozen_text": {"num_to_sample", "vocab_weights", "vocab_chunk"}}
     assert {name: set(learner_options(name)) - set(COMMON_OPTIONS) for name in known_learners()} == before
     assert [name for name in known_learners() if reads_captions(name)] == ["clip"]
 

@@ -283,3 +283,80 @@ def test_neural_collapse_labels_need_not_be_contiguous():
 def test_neural_collapse_single_class_is_nan():
     nc1, nc2 = neural_collapse(np.random.default_rng(5).normal(size=(6, 3)), np.zeros(6, dtype=int))
     assert math.isnan(nc1) and math.isnan(nc2)
+
+
+# ------------------------------------------- corpus frequency, fixed eval classes, per-class collapse, nulls
+
+
+def test_balanced_subset_gets_a_corpus_rho_and_corpus_thirds():
+    # flat subset (10 each): subset rho undefined; corpus counts 5, 50, 500, 5000 rank the classes
+    y_true = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    y_pred = np.array([1, 1, 1, 2, 2, 3, 3, 3])  # predictions per class: 0, 3, 2, 3
+    _, m = run_metrics(logits_for(y_pred.tolist(), 4), np.random.default_rng(3).normal(size=(8, 4)), y_true,
+                       np.array([10, 10, 10, 10]), corpus_counts=np.array([5, 50, 500, 5000]))
+    assert math.isnan(m["rho_pred"]) and math.isnan(m["rho_acc"])
+    # acc: 0, .5, .5, 1 against corpus ranks 1..4 -> ranks 1, 2.5, 2.5, 4 -> rho = 4.5 / sqrt(5 * 4.5)
+    assert m["rho_acc_corpus"] == pytest.approx(4.5 / math.sqrt(22.5))
+    # pred counts 0, 3, 2, 3 -> ranks 1, 3.5, 2, 3.5 ; centred y = -1.5, 1, -.5, 1 (syy = 4.5) against x = -1.5, -.5,
+    # .5, 1.5 (sxx = 5): sxy = 2.25 - .5 - .25 + 1.5 = 3
+    assert m["rho_pred_corpus"] == pytest.approx(3 / math.sqrt(5 * 4.5))
+    # thirds by corpus frequency: head {3, 2}, mid {1}, tail {0}
+    assert m["head_acc"] == pytest.approx(0.75) and m["mid_acc"] == pytest.approx(0.5) and m["tail_acc"] == 0.0
+
+
+def test_align_logits_gives_unknown_eval_classes_minus_infinity():
+    from pipeline.evaluate import align_logits
+
+    logits = np.array([[1.0, 5.0], [3.0, 2.0]])  # a head over concepts 7 and 9
+    out = align_logits(logits, [7, 9], [9, 4, 7])
+    assert out[:, 0].tolist() == [5.0, 2.0] and out[:, 2].tolist() == [1.0, 3.0]
+    assert np.isneginf(out[:, 1]).all()
+    assert out.argmax(1).tolist() == [0, 2]
+
+
+def test_classes_outside_the_subset_are_scored_but_left_out_of_subset_rho():
+    # eval classes 0..3; the subset has 0, 1, 2 (class 3 never trained: count 0, always wrong)
+    y_true = np.array([0, 1, 2, 3])
+    logits = np.array([[5, 0, 0, -np.inf], [0, 5, 0, -np.inf], [5, 0, 0, -np.inf], [0, 5, 0, -np.inf]])
+    table, m = run_metrics(logits, np.eye(4), y_true, np.array([100, 10, 1, 0]),
+                           corpus_counts=np.array([100, 10, 1, 50]), in_subset=np.array([True, True, True, False]))
+    assert table["acc"].tolist() == [1.0, 1.0, 0.0, 0.0]
+    # subset rho over classes 0-2: pred counts 2, 2, 0 vs 100, 10, 1 -> ranks 2.5, 2.5, 1 vs 3, 2, 1
+    # centred y = .5, .5, -1 (syy = 1.5), x = 1, 0, -1 (sxx = 2): sxy = .5 + 1 = 1.5
+    assert m["rho_pred"] == pytest.approx(1.5 / math.sqrt(1.5 * 2))
+    assert m["top1"] == pytest.approx(0.5)
+
+
+def test_per_class_nc1_averages_to_the_run_nc1():
+    from pipeline.evaluate import class_collapse
+
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(4), 6)
+    feats = rng.normal(size=(4, 5))[labels] * 3 + rng.normal(size=(24, 5)) * np.repeat([0.1, 0.2, 0.4, 0.8], 6)[:, None]
+    values = class_collapse(feats, labels, 4)
+    assert np.mean(values["nc1"]) == pytest.approx(neural_collapse(feats, labels)[0])
+    assert np.all(np.diff(values["nc1"]) > 0)  # more within-class spread, larger per-class NC1
+
+
+def test_etf_excess_is_zero_on_a_simplex_and_positive_for_collapsed_classes():
+    from pipeline.evaluate import etf_excess
+
+    simplex = np.eye(4) - 0.25
+    np.testing.assert_allclose(etf_excess(simplex), 0.0, atol=1e-12)
+    # classes 2 and 3 collapsed onto nearly the same direction: both sit closer to the others than an ETF
+    collapsed = np.array([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0.05], [0, 1.0, -0.05], [np.nan] * 3])
+    out = etf_excess(collapsed)
+    assert out[2] > 0 and out[3] > 0 and np.isnan(out[4])
+
+
+def test_undefined_values_are_written_as_null():
+    import duckdb
+
+    from pipeline.evaluate import metrics_arrow, per_class_arrow
+
+    _, m = run_metrics(logits_for([0, 1], 2), np.eye(2), np.array([0, 1]), np.array([5, 5]))
+    row = metrics_arrow({"run_id": "r", "model": "sl", "seed": 0, "train_key": "t"}, m)
+    table, _ = run_metrics(logits_for([0, 1], 3), np.eye(2), np.array([0, 1]), np.array([5, 5, 5]))
+    per = per_class_arrow("r", [1, 2, 3], ["a", "b", "c"], table)
+    assert duckdb.sql("select rho_pred is null, avg(rho_pred) is null from row group by all").fetchall() == [(True, True)]
+    assert duckdb.sql("select count(*) from per where acc is null").fetchone()[0] == 1

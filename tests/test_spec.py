@@ -54,6 +54,9 @@ def test_zipf_level_is_parsed_and_labelled(tmp_path):
     ("name: x\nfactors:\n  scale: [2.5]\n", "whole number"),
     ("name: x\nfactors:\n  imbalance: []\n", "at least one level"),
     ("corpus: {}\n", "name"),
+    ("name: x\neval: {classes: imagenet999}\n", "eval.classes"),
+    ("name: x\ntrain: {head: bilinear}\n", "train.head"),
+    ("name: x\ncorpus: {world: 1}\n", "corpus.world"),
 ])
 def test_bad_specs_give_one_line_errors_naming_the_problem(tmp_path, text, fragment):
     path = write(tmp_path, text)
@@ -72,3 +75,13 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_spec(write(tmp_path, "name: x\nfactors: [\n"))
     with pytest.raises(SpecError, match="must be a YAML mapping"):
         parse_spec(["a", "b"])
+
+
+def test_the_paper_setup_is_the_default():
+    from pipeline.spec import StudySpec
+
+    spec = StudySpec(name="d")
+    assert spec.train.head == "cosine" and spec.eval.prompts == "templates" and spec.eval.classes == "all"
+    assert spec.base.caption == "full" and spec.base.name_prefix
+    paper = load_spec(Path(__file__).resolve().parent.parent / "data" / "studies" / "paper.yaml")
+    assert len(paper.seeds) >= 3 and len(load_spec(default_spec_path()).seeds) == 3

@@ -1,6 +1,6 @@
 """Stage keys are a promise: the keys below were computed by the code before the stages became a graph (commit
 f12fccb, pipeline/stages.py), so a workspace built by it is reused, not rebuilt. Change a pin only together with
-the stage's VERSION."""
+the stage's VERSION (and say so next to it)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,30 +12,34 @@ from pipeline.stages import cell_id, plan_match, plan_study, resolve_all, run_lo
 from pipeline.store import Workspace
 from tests.conftest import TINY_SPEC
 
-DEFAULT = {'corpus': 'c88b23bc2cbbd22a',
- 'curate': {'caption=a_cname': '2ec76f3ef6928a3a',
-            'caption=full': '640cff757197603c',
-            'imbalance=balanced': 'a011ba41be18d661',
-            'imbalance=natural': '640cff757197603c'},
- 'frequency': '7d382fa8242add65',
- 'match': '10cce55a5b153f05',
+# Re-pinned with issue 13's version bumps: world 3 is the default corpus (new content: corpus, match, frequency keys);
+# CURATE_VERSION 3 (prefixed `full`), TRAIN_VERSION 2 (logit-scale cap and init), EVALUATE_VERSION 3 (fixed eval
+# classes, corpus rho, per-class NC), REPORT_VERSION 3 (claims table). World 2 keeps its old corpus key (test below).
+WORLD_2_CORPUS = 'c88b23bc2cbbd22a'
+DEFAULT = {'corpus': '9280fe6bce62a65c',
+ 'curate': {'caption=a_cname': '33b1567bad37e8c2',
+            'caption=full': 'fcd1768fe108faae',
+            'imbalance=balanced': '6a5ffe696f3be61a',
+            'imbalance=natural': 'fcd1768fe108faae'},
+ 'frequency': 'e787e0f26e8bae25',
+ 'match': 'e0fbfe4a36cfa4fa',
  'vocab': 'a3aeeba032568692'}
-TINY = {'corpus': 'bd6c19d31af157f9',
- 'curate': {'caption=a_cname': '8939c53ff2ab1a5f',
-            'caption=full': '49a426e3e9fb9cd8',
-            'imbalance=balanced': '8b88b5b2cc3f9b75',
-            'imbalance=natural': '49a426e3e9fb9cd8'},
- 'frequency': 'aa8a7bc206bc90f4',
- 'match': 'ebaaeea37c02d85b',
- 'report': '0772220fd441fe09',
- 'runs': {'caption=a_cname/clip/s0': ['25f99811652d3229', 'fa2ca7678c0831d9'],
-          'caption=a_cname/sl/s0': ['52af670e12bb33bb', '9e2097480f443cc2'],
-          'caption=full/clip/s0': ['3c601338b21ce994', '0a960a9749f1f7cd'],
-          'caption=full/sl/s0': ['52af670e12bb33bb', '9e2097480f443cc2'],
-          'imbalance=balanced/clip/s0': ['39cbcf4888698af0', '84bb27a1e215bd04'],
-          'imbalance=balanced/sl/s0': ['d9315779c936af05', 'c36f2d7fa92749b4'],
-          'imbalance=natural/clip/s0': ['3c601338b21ce994', '0a960a9749f1f7cd'],
-          'imbalance=natural/sl/s0': ['52af670e12bb33bb', '9e2097480f443cc2']},
+TINY = {'corpus': '341026cb964efcda',
+ 'curate': {'caption=a_cname': 'cd8d1d7e102b93e5',
+            'caption=full': 'a9a0d7411f156b0d',
+            'imbalance=balanced': '871da7c795056484',
+            'imbalance=natural': 'a9a0d7411f156b0d'},
+ 'frequency': '9f0f0b160da4b3ee',
+ 'match': '17cbe84fe84fcb64',
+ 'report': 'ec46b2b97e3f8a66',
+ 'runs': {'caption=a_cname/clip/s0': ['2f3094a7a85adeb5', '1e1b9c741d7bde06'],
+          'caption=a_cname/sl/s0': ['87dfcc39298708e3', '7a378980a554323f'],
+          'caption=full/clip/s0': ['b23369f9c3ab6760', 'b61a25f7fcecefb8'],
+          'caption=full/sl/s0': ['87dfcc39298708e3', '7a378980a554323f'],
+          'imbalance=balanced/clip/s0': ['82ff8801efe9a2ae', '2cbb28ae0daa9fda'],
+          'imbalance=balanced/sl/s0': ['80d44f8b5864eaee', 'ec7fa0a31e23f057'],
+          'imbalance=natural/clip/s0': ['b23369f9c3ab6760', 'b61a25f7fcecefb8'],
+          'imbalance=natural/sl/s0': ['87dfcc39298708e3', '7a378980a554323f']},
  'vocab': 'a3aeeba032568692'}
 MATCH = {'bag_mine': {'frequency': 'ca93b33cd0fea739', 'match': '2d4b283f247d07ad', 'vocab': 'a3aeeba032568692'},
  'phrase': {'frequency': '1ccf980f79fc7ee4', 'match': '77921cd8c7d273af', 'vocab': 'a3aeeba032568692'}}
@@ -52,6 +56,16 @@ def study_keys(graph) -> dict:
 
 def test_default_study_keys_are_unchanged():
     assert study_keys(plan_study(load_spec(default_spec_path()))) == DEFAULT
+
+
+def test_world_2_keeps_its_corpus_key_when_selected_explicitly():
+    import yaml
+
+    from pipeline.spec import parse_spec
+
+    data = yaml.safe_load(default_spec_path().read_text())
+    data["corpus"]["world"] = 2
+    assert plan_study(parse_spec(data)).key("corpus") == WORLD_2_CORPUS
 
 
 def test_tiny_study_keys_are_unchanged(tmp_path):

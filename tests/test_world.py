@@ -235,3 +235,27 @@ def test_filler_phrases_and_words_match_no_concept(matcher):
     # fields are joined, so neighbouring filler words must not form a concept name either
     for a, b in itertools.permutations(words, 2):
         assert matcher.match_one(f"{a} {b}") == [], f"{a} {b}"
+
+
+# ---------------------------------------------------------------- world 3: families follow WordNet
+
+def test_world_3_families_are_runs_of_wordnet_order_and_world_2_is_reachable(world, tmp_path):
+    paths = synthetic.hypernym_paths()
+    key_of = {c.concept_id: c.key for c in imagenet1k().concepts}
+    concepts = sorted(world["concepts"], key=lambda c: paths[key_of[c["concept_id"]]])
+    families = [c["family"] for c in concepts]
+    # in hierarchy order, every family is one contiguous run (its members are each other's nearest relatives)
+    runs = [f for i, f in enumerate(families) if i == 0 or f != families[i - 1]]
+    assert len(runs) == len(set(families))
+    assert world["world"] == 3
+    old = json.loads((_generate(tmp_path / "w2", world=2) / "world.json").read_text())
+    assert "world" not in old
+    # same concepts, targets and counts; only the looks are assigned differently
+    assert [(c["concept_id"], c["count"]) for c in old["concepts"]] == \
+        [(c["concept_id"], c["count"]) for c in world["concepts"]]
+    assert [c["family"] for c in old["concepts"]] != [c["family"] for c in world["concepts"]]
+
+
+def test_world_2_keeps_its_corpus_key_when_selected_explicitly():
+    assert "world" not in CorpusSpec(world=2).model_dump()
+    assert CorpusSpec(world=2).model_dump() != CorpusSpec().model_dump()

@@ -2,7 +2,9 @@
 
 Each concept is named after a real ImageNet class and drawn as a coloured, textured shape (shape x colour x texture).
 Concepts come in families of near-twins that share two of the three attributes, so classes are confusable the way
-fine-grained web concepts are. Concept frequencies follow a profile (a real corpus's counts, or Zipf). Captions are
+fine-grained web concepts are. In world 3 (the default) a family is a run of concepts adjacent in the WordNet hierarchy
+(semantic siblings look alike, as dog breeds do), so a pretrained text encoder's similarities agree with visual ones;
+world 2 assigns the looks at random. Concept frequencies follow a profile (a real corpus's counts, or Zipf). Captions are
 web-like: a title, tags and a description of what is visible in *this* image; some captions never name their concept.
 Everything is a pure function of the config and its seed.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ from pipeline.frequency import reference_counts
 from pipeline.matching.phrase import PhraseMatcher
 from pipeline.spec import CorpusSpec, EvalSpec, ZipfProfile
 from pipeline.store import write_parquet
-from pipeline.vocab import Concept, Vocabulary, imagenet1k
+from pipeline.vocab import VOCAB_DIR, Concept, Vocabulary, imagenet1k
 
 WORLD_VERSION = 2  # 2: concept eligibility honours negative words (crane, bow)
 SHARD_SIZE = 5000
@@ -62,6 +65,25 @@ def eligible_concepts(vocab: Vocabulary) -> list[Concept]:
     """Classes whose display name matches only itself in the vocabulary, so captions are unambiguous by design."""
     matcher = PhraseMatcher(vocab)
     return [c for c in vocab.concepts if matcher.match_one(c.name) == [c.concept_id] and c.name.lower() != "orange"]
+
+
+@lru_cache(maxsize=1)
+def hypernym_paths() -> dict[str, tuple[str, ...]]:
+    """ImageNet-1k wnid -> its WordNet hypernym path, root first (data/vocab/imagenet1k_hypernyms.tsv)."""
+    lines = (VOCAB_DIR / "imagenet1k_hypernyms.tsv").read_text().splitlines()
+    return {wnid: tuple(path.split()) for wnid, path in (line.split("\t") for line in lines if line)}
+
+
+def hierarchy_rank(keys: list[str]) -> np.ndarray:
+    """Rank of each concept in a depth-first walk of the WordNet hierarchy (siblings end up adjacent)."""
+    paths = hypernym_paths()
+    missing = [k for k in keys if k not in paths]
+    if missing:
+        raise SpecError(f"corpus.world 3: concept {missing[0]!r} has no WordNet hypernym path (use world: 2)")
+    order = sorted(range(len(keys)), key=lambda i: paths[keys[i]])
+    rank = np.empty(len(keys), np.int64)
+    rank[order] = np.arange(len(keys))
+    return rank
 
 
 def usable_synonyms(concept: Concept, matcher: PhraseMatcher) -> tuple[str, ...]:
@@ -107,8 +129,11 @@ def choose_concepts(cfg: CorpusSpec, vocab: Vocabulary, rng: np.random.Generator
     is_target[rng.choice(needed, size=cfg.concepts, replace=False)] = True
     matcher = PhraseMatcher(vocab)
     attrs = build_families(needed, rng)
-    # families are drawn in order; shuffle which concept gets which visual so names carry no visual order
+    # families are drawn in order. World 2: shuffle which concept gets which visual, so names carry no visual order;
+    # world 3: concepts take them in WordNet order, so a family's near-twins are semantic siblings (e.g. dog breeds)
     order = rng.permutation(needed)
+    if cfg.world >= 3:
+        order = hierarchy_rank([c.key for c in chosen])  # concept i takes family slot order[i]
     return [
         WorldConcept(c.concept_id, c.name, usable_synonyms(c, matcher), bool(is_target[i]), *attrs[order[i]])
         for i, c in enumerate(chosen)
@@ -321,6 +346,7 @@ def generate(cfg: CorpusSpec, eval_cfg: EvalSpec, out: Path, progress=None) -> d
                             "key": pa.array(eval_rows["key"], pa.string())}), out / "eval.parquet")
     world = {
         "version": WORLD_VERSION,
+        **({"world": cfg.world} if cfg.world >= 3 else {}),  # world 2's file stays as it was
         "image_size": cfg.image_size,
         "targets": [c.concept_id for c in targets],
         "open": [c.concept_id for c in opens],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,10 +82,22 @@ def image_size_of(arch: str) -> int:
     return size if isinstance(size, int) else size[0]
 
 
-class LinearHead(nn.Module):
-    """Logits over all classes, or over a given subset of them (sampled-vocabulary learners)."""
+# The paper's (and CLIP's) temperature: a learnable logit scale initialised at 1/0.07 and never above 100.
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+LOGIT_SCALE_MAX = 100.0
 
-    def __init__(self, dim: int, num_classes: int):
+
+def clamped_scale(log_scale: torch.Tensor) -> torch.Tensor:
+    """exp(log_scale), capped at LOGIT_SCALE_MAX (open_clip clamps the parameter after each step; capping in the
+    forward pass has the same effect on every loss and keeps the rule inside the head)."""
+    return log_scale.clamp(max=math.log(LOGIT_SCALE_MAX)).exp()
+
+
+class LinearHead(nn.Module):
+    """Logits over all classes, or over a given subset of them (sampled-vocabulary learners). Ours: a bias can absorb
+    the class prior, which the paper's cosine head cannot."""
+
+    def __init__(self, dim: int, num_classes: int, class_names=None):
         super().__init__()
         layer = nn.Linear(dim, num_classes)
         self.weight, self.bias = layer.weight, layer.bias
@@ -94,35 +107,48 @@ class LinearHead(nn.Module):
             return F.linear(features, self.weight, self.bias)
         return F.linear(features, self.weight[classes], self.bias[classes])
 
+    def class_weights(self) -> torch.Tensor:
+        return self.weight
+
 
 class CosineHead(nn.Module):
-    """Cosine similarity to learned class prototypes, times a learned temperature."""
+    """The paper's SL head: cosine similarity to learned class prototypes times a learned scale (init 1/0.07, <= 100)."""
 
-    def __init__(self, dim: int, num_classes: int):
+    def __init__(self, dim: int, num_classes: int, class_names=None):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_classes, dim) / dim ** 0.5)
-        self.logit_scale = nn.Parameter(torch.tensor(2.7))  # exp(2.7) ~ 15
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
 
     def forward(self, features, classes=None):
         weight = self.weight if classes is None else self.weight[classes]
-        return F.normalize(features, dim=-1) @ F.normalize(weight, dim=-1).T * self.logit_scale.exp()
+        return F.normalize(features, dim=-1) @ F.normalize(weight, dim=-1).T * clamped_scale(self.logit_scale)
+
+    def class_weights(self) -> torch.Tensor:
+        return self.weight
 
 
 class TextHead(nn.Module):
-    """Class weights fixed to text embeddings of "a {name}"; image features are projected into that space."""
+    """The frozen pretrained text head (the paper's Fig. 9): class weights fixed to MiniLM embeddings of "a {name}"
+    (this project's only pretrained text tower, the one `text_tower: minilm_*` gives CLIP); image features pass through
+    a trainable projection into that space; cosine logits with the CLIP scale."""
 
-    def __init__(self, dim: int, class_embeddings: torch.Tensor):
+    def __init__(self, dim: int, num_classes: int, class_names=None):
         super().__init__()
+        names = tuple(class_names or [f"class {i}" for i in range(num_classes)])
+        class_embeddings = sentence_embeddings(tuple(f"a {n}" for n in names))
         self.register_buffer("class_embeddings", class_embeddings)
         self.proj = nn.Linear(dim, class_embeddings.shape[1], bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(2.7))
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
 
     def forward(self, features, classes=None):
         emb = self.class_embeddings if classes is None else self.class_embeddings[classes]
-        return F.normalize(self.proj(features), dim=-1) @ emb.T * self.logit_scale.exp()
+        return F.normalize(self.proj(features), dim=-1) @ emb.T * clamped_scale(self.logit_scale)
+
+    def class_weights(self) -> torch.Tensor:
+        return self.class_embeddings
 
 
-HEADS = {"linear": LinearHead, "cosine": CosineHead}
+HEADS = {"linear": LinearHead, "cosine": CosineHead, "frozen_text": TextHead}
 
 
 class Learner(nn.Module):
@@ -130,6 +156,7 @@ class Learner(nn.Module):
 
     name = "learner"
     uses_unlabeled = False  # can learn from open-world (label-less) samples
+    zero_shot = False  # scores any class by name (CLIP); otherwise only the classes of its head
     reads_captions = False  # its training reads the samples' captions (so its key hashes them)
 
     def loss(self, batch: dict, step_rng: torch.Generator) -> torch.Tensor:
@@ -151,10 +178,15 @@ class Learner(nn.Module):
     def class_logits(self, images: torch.Tensor, classes) -> torch.Tensor:
         raise NotImplementedError
 
+    def classifier_weights(self, classes) -> torch.Tensor:
+        """One weight vector per scored class (NC2 on the classifier): the head's rows, or CLIP's class text features."""
+        raise NotImplementedError
+
 
 @register("clip")
 class ClipLearner(Learner):
     uses_unlabeled = True
+    zero_shot = True
     reads_captions = True
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, text_tower: str = "scratch"):
@@ -172,7 +204,8 @@ class ClipLearner(Learner):
 
     def loss(self, batch, step_rng):
         out = self.model(batch["images"], batch["tokens"])
-        return self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        # the paper's (open_clip's) temperature rule: the scale never exceeds 100
+        return self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"].clamp(max=LOGIT_SCALE_MAX))
 
     def image_features(self, images):
         return self.model.encode_image(images)
@@ -196,15 +229,19 @@ class ClipLearner(Learner):
         text = classes if isinstance(classes, torch.Tensor) else self.class_text_features(classes)
         return F.normalize(self.image_features(images), dim=-1) @ text.to(images.dtype).T
 
+    def classifier_weights(self, classes):
+        return classes if isinstance(classes, torch.Tensor) else self.class_text_features(classes)
+
 
 @register("sl")
 class SupervisedLearner(Learner):
-    """The CLIP image tower with a linear (or cosine-prototype) head over the target classes, cross-entropy."""
+    """The CLIP image tower with a head over the target classes (the paper's cosine-prototype head by default; ours:
+    a linear head with bias; the frozen pretrained text head), cross-entropy."""
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, head: str = "linear"):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, head: str = "cosine", class_names=None):
         super().__init__()
         self.visual = create_clip(arch).visual
-        self.head = HEADS[head](self.visual.output_dim, num_classes)
+        self.head = HEADS[head](self.visual.output_dim, num_classes, class_names)
         self.num_classes = num_classes
 
     def image_features(self, images):
@@ -216,21 +253,22 @@ class SupervisedLearner(Learner):
     def class_logits(self, images, prompts=None):
         return self.head(self.image_features(images))
 
+    def classifier_weights(self, classes=None):
+        return self.head.class_weights()
+
 
 @register("sl_frozen_text_head")
 class FrozenTextHeadLearner(SupervisedLearner):
     """SL whose class weights are fixed text embeddings of "a {name}" (MiniLM), as a CLIP text tower would give."""
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, class_names=None):
-        super().__init__(arch, num_classes)
-        names = tuple(class_names or [f"class {i}" for i in range(num_classes)])
-        self.head = TextHead(self.visual.output_dim, sentence_embeddings(tuple(f"a {n}" for n in names)))
+        super().__init__(arch, num_classes, head="frozen_text", class_names=class_names)
 
 
 @register("sl_batch_logit_adjust")
 class BatchLogitAdjustLearner(SupervisedLearner):
-    """SL over the classes present in the batch with a +log(count in batch) logit adjustment: what the CLIP loss
-    becomes when a batch holds repeated (template) captions. Tests that mechanism on its own."""
+    """Ours, not the paper's: a mechanism test. SL over the classes present in the batch with a +log(count in batch)
+    logit adjustment, what the CLIP loss becomes when a batch holds repeated (template) captions."""
 
     def loss(self, batch, step_rng):
         labels = batch["labels"]
@@ -263,8 +301,8 @@ class SampledVocabLearner(SupervisedLearner):
     """SL whose softmax at each step covers only a sampled vocabulary (the paper's dynamic-classification remedy)."""
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, num_to_sample: int = 16,
-                 vocab_weights: str = "uniform", head: str = "linear", vocab_chunk: int = 0):
-        super().__init__(arch, num_classes, head=head)
+                 vocab_weights: str = "uniform", head: str = "cosine", vocab_chunk: int = 0, class_names=None):
+        super().__init__(arch, num_classes, head=head, class_names=class_names)
         counts = torch.as_tensor(class_counts if class_counts is not None else [1] * num_classes, dtype=torch.float64)
         self.num_to_sample = num_to_sample
         self.vocab_chunk = vocab_chunk
@@ -286,3 +324,13 @@ class SampledVocabLearner(SupervisedLearner):
             logits = self.head(features[start:start + chunk], vocab)
             total = total + F.cross_entropy(logits, targets, reduction="sum")
         return total / len(labels)
+
+
+@register("sl_sampled_vocab_frozen_text")
+class SampledVocabFrozenTextLearner(SampledVocabLearner):
+    """The paper's Fig. 9 run: a frozen pretrained text head and a sampled vocabulary together."""
+
+    def __init__(self, arch: str, num_classes: int, class_counts=None, num_to_sample: int = 16,
+                 vocab_weights: str = "uniform", vocab_chunk: int = 0, class_names=None):
+        super().__init__(arch, num_classes, class_counts, num_to_sample, vocab_weights, "frozen_text", vocab_chunk,
+                         class_names)

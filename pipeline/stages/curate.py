@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.curate import CURATE_VERSION, curate
@@ -22,7 +23,8 @@ def cell_id(cell: Cell) -> str:
 
 def subset_digests(manifest: pa.Table) -> dict[str, str]:
     """What a learner reads of a subset: labels alone, or labels and captions (see the train stage's key)."""
-    labels = manifest.select(["sample_id", "copy", "label"])
+    # supervised learners never see label-less (open-world) rows, so they are not part of what they read
+    labels = manifest.select(["sample_id", "copy", "label"]).filter(pc.is_valid(manifest.column("label")))
     return {"labels": hashlib.sha256(canonical_json(labels.to_pydict()).encode()).hexdigest()[:16],
             "labels_captions": hashlib.sha256(canonical_json(manifest.to_pydict()).encode()).hexdigest()[:16]}
 

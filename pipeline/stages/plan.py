@@ -68,7 +68,7 @@ def plan_study(spec: StudySpec) -> StudyGraph:
         curate = curate_node(cell, spec.corpus.seed, corpus, match)
         for learner in spec.models:
             for seed in spec.seeds:
-                evaluations.append(evaluate_node(train_node(spec, learner, seed, curate, corpus), cell))
+                evaluations.append(evaluate_node(train_node(spec, learner, seed, curate, corpus), cell, frequency))
     graph = StudyGraph(spec, report_node(spec.name, evaluations, frequency))
     resolve_all(graph.nodes)
     return graph
@@ -90,7 +90,7 @@ def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", opt
     try:
         match = match_node(method, dict(options or {}), vocab, sources=sources,
                            given={"captions": input_digest(sources)},
-                           inputs={"captions": str(Path(captions).resolve())})
+                           inputs={"path": str(Path(captions).resolve())})  # "captions" stays the digest
     except ValueError as err:
         raise InputError(f"--method {method}: {err}") from None
     frequency = frequency_node(match, corpus or Path(captions).name.split(".")[0], keyed=True)
@@ -104,7 +104,11 @@ def match_captions(ws: Workspace, captions: str | Path, vocab_ref: str, method: 
                    force: bool = False) -> dict[str, Artifact]:
     """``tailstudy match``: the vocab, match and frequency artifacts of caption files (``plan_match``), built or
     reused in this process; `force` re-matches (the vocabulary is never rebuilt)."""
+    from pipeline.catalog import check_corpus_name
+
     frequency = plan_match(captions, vocab_ref, method, options, caption_col, id_col, corpus)
+    labels = {"corpus": frequency.config["corpus"], "vocab": frequency.config["vocab"].name, "method": method}
+    check_corpus_name(ws, labels, frequency.key)  # refuse labels another frequency artifact carries
     return run_local(ws, [frequency], lambda node: force and node.stage != "vocab", workers=workers,
                      progress=progress)
 

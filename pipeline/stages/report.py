@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from pipeline.stages.base import BuildContext, Node, Stage
 from pipeline.stages.curate import cell_id
 
-REPORT_VERSION = 2
+REPORT_VERSION = 3  # 3: self-contained HTML, per-level panels, reference overlay, distinct run count, claims table
 
 
 def evaluations(report: Node) -> list[Node]:
@@ -47,12 +47,14 @@ class ReportStage(Stage):
         return {"study": node.config["study"], "runs": len(node.config["runs"])}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
+        from pipeline.claims import claims_table
         from pipeline.report import write_report
 
         run_metrics, per_class = collect_results(ctx.ws, evaluations(ctx.node))
         frequency = ctx.artifact("frequency")
+        counts = pq.read_table(frequency.path / "concept_freq.parquet", columns=["count"]).column("count").to_numpy()
         written = write_report(ctx.config["study"], run_metrics, per_class, frequency.manifest()["imbalance"], out,
-                               frequency.path / "rank_frequency.png")
+                               concept_counts=counts, claims=claims_table(run_metrics, per_class))
         return {"rows": {"runs": len(run_metrics)}, **written}
 
     def upstream_keys(self, node: Node, ws) -> dict[str, str]:

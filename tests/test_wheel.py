@@ -1,0 +1,78 @@
+"""The wheel is a library install: built from the checkout, installed into a fresh virtualenv, `tailstudy match` and
+`tailstudy run` work from a folder outside the checkout (data and SQL come from the package via importlib.resources).
+
+The fresh venv gets tailstudy alone (--no-deps); its dependencies come from this venv's site-packages through a .pth
+file, so the test does not download or copy torch."""
+from __future__ import annotations
+
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, _PREFECT_HOME
+
+MINI_SPEC = """\
+name: mini
+corpus: {concepts: 6, open_concepts: 2, samples: 400, open_samples: 40, profile: laion400m, min_count: 8, seed: 0}
+eval: {per_class: 4}
+base: {imbalance: natural, caption: full}
+factors:
+  caption: [a_cname]
+models: [sl]
+train: {arch: tiny, epochs: 1, batch_size: 128}
+seeds: [0]
+"""
+
+
+def run(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=900, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wheel")
+    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", root / "dist",
+                REPO)
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel = next((root / "dist").glob("tailstudy-*.whl"))
+    made = run(getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", root / "venv")
+    assert made.returncode == 0, made.stderr
+    target = next((root / "venv" / "lib").glob("python3*/site-packages"))
+    done = run(sys.executable, "-m", "pip", "--python", root / "venv" / "bin" / "python", "install", "-q",
+               "--no-deps", wheel)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (target / "tailstudy-deps.pth").write_text(site.getsitepackages()[0] + "\n")
+    return root
+
+
+def tailstudy(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_HOME": _PREFECT_HOME, "PYTHONPATH": ""}
+    return run(root / "venv" / "bin" / "tailstudy", *args, cwd=root / "elsewhere", env=env)
+
+
+@pytest.mark.slow
+def test_wheel_carries_its_data_and_runs_outside_the_checkout(installed):
+    where = run(installed / "venv" / "bin" / "python", "-c",
+                "import pipeline, pipeline.paths as p; print(pipeline.__file__, p.DATA_DIR, p.SQL_DIR)",
+                cwd=installed)
+    module, data, sql = where.stdout.split()
+    assert str(REPO) not in module and Path(data).is_relative_to(Path(module).parent)
+    assert (Path(data) / "studies" / "default.yaml").is_file() and (Path(sql) / "views.sql").is_file()
+    (installed / "elsewhere").mkdir()
+    caps = ["a photo of a goldfish", "a tench in a net", "my dog, a beagle", "nothing here"] * 3
+    pd.DataFrame({"sample_id": [f"s{i}" for i in range(len(caps))], "caption": caps}).to_parquet(
+        installed / "elsewhere" / "small.parquet")
+    done = tailstudy(installed, "match", "small.parquet", "--vocab", "imagenet1k", "-j", "1", "-w", "ws")
+    assert done.returncode == 0, done.stderr
+    top = tailstudy(installed, "sql", "select name, count from concept_freq where count > 0 order by name",
+                    "--format", "csv", "-w", "ws")
+    assert top.stdout.split() == ["name,count", "Beagle,3", "goldfish,3", "tench,3"], top.stderr
+    (installed / "elsewhere" / "mini.yaml").write_text(MINI_SPEC)
+    done = tailstudy(installed, "run", "mini.yaml", "-w", "ws")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list((installed / "elsewhere" / "ws" / "report").glob("*/report.html"))
