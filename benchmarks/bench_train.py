@@ -4,19 +4,18 @@
     .venv/bin/python benchmarks/bench_train.py --arch RN50 --samples 8000 --epochs 3   # a GPU-sized run
 
 Steps: (1) write a small synthetic corpus with ``pipeline.corpus.synthetic.generate`` (webdataset .tar shards of PNG +
-txt), or reuse one with ``--corpus DIR``; (2) train each learner (``clip``, ``sl``) with ``pipeline.train.train`` on the
-decoded shards; (3) train the same open_clip model config on the same shards with ``open_clip_train.main.main`` (single
-process, webdataset, no external logging, logs and its final checkpoint in a temporary directory that is deleted).
+txt) at the model's input size, or reuse one with ``--corpus DIR``; (2) train each learner (``clip``, ``sl``) with
+``pipeline.train.train`` streaming those shards (``pipeline.data``: DataLoader with ``--workers`` processes, open_clip's
+transforms); (3) train the same open_clip model config on the same shards with ``open_clip_train.main.main`` (single
+process, webdataset, the same ``--workers``, the model as ``local-dir:`` of its exported config, no external logging,
+logs and its final checkpoint in a temporary directory that is deleted).
 
-Two figures per learner, both in images/s:
+Two figures per learner, both in samples/s:
 
-* ``step``: the epochs after the warm-up epoch(s), training steps only. Ours: the per-epoch time that ``train`` logs
-  (images already decoded in memory as uint8; includes the uint8->float conversion and host->device copy, excludes the
-  per-epoch checkpoint). open_clip_train: each epoch's wall time minus the time its loop waited for the next batch
-  (PNG decoding, augmentation and tokenisation happen on the fly inside that wait when --workers 0).
-* ``end-to-end``: the whole run, images trained / wall seconds. Ours: decoding all shards once + ``train`` (learner
-  build, tokenisation, every epoch including warm-up, a checkpoint per epoch). open_clip_train: the whole ``main()``
-  call (model build, data pipeline, every epoch decoding on the fly, its final checkpoint).
+* ``end-to-end``: the whole call, samples trained / wall seconds. Ours: ``train`` (learner build, shard index, data
+  workers, every epoch incl. warm-up, a checkpoint per epoch). open_clip_train: the whole ``main()`` call (model
+  build, data pipeline, every epoch, its final checkpoint). Both decode and augment on the fly in their workers.
+* ``step``: the epochs after the warm-up epoch(s): samples / epoch wall time (data waits included, for both).
 
 open_clip_train trains CLIP only; the ``sl`` row compares our supervised learner (image tower + linear head) against
 that same open_clip_train CLIP run, for reference, not like for like.
@@ -43,7 +42,6 @@ if str(REPO) not in sys.path:
 
 import pipeline  # noqa: E402,F401  (sets HF_HUB_OFFLINE=1 etc. before open_clip is imported)
 
-MAX_CORPUS_IMAGE_SIZE = 128  # CorpusSpec.image_size's upper bound; larger model inputs are resized from it
 
 
 # ---------------------------------------------------------------- corpus
@@ -58,7 +56,7 @@ def ensure_corpus(args, model_image_size: int) -> tuple[Path, float]:
         return out, 0.0
     if (out / "shards").exists():
         raise SystemExit(f"{out}: has shards/ but no world.json (half-written?); remove it or pick another dir")
-    size = args.image_size or min(model_image_size, MAX_CORPUS_IMAGE_SIZE)
+    size = args.image_size or model_image_size
     cfg = CorpusSpec(concepts=args.concepts, open_concepts=0, samples=args.samples, open_samples=0,
                      profile="uniform", min_count=1, image_size=size, seed=args.seed)
     started = time.perf_counter()
@@ -66,17 +64,35 @@ def ensure_corpus(args, model_image_size: int) -> tuple[Path, float]:
     return out, time.perf_counter() - started
 
 
-def load_corpus(corpus: Path, image_size: int):
-    """Decode every training shard into memory (resized to the model's input), as the train stage does.
+def reshard(corpus: Path, n: int) -> list[Path]:
+    """The corpus's training samples split into n shards (open_clip_train needs at least one shard per data worker),
+    in CORPUS/wds-N/00000.tar ...; both loops read these same files."""
+    from pipeline.corpus.shards import ShardWriter, iter_shard
 
-    -> (TrainData, class counts, class names, shard paths, decode seconds, stored image size). Labels are the
-    ground-truth target concepts (-1 for open-world concepts, which only clip trains on)."""
+    out = corpus / f"wds-{n}"
+    if not out.is_dir():
+        samples = [s for path in sorted((corpus / "shards").glob("train-*.tar")) for s in iter_shard(path)]
+        tmp = corpus / f".wds-{n}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        per = math.ceil(len(samples) / n)
+        for i in range(n):
+            with ShardWriter(tmp / f"{i:05d}.tar") as writer:
+                for key, members in samples[i * per:(i + 1) * per]:
+                    writer.add(key, members)
+        os.replace(tmp, out)
+    return sorted(out.glob("*.tar"))
+
+
+def load_corpus(corpus: Path, n_shards: int):
+    """The index of every training sample of the corpus (labels: the world's ground-truth target concepts, -1 for
+    open-world ones, which only clip trains on; captions: the shards' own), as the train stage streams a subset.
+
+    -> (ShardData, class counts, class names, shard paths, stored image size)."""
     import numpy as np
     import pyarrow.parquet as pq
-    import torch
 
-    from pipeline.corpus.shards import load_images
-    from pipeline.train import TrainData
+    from pipeline.data import ShardData, build_index
 
     world = json.loads((corpus / "world.json").read_text())
     targets = world["targets"]
@@ -84,31 +100,23 @@ def load_corpus(corpus: Path, image_size: int):
     captions = pq.read_table(corpus / "captions.parquet", columns=["sample_id", "caption", "shard", "key"]).to_pandas()
     truth = pq.read_table(corpus / "truth.parquet", columns=["sample_id", "concept_id"]).to_pandas()
     concept_of = dict(zip(truth.sample_id, truth.concept_id))
-    shards = [corpus / "shards" / s for s in sorted(captions.shard.unique())]
-
-    started = time.perf_counter()
-    images = load_images(shards, set(captions.key), image_size)
-    stack = np.stack([images[k] for k in captions.key])
-    decode_seconds = time.perf_counter() - started
-
+    shards = reshard(corpus, n_shards)
     index_of = {cid: i for i, cid in enumerate(targets)}
-    labels = [index_of.get(concept_of[s], -1) for s in captions.sample_id]
-    counts = [0] * len(targets)
-    for lab in labels:
-        if lab >= 0:
-            counts[lab] += 1
-    data = TrainData(torch.from_numpy(stack), torch.tensor(labels, dtype=torch.long), captions.caption.tolist())
-    return data, counts, [names[c] for c in targets], shards, decode_seconds, world["image_size"]
+    wanted = {k: [(index_of.get(concept_of[s], -1), c)] for s, k, c in zip(captions.sample_id, captions.key,
+                                                                           captions.caption)}
+    index = build_index(shards, wanted, corpus, with_captions=True)
+    counts = np.bincount(index.label[index.label >= 0], minlength=len(targets)).tolist()
+    return ShardData(index), counts, [names[c] for c in targets], shards, world["image_size"]
 
 
 # ---------------------------------------------------------------- tailstudy's loop
 
-def run_ours(kind: str, data, counts, names, args, device, decode_seconds: float) -> dict:
+def run_ours(kind: str, data, counts, names, args, device) -> dict:
     from pipeline.spec import TrainSpec
     from pipeline.train import train
 
-    cfg = TrainSpec(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=device.type)
-    used = int(len(data.labels)) if kind == "clip" else int((data.labels >= 0).sum())
+    cfg = TrainSpec(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=device.type,
+                    workers=args.workers, compile=args.compile, channels_last=args.channels_last)
     captured = io.StringIO()
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as work:
         try:
@@ -120,13 +128,14 @@ def run_ours(kind: str, data, counts, names, args, device, decode_seconds: float
             sys.stderr.write(captured.getvalue()[-4000:])
             raise
     measured = log[args.warmup_epochs:]
-    step_seconds = sum(e["seconds"] for e in measured)
     return {
-        "images_per_epoch": used,
+        "samples_per_epoch": log[-1]["samples"],
         "epoch_seconds": [round(e["seconds"], 4) for e in log],
-        "step_images_per_s": used * len(measured) / step_seconds,
-        "end_to_end_images_per_s": used * len(log) / (decode_seconds + total),
-        "decode_seconds": decode_seconds,
+        "data_wait_frac": [round(e["data_wait_frac"], 4) for e in log],
+        "peak_rss_mb": log[-1]["peak_rss_mb"],
+        "peak_gpu_mb": log[-1]["peak_gpu_mb"],
+        "step_samples_per_s": sum(e["samples"] for e in measured) / sum(e["seconds"] for e in measured),
+        "end_to_end_samples_per_s": sum(e["samples"] for e in log) / total,
         "train_call_seconds": total,
     }
 
@@ -185,42 +194,12 @@ def _quiet_logging(verbose: bool):
                 lg.setLevel(levels.get(name, logging.NOTSET))
 
 
-@contextlib.contextmanager
-def _webdataset_eof_fix():
-    """open_clip_train 3.3.0 with webdataset >= 0.2.96 (the lock pins 0.2.111) fails on its first shard end:
-    webdataset's tar_file_expander now yields an end-of-shard marker ``{}`` that open_clip_train's
-    group_by_keys_nothrow reads as a file (KeyError: 'fname'; open_clip#935, webdataset#384). Upstream open_clip's
-    fix is ``tar_file_expander(..., eof_value=None)``; apply exactly that for the duration of the run. Yields whether
-    the fix was needed."""
-    import inspect
-
-    from open_clip_train import data as ocd
-
-    original = ocd.tarfile_to_samples_nothrow
-    needed = ("eof_value" in inspect.signature(ocd.tar_file_expander).parameters
-              and "eof_value" not in inspect.getsource(original))
-
-    def tarfile_to_samples_nothrow(src, handler=ocd.log_and_continue):
-        streams = ocd.url_opener(src, handler=handler)
-        files = ocd.tar_file_expander(streams, handler=handler, eof_value=None)
-        return ocd.group_by_keys_nothrow(files, handler=handler)
-
-    if needed:
-        ocd.tarfile_to_samples_nothrow = tarfile_to_samples_nothrow
-    try:
-        yield needed
-    finally:
-        ocd.tarfile_to_samples_nothrow = original
-
-
 def run_open_clip_train(shards: list[Path], n_samples: int, args, device) -> dict:
-    import open_clip
     import open_clip_train.main as oct_main
     import torch
 
-    from pipeline.models.learners import CONFIG_DIR
+    from pipeline.models.learners import open_clip_config_dir
 
-    open_clip.add_model_config(CONFIG_DIR)  # so --model tiny resolves
     for var in ("WORLD_SIZE", "SLURM_NTASKS"):  # never let it initialise torch.distributed
         os.environ.pop(var, None)
 
@@ -242,11 +221,12 @@ def run_open_clip_train(shards: list[Path], n_samples: int, args, device) -> dic
 
     flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     with tempfile.TemporaryDirectory(prefix="bench-open-clip-train-") as logs:
+        model_dir = open_clip_config_dir(args.arch, Path(logs) / "model")  # config only: a fresh, untrained model
         argv = [
             "--train-data", "::".join(str(s) for s in shards),
             "--train-num-samples", str(n_samples),
             "--dataset-type", "webdataset",
-            "--model", args.arch,
+            "--model", f"local-dir:{model_dir}",
             "--batch-size", str(args.batch_size),
             "--epochs", str(args.epochs),
             "--lr", str(args.lr),
@@ -263,9 +243,11 @@ def run_open_clip_train(shards: list[Path], n_samples: int, args, device) -> dic
             "--log-every-n-steps", "1000000",
         ]
         oct_main.train_one_epoch = timed_epoch
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         captured = io.StringIO()
         try:
-            with _webdataset_eof_fix() as eof_fix, _quiet_logging(args.verbose) as captured:
+            with _quiet_logging(args.verbose) as captured:
                 started = time.perf_counter()
                 rc = oct_main.main(argv)
                 total = time.perf_counter() - started
@@ -285,10 +267,11 @@ def run_open_clip_train(shards: list[Path], n_samples: int, args, device) -> dic
         "images_per_epoch": epochs[-1]["images"],
         "epoch_seconds": [round(e["seconds"], 4) for e in epochs],
         "data_wait_seconds": [round(e["wait"], 4) for e in epochs],
-        "step_images_per_s": sum(e["images"] for e in measured) / sum(e["seconds"] - e["wait"] for e in measured),
-        "end_to_end_images_per_s": sum(e["images"] for e in epochs) / total,
+        "data_wait_frac": [round(e["wait"] / e["seconds"], 4) for e in epochs],
+        "step_samples_per_s": sum(e["images"] for e in measured) / sum(e["seconds"] for e in measured),
+        "end_to_end_samples_per_s": sum(e["images"] for e in epochs) / total,
         "main_call_seconds": total,
-        "webdataset_eof_fix": eof_fix,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else float("nan"),
         "argv": argv[:],
     }
 
@@ -296,10 +279,9 @@ def run_open_clip_train(shards: list[Path], n_samples: int, args, device) -> dic
 # ---------------------------------------------------------------- report
 
 LEGEND = """\
-step        epochs after the warm-up, training steps only. Ours: images pre-decoded in memory. open_clip_train:
-            epoch time minus the time spent waiting for batches (on-the-fly PNG decode, augment, tokenise).
-end-to-end  the whole run incl. model build and warm-up epoch. Ours: + decoding all shards once, a checkpoint
-            per epoch. open_clip_train: decoding every epoch, its final checkpoint.
+end-to-end  the whole call: model build, data pipeline, every epoch incl. warm-up, checkpoints. Both loaders decode,
+            augment and tokenise on the fly in --workers processes, from the same shards.
+step        the epochs after the warm-up: samples / epoch wall time (waiting for data included).
 sl rows     against the open_clip_train CLIP run (it has no supervised mode): a reference, not like for like.
 noise       one run each, in sequence. On a CPU shared with other processes the figures are noisy: torch's default
             of one thread per core can slow down many-fold while another process holds a core (try --threads 1)."""
@@ -315,7 +297,7 @@ def device_label(device) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ["learner", "device", "measure", "images/s (ours)", "images/s (open_clip_train)", "ratio ours/theirs"]
+    head = ["learner", "device", "measure", "samples/s (ours)", "samples/s (open_clip_train)", "ratio ours/theirs"]
     body = [[r["learner"], r["device"], r["measure"], f"{r['ours']:.1f}",
              f"{r['theirs']:.1f}" + (" (clip)" if r["learner"] != "clip" else ""), f"{r['ratio']:.2f}"]
             for r in rows]
@@ -331,7 +313,7 @@ def parse_args(argv):
     p.add_argument("--samples", type=int, default=2000, help="training images in a generated corpus")
     p.add_argument("--concepts", type=int, default=20, help="target concepts (classes) in a generated corpus")
     p.add_argument("--image-size", type=int, default=0,
-                   help=f"pixels of a generated corpus (0: the model's, at most {MAX_CORPUS_IMAGE_SIZE})")
+                   help="pixels of a generated corpus (0: the model's input size)")
     p.add_argument("--arch", default="tiny", help="open_clip model config: tailstudy's (tiny) or open_clip's (RN50...)")
     p.add_argument("--learners", default="clip,sl", help="comma-separated tailstudy learners")
     p.add_argument("--epochs", type=int, default=2)
@@ -339,8 +321,10 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--workers", type=int, default=-1,
-                   help="open_clip_train dataloader workers (0 or 1; -1: 1 on CUDA, 0 on CPU)")
+    p.add_argument("--workers", type=int, default=2, help="data loader worker processes, for both loops")
+    p.add_argument("--shards", type=int, default=4, help="shards the corpus is split into (at least --workers)")
+    p.add_argument("--compile", action="store_true", help="ours: torch.compile the learner")
+    p.add_argument("--channels-last", action="store_true", help="ours: channels-last images and image tower")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads for both loops (0: torch's default, one per core); 1 is steadier on a "
                         "machine whose cores other processes also use")
@@ -350,8 +334,6 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.epochs <= args.warmup_epochs:
         p.error("--epochs must exceed --warmup-epochs (the step figure uses the epochs after the warm-up)")
-    if args.workers not in (-1, 0, 1):
-        p.error("--workers: 0 or 1 (single process; a second worker would share the 2 cores anyway)")
     return args
 
 
@@ -365,8 +347,6 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.workers == -1:
-        args.workers = 1 if device.type == "cuda" else 0
     if device.type == "cuda":
         torch.zeros(1, device=device)  # create the CUDA context before anything is timed
     learners = [k.strip() for k in args.learners.split(",") if k.strip()]
@@ -378,33 +358,30 @@ def main(argv=None) -> int:
         args.corpus = str(Path(tmp) / "corpus")
     try:
         corpus, gen_seconds = ensure_corpus(args, model_size)
-        data, counts, names, shards, decode_seconds, stored_size = load_corpus(corpus, model_size)
-        n = int(len(data.labels))
+        data, counts, names, shards, stored_size = load_corpus(corpus, max(args.shards, args.workers, 1))
+        n = data.num_samples
         label = device_label(device)
         print(f"corpus {corpus} ({'generated in %.1f s' % gen_seconds if gen_seconds else 'reused'}): {n} images "
-              f"in {len(shards)} shard(s), {len(counts)} classes, stored at {stored_size} px; "
-              f"decoded into memory at {data.images.shape[1]} px in {decode_seconds:.1f} s", flush=True)
+              f"in {len(shards)} shard(s), {len(counts)} classes, stored at {stored_size} px", flush=True)
         print(f"model {args.arch} at {model_size} px, batch {args.batch_size}, {args.epochs} epochs "
-              f"({args.warmup_epochs} warm-up), lr {args.lr}, device {label}, open_clip_train workers {args.workers}",
+              f"({args.warmup_epochs} warm-up), lr {args.lr}, device {label}, data workers {args.workers} (both)",
               flush=True)
 
         ours = {}
         for kind in learners:
-            ours[kind] = run_ours(kind, data, counts, names, args, device, decode_seconds)
-            print(f"  ours {kind}: epochs {ours[kind]['epoch_seconds']} s", flush=True)
+            ours[kind] = run_ours(kind, data, counts, names, args, device)
+            print(f"  ours {kind}: epochs {ours[kind]['epoch_seconds']} s, data-wait fraction "
+                  f"{ours[kind]['data_wait_frac']}", flush=True)
         theirs = run_open_clip_train(shards, n, args, device)
-        print(f"  open_clip_train clip: epochs {theirs['epoch_seconds']} s, of which waiting for data "
-              f"{theirs['data_wait_seconds']} s", flush=True)
-        if theirs["webdataset_eof_fix"]:
-            print("  note: applied upstream open_clip's webdataset fix (tar_file_expander eof_value=None) to "
-                  "open_clip_train for this run; see benchmarks/README.md", flush=True)
+        print(f"  open_clip_train clip: epochs {theirs['epoch_seconds']} s, data-wait fraction "
+              f"{theirs['data_wait_frac']}", flush=True)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
     rows = []
     for kind in learners:
-        for measure, key in (("step", "step_images_per_s"), ("end-to-end", "end_to_end_images_per_s")):
+        for measure, key in (("step", "step_samples_per_s"), ("end-to-end", "end_to_end_samples_per_s")):
             rows.append({"learner": kind, "device": label, "measure": measure, "ours": ours[kind][key],
                          "theirs": theirs[key], "ratio": ours[kind][key] / theirs[key]})
     print()

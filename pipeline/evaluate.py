@@ -66,13 +66,14 @@ def classifier_rows(learner, classes, learner_ids: list[int], eval_ids: list[int
 
 def evaluate_learner(learner, images: torch.Tensor, concepts: np.ndarray, eval_ids: list[int], learner_ids: list[int],
                      counts: list[int], corpus_freq: dict[int, int], names: dict[int, str], prompts: str,
-                     device: torch.device, trimmed: list[int] = ()) -> tuple[dict, dict]:
+                     device: torch.device, trimmed: list[int] = (), predictor=None) -> tuple[dict, dict]:
     """Score one learner on the study's evaluation classes. A zero-shot learner (CLIP) scores every evaluation class
     by name, as the paper evaluates CLIP; a supervised learner scores the evaluation classes its head has, and images
     of the others count as wrong. -> (per-class table over eval_ids, run metrics)."""
     scored = [names[c] for c in (eval_ids if learner.zero_shot else learner_ids)]
     encoded = encode_class_names(learner, scored, prompts)
-    logits, feats = predict(learner, images, scored, prompts, device, classes=encoded)
+    # `predictor`: how images reach the learner (default: an in-memory tensor; studies stream, pipeline.data_eval)
+    logits, feats = (predictor or predict)(learner, images, scored, prompts, device, classes=encoded)
     weights = classifier_rows(learner, encoded, learner_ids, eval_ids)
     if not learner.zero_shot:
         logits = align_logits(logits, learner_ids, eval_ids)

@@ -35,7 +35,7 @@ def epoch_bar(desc: str, epochs: int) -> Iterator[Callable[[int, int, dict], Non
         if not bar:
             bar.append(tqdm(total=total, initial=done - 1, desc=desc, unit="epoch", file=sys.stderr,
                             dynamic_ncols=True))
-        bar[0].set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{row['images_per_s']:.0f}")
+        bar[0].set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{row['samples_per_s']:.0f}")
         bar[0].update(1)
 
     try:

@@ -31,7 +31,7 @@ class CorpusSpec(_Strict):
     # "laion400m" etc. = a shipped reference table (data/reference/freqs); "uniform"; or {zipf: a}
     profile: Union[str, ZipfProfile] = "laion400m"
     min_count: int = Field(5, ge=1)
-    image_size: int = Field(32, ge=16, le=128)
+    image_size: int = Field(32, ge=16, le=512)
     variation: float = Field(1.0, ge=0.0, le=3.0)
     unnamed_frac: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 0
@@ -312,6 +312,13 @@ class TrainSpec(_Strict):
     head: Literal["cosine", "linear", "frozen_text"] = "cosine"
     # clip: text tower trained from scratch, or the packaged MiniLM sentence encoder frozen / fine-tuned
     text_tower: Literal["scratch", "minilm_frozen", "minilm_finetune"] = "scratch"
+    # a cap on optimisation steps over the whole run (smoke checks); the schedule is cut, not rescaled
+    max_steps: Optional[int] = Field(None, ge=1)
+    # data loader worker processes (None: none for model inputs <= 64 px, else up to 4); any value gives the same
+    # batches (pipeline.data), so like `device`, `workers`, `compile` and `channels_last` are not part of a run's key
+    workers: Optional[int] = Field(None, ge=0, le=64)
+    compile: bool = False  # torch.compile the learner
+    channels_last: bool = False  # channels-last memory format for images and the image tower
     # how many training runs may overlap on CPU (each in its own process, with cores / parallel torch threads);
     # on GPUs the executor runs one per visible GPU instead. Never part of a key: results do not depend on it.
     parallel: int = Field(1, ge=1)

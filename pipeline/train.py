@@ -11,10 +11,11 @@ from typing import Callable
 
 import torch
 
+from pipeline.data import num_batches
 from pipeline.models import learner_kwargs, make_learner, reads_captions
 from pipeline.spec import TrainSpec
 
-TRAIN_VERSION = 2  # 2: logit scales init 1/0.07 and capped at 100 (CLIP, cosine and text heads)
+TRAIN_VERSION = 3  # 3: streamed from shards, open_clip transforms (augmentation), max_steps; 2: logit scales init 1/0.07, capped at 100
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -45,9 +46,41 @@ def distributed_context(device: torch.device) -> tuple[DistributedContext, torch
 
 @dataclass
 class TrainData:
+    """Decoded images in memory (tests and small experiments); studies stream from shards (`pipeline.data.ShardData`)."""
+
     images: torch.Tensor  # uint8 (N, H, W, 3)
     labels: torch.Tensor  # long (N,), class index or -1 for open-world samples
     captions: list[str]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.labels)
+
+    def for_learner(self, learner, text: bool) -> "MemoryBatches":
+        keep = torch.ones(len(self.labels), dtype=torch.bool) if learner.uses_unlabeled else self.labels >= 0
+        index = torch.nonzero(keep).squeeze(1)
+        tokens = learner.tokenize([self.captions[i] for i in index.tolist()]) if text else None
+        return MemoryBatches(self.images[index], self.labels[index], tokens)
+
+
+@dataclass
+class MemoryBatches:
+    images: torch.Tensor
+    labels: torch.Tensor
+    tokens: torch.Tensor | None
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.labels)
+
+    def epoch(self, epoch: int, seed: int, batch_size: int, rank: int, world: int, workers, pin: bool):
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        for b in range(num_batches(len(order), batch_size)):
+            idx = order[b * batch_size:(b + 1) * batch_size][rank::world]
+            batch = {"images": to_float(self.images[idx], torch.device("cpu")), "labels": self.labels[idx]}
+            if self.tokens is not None:
+                batch["tokens"] = self.tokens[idx]
+            yield batch
 
 
 def pick_device(requested: str) -> torch.device:
@@ -74,38 +107,53 @@ def build_learner(kind: str, cfg: TrainSpec, class_counts: list[int], class_name
                                                class_names=class_names))
 
 
-def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, seed: int, work_dir: Path,
+def _wrap(learner, ctx: DistributedContext, device: torch.device):
+    if ctx.world <= 1:
+        return learner
+    learner.distribute(ctx.rank, ctx.world)
+    if device.type == "cuda":  # batch statistics over the global batch (SyncBatchNorm needs CUDA)
+        learner = torch.nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+    return torch.nn.parallel.DistributedDataParallel(learner, device_ids=[device.index] if device.type == "cuda"
+                                                     else None)
+
+
+def schedule(cfg: TrainSpec, num_samples: int) -> tuple[int, int, int]:
+    """-> (steps per epoch, total steps, warm-up steps); `max_steps` caps the total (the schedule keeps its shape)."""
+    steps_per_epoch = num_batches(num_samples, cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    return steps_per_epoch, total_steps, min(steps_per_epoch, total_steps // 10 + 1)
+
+
+def _optimizer(learner, cfg: TrainSpec, total_steps: int, warmup: int):
+    opt = torch.optim.AdamW([p for p in learner.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total_steps - warmup))))  # noqa
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else cosine(s))
+    return opt, sched
+
+
+def train(kind: str, data, class_counts: list[int], cfg: TrainSpec, seed: int, work_dir: Path,
           progress: Callable[[int, int, dict], None] | None = None,
           class_names: list[str] | None = None) -> tuple[torch.nn.Module, list[dict]]:
-    """Train a learner; resumes from ``work_dir/checkpoint.pt`` when a previous attempt was killed.
+    """Train a learner on `data` (`pipeline.data.ShardData` streamed from shards, or in-memory `TrainData`); resumes
+    from ``work_dir/checkpoint.pt`` when a previous attempt was killed.
 
     Under torchrun every rank takes its share of each global batch, gradients are averaged by DDP (CLIP's loss
     gathers features across ranks), and rank 0 alone writes checkpoints."""
     ctx, device = distributed_context(pick_device(cfg.device))
     torch.manual_seed(seed)
     learner = build_learner(kind, cfg, class_counts, class_names).to(device)
-    if ctx.world > 1:
-        learner.distribute(ctx.rank, ctx.world)
-        if device.type == "cuda":  # batch statistics over the global batch (SyncBatchNorm needs CUDA)
-            learner = torch.nn.SyncBatchNorm.convert_sync_batchnorm(learner)
-        model = torch.nn.parallel.DistributedDataParallel(learner, device_ids=[device.index] if device.type == "cuda"
-                                                          else None)
-    else:
-        model = learner
-    keep = torch.ones(len(data.labels), dtype=torch.bool) if learner.uses_unlabeled else data.labels >= 0
-    index = torch.nonzero(keep).squeeze(1)
-    if len(index) == 0:
+    if cfg.channels_last:
+        learner = learner.to(memory_format=torch.channels_last)
+    model = _wrap(learner, ctx, device)
+    step_fn = torch.compile(model) if cfg.compile else model
+    source = data.for_learner(learner, reads_captions(kind))
+    if source.num_samples == 0:
         raise RuntimeError(f"{kind}: the subset has no training samples this learner can use")
-    tokens = learner.tokenize([data.captions[i] for i in index.tolist()]) if reads_captions(kind) else None
-    images, labels = data.images[index], data.labels[index]
-
-    steps_per_epoch = math.ceil(len(index) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = min(steps_per_epoch, total_steps // 10 + 1)
-    opt = torch.optim.AdamW([p for p in learner.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup))))
+    steps_per_epoch, total_steps, warmup = schedule(cfg, source.num_samples)
+    opt, sched = _optimizer(learner, cfg, total_steps, warmup)
 
     log: list[dict] = []
     start_epoch = 0
@@ -116,34 +164,104 @@ def train(kind: str, data: TrainData, class_counts: list[int], cfg: TrainSpec, s
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         log, start_epoch = state["log"], state["epoch"] + 1
-
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-    for epoch in range(start_epoch, cfg.epochs):
+    epochs = min(cfg.epochs, math.ceil(total_steps / steps_per_epoch))
+    for epoch in range(start_epoch, epochs):
         learner.train()
-        order = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        started, loss_sum = time.time(), 0.0
-        for step in range(steps_per_epoch):
-            batch_idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][ctx.rank::ctx.world]
-            batch = {"images": to_float(images[batch_idx], device), "labels": labels[batch_idx].to(device)}
-            if tokens is not None:
-                batch["tokens"] = tokens[batch_idx].to(device)
-            step_rng = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
-            with autocast:
-                loss = model(batch, step_rng)  # Learner.forward is its loss (DDP hooks forward)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach())
-        seconds = time.time() - started
-        log.append({"epoch": epoch, "loss": loss_sum / steps_per_epoch, "seconds": seconds,
-                    "images_per_s": len(index) / seconds if seconds else float("nan")})
+        steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+        batches = source.epoch(epoch, seed, cfg.batch_size, ctx.rank, ctx.world, cfg.workers, device.type == "cuda")
+        log.append({"epoch": epoch, **run_epoch(step_fn, batches, steps, opt, sched, device, cfg, seed, epoch, ctx)})
         if ctx.is_main:
             _save_atomic({"model": learner.state_dict(), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "log": log, "epoch": epoch}, ckpt_path)
         if progress:
-            progress(epoch + 1, cfg.epochs, log[-1])
+            progress(epoch + 1, epochs, log[-1])
     return learner, log
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    images = batch["images"].to(device, non_blocking=True)
+    out = {"images": images.contiguous(memory_format=torch.channels_last) if channels_last else images,
+           "labels": batch["labels"].to(device, non_blocking=True)}
+    if "tokens" in batch:
+        out["tokens"] = batch["tokens"].to(device, non_blocking=True)
+    return out
+
+
+def run_epoch(model, batches, steps: int, opt, sched, device, cfg: TrainSpec, seed: int, epoch: int,
+              ctx: DistributedContext) -> dict:
+    """Up to `steps` optimisation steps over one epoch's batches -> the epoch's loss and throughput figures."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    meter = ThroughputMeter(device, ctx.world)
+    loss_sum, done = 0.0, 0
+    for step, batch in enumerate(meter.wrap(batches)):
+        if step >= steps:
+            break
+        batch = _to_device(batch, device, cfg.channels_last)
+        step_rng = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
+        with autocast:
+            loss = model(batch, step_rng)  # Learner.forward is its loss (DDP hooks forward)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += float(loss.detach())  # also a device sync, so step times are real
+        meter.count(len(batch["labels"]))
+        done += 1
+    return {"loss": loss_sum / max(done, 1), "steps": done, **meter.summary()}
+
+
+class ThroughputMeter:
+    """Per-epoch samples/s (per device under DDP), the fraction of the epoch spent waiting for data, peak memory."""
+
+    def __init__(self, device: torch.device, world: int):
+        self.device, self.world = device, world
+        self.wait, self.samples = 0.0, 0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self.started = time.perf_counter()
+
+    def wrap(self, batches):
+        t = time.perf_counter()
+        it = iter(batches)  # starting data workers is waiting for data too
+        self.wait += time.perf_counter() - t
+        while True:
+            t = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self.wait += time.perf_counter() - t
+            yield batch
+
+    def count(self, n: int) -> None:
+        self.samples += n
+
+    def summary(self) -> dict:
+        seconds = time.perf_counter() - self.started
+        rate = self.samples / seconds if seconds else float("nan")
+        return {"seconds": seconds, "samples": self.samples * self.world, "samples_per_s": rate * self.world,
+                "samples_per_s_per_device": rate, "data_wait_frac": self.wait / seconds if seconds else float("nan"),
+                "peak_rss_mb": peak_rss_mb(),
+                "peak_gpu_mb": torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+                if self.device.type == "cuda" else float("nan")}
+
+
+def peak_rss_mb() -> float:
+    """High-water RSS of this process plus the current RSS of its child processes (the data workers, which persist
+    through the run), in MB."""
+    import resource
+
+    total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        import psutil  # in the lock (via dask distributed); without it the workers are left out
+    except ImportError:
+        return total / 2 ** 20
+    for child in psutil.Process().children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:  # exited meanwhile
+            pass
+    return total / 2 ** 20
 
 
 class _null:

@@ -64,6 +64,11 @@ CREATE OR REPLACE VIEW run_metrics AS SELECT NULL::VARCHAR AS run_id, NULL::VARC
     NULL::DOUBLE AS trimmed_acc, NULL::DOUBLE AS rho_acc_corpus, NULL::DOUBLE AS rho_pred_corpus,
     NULL::DOUBLE AS rho_nc1_freq, NULL::DOUBLE AS rho_nc2_mean_freq, NULL::DOUBLE AS rho_nc2_weight_freq WHERE false;
 
+CREATE OR REPLACE VIEW train_log AS SELECT NULL::VARCHAR AS train_key, NULL::BIGINT AS epoch, NULL::DOUBLE AS loss,
+    NULL::BIGINT AS steps, NULL::DOUBLE AS seconds, NULL::BIGINT AS samples, NULL::DOUBLE AS samples_per_s,
+    NULL::DOUBLE AS samples_per_s_per_device, NULL::DOUBLE AS data_wait_frac, NULL::DOUBLE AS peak_rss_mb,
+    NULL::DOUBLE AS peak_gpu_mb WHERE false;
+
 CREATE OR REPLACE TABLE reference_freq AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS name,
     NULL::BIGINT AS count WHERE false;
 

@@ -115,6 +115,15 @@ SELECT r.run_id, r.study, r.factor, r.level, r.model, r.seed,
 FROM read_parquet('studies/*/runs.parquet') AS r
 JOIN read_parquet('evaluate/*/metrics.parquet', union_by_name = true) AS m USING (run_id);
 
+-- per-epoch training log of every run (train_key = the train stage key): loss, optimisation steps, samples/s (in all;
+-- per device = per GPU under DDP), fraction of the epoch spent waiting for data, peak RSS (MB, this process's
+-- high-water mark + its data workers' RSS at the epoch's end) and peak GPU memory allocated (MB, NULL on CPU)
+CREATE OR REPLACE VIEW train_log AS
+SELECT regexp_extract(filename, '/train/([^/]+)/', 1) AS train_key, epoch, loss, steps, seconds, samples,
+       samples_per_s, samples_per_s_per_device, data_wait_frac, peak_rss_mb,
+       nullif(peak_gpu_mb, 'NaN'::DOUBLE) AS peak_gpu_mb
+FROM read_parquet('train/*/train_log.parquet', filename = true, union_by_name = true);
+
 -- the paper's measured class frequencies (Wen et al. 2024, MIT): source = <corpus>_<dataset>[_ori]; copied into the
 -- catalog (a table), so the catalog does not depend on where the package is installed
 CREATE OR REPLACE TABLE reference_freq AS

@@ -10,7 +10,7 @@ MAX_FUNCTION_LINES = 60  # in pipeline/ and flows/
 # Over the limits today, in modules other issues own or share (train loop, synthetic world, ingest, readers, the
 # spec models): listed so the rule holds for everything else; an entry may only go (the test fails if a listed one
 # is fixed but still listed).
-KNOWN_OVER = {"pipeline/spec.py", "pipeline/corpus/ingest.py", "pipeline/train.py:train", "pipeline/corpus/synthetic.py:generate",
+KNOWN_OVER = {"pipeline/spec.py", "pipeline/corpus/ingest.py", "pipeline/corpus/synthetic.py:generate",
               "pipeline/corpus/ingest.py:assemble", "pipeline/corpus/sources.py:build_folder",
               "pipeline/corpus/readers.py:read_url_list"}
 

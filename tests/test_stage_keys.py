@@ -13,7 +13,8 @@ from pipeline.store import Workspace
 from tests.conftest import TINY_SPEC
 
 # Re-pinned with issue 13's version bumps: world 3 is the default corpus (new content: corpus, match, frequency keys);
-# CURATE_VERSION 3 (prefixed `full`), TRAIN_VERSION 2 (logit-scale cap and init), EVALUATE_VERSION 3 (fixed eval
+# CURATE_VERSION 3 (prefixed `full`), TRAIN_VERSION 2 (logit-scale cap and init), then issue 10's TRAIN_VERSION 3
+# (streamed data, open_clip augmentation) and `max_steps` in every training key, EVALUATE_VERSION 3 (fixed eval
 # classes, corpus rho, per-class NC), REPORT_VERSION 3 (claims table). World 2 keeps its old corpus key (test below).
 WORLD_2_CORPUS = 'c88b23bc2cbbd22a'
 DEFAULT = {'corpus': '9280fe6bce62a65c',
@@ -31,15 +32,16 @@ TINY = {'corpus': '341026cb964efcda',
             'imbalance=natural': 'a9a0d7411f156b0d'},
  'frequency': '9f0f0b160da4b3ee',
  'match': '17cbe84fe84fcb64',
- 'report': 'ec46b2b97e3f8a66',
- 'runs': {'caption=a_cname/clip/s0': ['2f3094a7a85adeb5', '1e1b9c741d7bde06'],
-          'caption=a_cname/sl/s0': ['87dfcc39298708e3', '7a378980a554323f'],
-          'caption=full/clip/s0': ['b23369f9c3ab6760', 'b61a25f7fcecefb8'],
-          'caption=full/sl/s0': ['87dfcc39298708e3', '7a378980a554323f'],
-          'imbalance=balanced/clip/s0': ['82ff8801efe9a2ae', '2cbb28ae0daa9fda'],
-          'imbalance=balanced/sl/s0': ['80d44f8b5864eaee', 'ec7fa0a31e23f057'],
-          'imbalance=natural/clip/s0': ['b23369f9c3ab6760', 'b61a25f7fcecefb8'],
-          'imbalance=natural/sl/s0': ['87dfcc39298708e3', '7a378980a554323f']},
+ 'report': '8cb19e5523faaa2c',
+ 'runs': {'caption=a_cname/clip/s0': ['9d30a51d5f7841b5', '90f5d8ef5f0d4695'],
+          'caption=a_cname/sl/s0': ['254d16c62b409e93', '67059e8686e16e17'],
+          'caption=full/clip/s0': ['c301e6f10696decc', '18ee5698f303b298'],
+          'caption=full/sl/s0': ['254d16c62b409e93', '67059e8686e16e17'],
+          'imbalance=balanced/clip/s0': ['bcbe266f4bc4d6c5',
+                                         'fd3c7c155841e2d9'],
+          'imbalance=balanced/sl/s0': ['ac103432e4540ad3', '62967183edf6d64b'],
+          'imbalance=natural/clip/s0': ['c301e6f10696decc', '18ee5698f303b298'],
+          'imbalance=natural/sl/s0': ['254d16c62b409e93', '67059e8686e16e17']},
  'vocab': 'a3aeeba032568692'}
 MATCH = {'bag_mine': {'frequency': 'ca93b33cd0fea739', 'match': '2d4b283f247d07ad', 'vocab': 'a3aeeba032568692'},
  'phrase': {'frequency': '1ccf980f79fc7ee4', 'match': '77921cd8c7d273af', 'vocab': 'a3aeeba032568692'}}

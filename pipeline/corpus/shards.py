@@ -6,7 +6,7 @@ import os
 import tarfile
 import uuid
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -79,13 +79,12 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
 
 
-def load_images(shard_paths: Iterable[Path], keys: set[str], size: int) -> dict[str, np.ndarray]:
-    """Decode the images of the requested keys from the given shards."""
-    found: dict[str, np.ndarray] = {}
-    for path in shard_paths:
-        for key, members in iter_shard(path):
-            if key in keys:
-                ext = next((e for e in IMAGE_EXTS if e in members), None)
-                if ext is not None:
-                    found[key] = decode_image(members[ext], size)
-    return found
+def index_shard(path: Path) -> Iterator[tuple[str, str, int, int]]:
+    """Yield (key, ext, byte offset, size) of every image member: what a reader needs to fetch one image with a seek,
+    without reading the other members' data (tarfile seeks over them)."""
+    with tarfile.open(path, "r") as tar:
+        for info in tar:
+            if info.isfile():
+                key, _, ext = os.path.basename(info.name).partition(".")
+                if ext.lower() in IMAGE_EXTS:
+                    yield key, ext, info.offset_data, info.size

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-COMMON_OPTIONS = ("arch", "epochs", "batch_size", "lr", "weight_decay")  # every learner's training reads these
+COMMON_OPTIONS = ("arch", "epochs", "batch_size", "lr", "weight_decay", "max_steps")  # every learner reads these
 CONTEXT = ("arch", "num_classes", "class_counts", "class_names")  # what the study hands a learner it declares
 
 LEARNERS: dict[str, Callable] = {}

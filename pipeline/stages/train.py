@@ -7,11 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError
 from pipeline.stages.base import BuildContext, Node, Stage
 from pipeline.store import write_parquet
 
@@ -24,31 +22,13 @@ def train_config(learner: str, cfg, seed: int) -> dict:
     return {"model": learner, "train": {k: options[k] for k in learner_options(learner)}, "seed": seed}
 
 
-def load_subset_data(corpus_dir: Path, subset_dir: Path, image_size: int):
-    """Subset manifest -> images (decoded from the corpus's shards), class indices and captions, in manifest order."""
-    import torch
+def load_subset_data(corpus_dir: Path, subset_dir: Path):
+    """Subset manifest -> a training set streamed from the corpus's shards (pipeline.data), class ids and counts."""
+    from pipeline.data import ShardData, subset_index
 
-    from pipeline.corpus.shards import load_images
-    from pipeline.train import TrainData
-
-    manifest = pq.read_table(subset_dir / "subset.parquet")
     freq = pq.read_table(subset_dir / "subset_freq.parquet").sort_by("concept_id")
     class_ids = freq.column("concept_id").to_pylist()
-    captions = pq.read_table(corpus_dir / "captions.parquet", columns=["sample_id", "shard", "key"]).to_pandas()
-    wanted = set(manifest.column("sample_id").to_pylist())
-    rows = captions[captions.sample_id.isin(wanted)]
-    images = load_images([corpus_dir / "shards" / s for s in sorted(rows.shard.unique())], set(rows.key), image_size)
-    key_of = dict(zip(rows.sample_id, rows.key))
-    missing = [s for s in wanted if key_of.get(s) not in images]
-    if missing:
-        raise InputError(f"{corpus_dir}: {len(missing)} subset samples have no image in the shards (e.g. {missing[0]})")
-    ids = manifest.column("sample_id").to_pylist()
-    index_of = {cid: i for i, cid in enumerate(class_ids)}
-    stack = np.stack([images[key_of[s]] for s in ids]) if ids else np.zeros((0, image_size, image_size, 3), np.uint8)
-    labels = [index_of[lab] if lab is not None else -1 for lab in manifest.column("label").to_pylist()]
-    data = TrainData(torch.from_numpy(stack), torch.tensor(labels, dtype=torch.long),
-                     manifest.column("caption").to_pylist())
-    return data, class_ids, freq.column("count").to_pylist()
+    return ShardData(subset_index(corpus_dir, subset_dir, class_ids)), class_ids, freq.column("count").to_pylist()
 
 
 def uses_gpu(device: str) -> bool:
@@ -99,7 +79,7 @@ class TrainStage(Stage):
 
         started = time.time()
         spec, learner_name, seed = ctx.config["spec"], ctx.config["learner"], ctx.config["seed"]
-        data, class_ids, counts = load_subset_data(ctx.path("corpus"), ctx.path("curate"), spec.corpus.image_size)
+        data, class_ids, counts = load_subset_data(ctx.path("corpus"), ctx.path("curate"))
         names = {c.concept_id: c.name for c in ctx.config["vocab"].concepts}
         work = ctx.ws.scratch_dir("train", ctx.node.key, fresh=ctx.force)  # --force train never resumes
         discard_unreadable(work / CHECKPOINT, lambda p: torch.load(p, map_location="cpu", weights_only=False),
@@ -108,7 +88,9 @@ class TrainStage(Stage):
                              [names[c] for c in class_ids])
         torch.save({"model": learner.state_dict(), "class_ids": class_ids, "class_counts": counts}, out / "model.pt")
         write_parquet(pa.Table.from_pylist(log), out / "train_log.parquet")
-        return {"rows": {"train_samples": int(len(data.labels))}, "model": learner_name, "learner": learner_name,
+        if hasattr(learner, "export_open_clip"):  # CLIP runs: a checkpoint open_clip loads by itself
+            learner.export_open_clip(out)
+        return {"rows": {"train_samples": int(data.num_samples)}, "model": learner_name, "learner": learner_name,
                 "seed": seed, "class_ids": class_ids, "class_counts": counts, "final_loss": log[-1]["loss"],
                 "train_config": self.key_config(ctx.config), "started_at": started, "finished_at": time.time(),
                 "device": str(ctx.device or spec.train.device)}
