@@ -35,7 +35,7 @@ def start(spec: Path, ws: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-TIMINGS = {"train_log.parquet": ["seconds", "images_per_s"]}  # wall-clock columns: differ between any two runs
+LOGS = {"train_log.parquet"}  # per-epoch logs: only their loss columns are deterministic (the rest are timings)
 
 
 def artifact_bytes(ws: Path) -> dict[str, bytes]:
@@ -47,8 +47,10 @@ def artifact_bytes(ws: Path) -> dict[str, bytes]:
         for path in manifest.parent.rglob("*"):
             if path.is_file() and path.name != "manifest.json":
                 data = path.read_bytes()
-                if path.name in TIMINGS:
-                    data = repr(pq.read_table(path).drop_columns(TIMINGS[path.name]).to_pydict()).encode()
+                if path.name in LOGS:
+                    table = pq.read_table(path)
+                    data = repr(table.select([c for c in table.column_names if c in ("epoch", "loss")]).to_pydict())
+                    data = data.encode()
                 found[path.relative_to(ws).as_posix()] = data
     return found
 
