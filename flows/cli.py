@@ -76,6 +76,9 @@ def run(
                                                    "dask:N or tcp://HOST:PORT (a Dask scheduler)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="CPU-bound stage nodes (curate, evaluate, ...) that may "
                                                             "run at once; training runs overlap per train.parallel."),
+    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="When another run holds the "
+                                                 "workspace: wait at most this many seconds (default: until it "
+                                                 "ends; 0: fail at once)."),
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", "-f", help="Results as table, csv or json "
                                                                               "(stdout; stage lines go to stderr)."),
 ) -> None:
@@ -85,8 +88,15 @@ def run(
 
     spec_path = spec or default_spec_path()
     check_force(force)
-    plan_study(load_spec(spec_path))  # validate spec and vocabulary before any orchestration starts
+    study = load_spec(spec_path)
+    plan_study(study)  # validate spec and vocabulary before any orchestration starts
     ws = _workspace(workspace)
+    from pipeline.preflight import check_run
+
+    check_run(study, ws.root, str(spec_path))  # workspace, device, arch: before the first stage, not after corpus/match/curate
+    from pipeline.lifeline import start_watchdog
+
+    start_watchdog()  # Prefect's server and pool workers end with this process, even on kill -9
     from flows.runner import run_study
 
     if task_runner is not None:
@@ -94,7 +104,7 @@ def run(
 
         parse_task_runner(task_runner)  # a bad name fails here, in one line
     summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose, task_runner=task_runner,
-                        jobs=jobs)
+                        jobs=jobs, lock_timeout=lock_timeout)
     log = out if fmt is TableFormat.table else err  # csv/json: stdout carries the results table only
     for rec in summary["stages"]:
         colour = {"ran": "green", "reused": "cyan", "shared": "dim"}.get(rec["status"], "white")
@@ -116,11 +126,19 @@ def sql(
                                           "...), or @NAME for a documented query of sql/queries/."),
     workspace: Optional[Path] = WorkspaceOpt,
     fmt: TableFormat = FormatOpt,
+    limit: int = typer.Option(1000, "--limit", help="table format: show at most this many rows (0 = all)."),
 ) -> None:
-    """Query the workspace's DuckDB catalog (read-only)."""
-    from pipeline import catalog
+    """Query the workspace's DuckDB catalog: read-only, files outside the workspace are out of reach."""
+    from pipeline import sqlguard
 
-    print_frame(catalog.query(_workspace(workspace), query), fmt, out)
+    if limit < 0:
+        _fail(f"--limit {limit}: must be 0 (all rows) or more")
+    df, note = sqlguard.guarded_query(_workspace(workspace), query), None
+    if fmt is TableFormat.table:
+        df, note = sqlguard.limit_rows(df, limit)
+    print_frame(df, fmt, out)
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -129,9 +147,12 @@ def status(workspace: Optional[Path] = WorkspaceOpt, fmt: TableFormat = FormatOp
     import pandas as pd
 
     ws = _workspace(workspace)
-    rows = []
+    rows, corrupt = [], []
     for art in ws.list_artifacts():
-        manifest = art.manifest()
+        problem = ws.problem(art.stage, art.key)  # sizes, Parquet magic, checksums of files up to 64 MB
+        if problem:
+            corrupt.append(f"corrupt: {art.stage}/{art.key}: {problem}")
+        manifest = {"rows": {"CORRUPT": "rebuilt by the next run"}} if problem else art.manifest()
         rows.append({"stage": art.stage, "key": art.key,
                      "rows": ", ".join(f"{k}={v}" for k, v in manifest.get("rows", {}).items()),
                      "seconds": float(manifest.get("seconds", float("nan")))})
@@ -139,6 +160,22 @@ def status(workspace: Optional[Path] = WorkspaceOpt, fmt: TableFormat = FormatOp
         out.print(f"{ws.root}: no artifacts yet")
         return
     print_frame(pd.DataFrame(rows, columns=["stage", "key", "rows", "seconds"]), fmt, out, title=str(ws.root))
+    for line in corrupt:
+        err.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def verify(workspace: Optional[Path] = WorkspaceOpt) -> None:
+    """Check every artifact against its manifest (sizes and sha256 of all files); exit 2 naming what is corrupt."""
+    ws = _workspace(workspace)
+    arts = ws.list_artifacts()
+    corrupt = [(art, ws.problem(art.stage, art.key, full=True)) for art in arts]
+    corrupt = [(art, problem) for art, problem in corrupt if problem]
+    for art, problem in corrupt:
+        err.print(f"corrupt: {art.stage}/{art.key}: {problem}", highlight=False, soft_wrap=True)
+    out.print(f"{ws.root}: {len(arts)} artifacts checked, {len(corrupt)} corrupt", highlight=False)
+    if corrupt:
+        raise typer.Exit(2)
 
 
 @app.command(name="catalog")
@@ -160,6 +197,20 @@ def _caption_bar(desc: str):
 
     tqdm.monitor_interval = 0
     return item_bar(desc, unit="caption")
+
+
+def _say(message: str) -> None:
+    err.print(message, highlight=False, soft_wrap=True)
+
+
+def _exclusive(ws):
+    """For match / ingest: a watchdog that ends our workers with us (even on kill -9), and the workspace lock (a second
+    command on the workspace waits, then reuses what the first built)."""
+    from pipeline.lifeline import start_watchdog
+    from pipeline.locks import stderr_say
+
+    start_watchdog()
+    return ws.lock(None, stderr_say)
 
 
 @app.command()
@@ -198,14 +249,15 @@ def match(
     if workers is not None and workers < 1:
         _fail(f"--workers {workers}: must be at least 1")
     ws = _workspace(workspace)
-    with _caption_bar(f"match {captions.name}") as advance:
-        results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None else {},
-                                 caption_col, id_col, name, workers, advance, force)
-    if index:
-        from pipeline.describe import index_and_describe
+    with _exclusive(ws):
+        with _caption_bar(f"match {captions.name}") as advance:
+            results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None
+                                     else {}, caption_col, id_col, name, workers, advance, force)
+        if index:
+            from pipeline.describe import index_and_describe
 
-        results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force))
-    catalog.refresh(ws)
+            results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force))
+        catalog.refresh(ws)
     for stage, result in results.items():
         out.print(f"  {result.status:<7} {stage:<10} {result.key}", highlight=False)
     freq = results["frequency"].manifest()
@@ -516,6 +568,7 @@ def ingest(
     threads: int = typer.Option(16, "--threads", help="Download threads per process."),
     processes: int = typer.Option(1, "--processes", help="Download processes."),
     timeout: int = typer.Option(10, "--timeout", help="Seconds per request."),
+    max_image_mb: float = typer.Option(32.0, "--max-image-mb", help="Refuse bigger downloads (too_large)."),
     retry_rounds: int = typer.Option(1, "--retry-rounds", help="Rounds re-fetching URLs that failed transiently."),
     retry_wait: float = typer.Option(5.0, "--retry-wait", help="Seconds to wait before each retry round."),
     shard_size: int = typer.Option(10000, "--shard-size", help="Samples per webdataset shard."),
@@ -524,9 +577,8 @@ def ingest(
     workspace: Optional[Path] = WorkspaceOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show img2dataset's own output."),
 ) -> None:
-    """Download a URL list with img2dataset into webdataset shards (a corpus artifact a study can reuse); failed
-    URLs are recorded per sample (the `downloads` view) and transient failures are retried. Resumes when
-    interrupted: finished shards are never downloaded again."""
+    """Download a URL list with img2dataset into webdataset shards (a corpus artifact a study can reuse); failures are
+    recorded per sample (the `downloads` view), transient ones retried; resumes, never re-fetching finished shards."""
     from pydantic import ValidationError
 
     from pipeline import catalog
@@ -537,16 +589,16 @@ def ingest(
     options = {"source": "urls", "path": str(urls), "url_col": url_col, "caption_col": caption_col, "id_col": id_col,
                "preset": preset, "image_size": image_size, "format": fmt, "header": not no_header,
                "resize_mode": resize_mode, "threads": threads, "processes": processes, "timeout": timeout,
-               "retry_rounds": retry_rounds, "retry_wait": retry_wait, "shard_size": shard_size,
-               "refetch": refetch}
+               "max_image_mb": max_image_mb, "retry_rounds": retry_rounds, "retry_wait": retry_wait,
+               "shard_size": shard_size, "refetch": refetch}
     try:
         cfg = UrlsCorpusSpec.model_validate({k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         raise SpecError(f"ingest: {_first_error(exc)}") from None
     ws = _workspace(workspace)
     try:
-        result = run_local(ws, [source_node(cfg)], quiet=not verbose,
-                           say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))["source"]
+        with _exclusive(ws):
+            result = run_local(ws, [source_node(cfg)], quiet=not verbose, say=_say)["source"]
     except KeyboardInterrupt:  # typer would exit 130 silently
         err.print("interrupted: finished shards are kept; run the same command again to resume", highlight=False)
         raise typer.Exit(130) from None
@@ -565,8 +617,10 @@ def ingest(
 
 def main() -> None:
     from pipeline.env import configure_offline_env
+    from pipeline.lifeline import prefect_startup_defaults, startup_timeout_message
 
     configure_offline_env()  # an entry point sets the process environment; importing the library does not
+    prefect_startup_defaults()
     try:
         app(standalone_mode=True)
     except TailstudyError as exc:
@@ -578,6 +632,9 @@ def main() -> None:
     except Exception as exc:  # a bug, not a user error: one line unless debugging
         if os.environ.get("TAILSTUDY_DEBUG"):
             raise
+        if startup_timeout_message(exc):  # the machine, not the input: exit 1
+            err.print(f"[bold red]error:[/] {startup_timeout_message(exc)}", highlight=False, soft_wrap=True)
+            sys.exit(1)
         err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (set TAILSTUDY_DEBUG=1 for the traceback)",
                   highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -20,10 +20,20 @@ def quiet_prefect(verbose: bool) -> None:
 
 
 def run_study(spec_path: str, workspace: str, force: list[str] | None = None, verbose: bool = False,
-              task_runner: str | None = None, jobs: int = 1) -> dict:
+              task_runner: str | None = None, jobs: int = 1, lock_timeout: float | None = None) -> dict:
     """Run the study flow in this process; `task_runner` (local, threads:N, processes:N, dask:N, tcp://HOST:PORT)
     executes the match stage's per-shard tasks (see flows/task_runners.py); None keeps the flow's default. `jobs`:
-    CPU-bound nodes (curate, evaluate, ...) that may run at once."""
+    CPU-bound nodes (curate, evaluate, ...) that may run at once. The workspace is locked for the run: a second run
+    on it waits (at most `lock_timeout` s), then reuses what it finds."""
+    from pipeline.locks import stderr_say
+    from pipeline.store import Workspace
+
+    with Workspace(workspace).lock(lock_timeout, stderr_say):
+        return _run_study(spec_path, workspace, force, verbose, task_runner, jobs)
+
+
+def _run_study(spec_path: str, workspace: str, force: list[str] | None, verbose: bool, task_runner: str | None,
+               jobs: int) -> dict:
     # the task cache lives with the artifacts it describes: deleting a workspace deletes its cache too
     results = Path(workspace).resolve() / ".prefect" / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,12 @@ def _build(path: Path, ws: Workspace) -> list[str]:
             try:
                 con.execute(statement)
                 live.append(_statement_name(statement))
-            except (duckdb.IOException, duckdb.BinderException, duckdb.InvalidInputException):
-                pass  # no artifacts of this kind yet: the empty view from schema.sql stays
+            except (duckdb.IOException, duckdb.BinderException, duckdb.InvalidInputException) as err:
+                unreadable = not isinstance(err, duckdb.BinderException) and "No files found" not in str(err)
+                if unreadable:  # a corrupt or unreadable file: never an empty view in silence
+                    raise InputError(f"catalog view {_statement_name(statement)}: "
+                                     f"{str(err).strip().splitlines()[0]}") from None
+                # no artifacts of this kind yet (no files, or not the fields a view needs): the empty view stays
     return live
 
 
@@ -82,26 +86,11 @@ def use_workspace(con: duckdb.DuckDBPyConnection, ws: Workspace) -> duckdb.DuckD
     return con
 
 
-def connect_readonly(ws: Workspace) -> duckdb.DuckDBPyConnection:
-    if not ws.catalog_path.is_file():
-        raise InputError(f"{ws.catalog_path}: no catalog yet (run a study, or `tailstudy catalog` to build it)")
-    try:
-        con = duckdb.connect(str(ws.catalog_path), read_only=True)
-    except duckdb.Error as err:
-        raise InputError(f"{ws.catalog_path}: cannot open the catalog: {str(err).splitlines()[0]}") from None
-    return use_workspace(con, ws)
-
-
 def query(ws: Workspace, sql: str):
-    """Run a query on the catalog -> pandas DataFrame; SQL errors become one-line input errors."""
-    sql = resolve_query(sql)
-    con = connect_readonly(ws)
-    try:
-        return con.execute(sql).df()
-    except duckdb.Error as err:
-        raise InputError(f"SQL error: {str(err).splitlines()[0]}") from None
-    finally:
-        con.close()
+    """Run a read-only query on the catalog -> pandas DataFrame (the guarded connection of pipeline.sqlguard)."""
+    from pipeline.sqlguard import guarded_query
+
+    return guarded_query(ws, sql)
 
 
 def check_corpus_name(ws: Workspace, labels: dict[str, str], frequency_key: str) -> None:

@@ -8,7 +8,6 @@ import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_serializer,
                       model_validator)
 
@@ -98,6 +97,7 @@ class UrlsCorpusSpec(_RealCorpusSpec):
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
     shard_size: int = Field(10000, ge=1, le=1_000_000)
     timeout: int = Field(10, ge=1)  # seconds per request
+    max_image_mb: float = Field(32.0, gt=0)  # a larger download is refused (error_kind too_large), never read whole
     retries: int = Field(0, ge=0, le=10)  # img2dataset's immediate re-tries of a failed request
     retry_rounds: int = Field(1, ge=0, le=20)  # the retry step: re-fetch transient failures of finished shards
     retry_wait: float = Field(5.0, ge=0)  # seconds before each retry round (not part of the corpus key)
@@ -364,6 +364,10 @@ class StudySpec(_Strict):
                              "semantic matcher's caption-definition similarity)")
         if not self.seeds:
             raise ValueError("seeds: needs at least one seed")
+        for field_name, values in (("seeds", self.seeds), ("models", self.models)):
+            repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if repeated is not None:  # a repeated seed would silently share one run and halve the replicates
+                raise ValueError(f"{field_name}: {repeated!r} is listed twice")
         return self
 
 
@@ -429,12 +433,10 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
+    from pipeline.preflight import load_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}: invalid YAML{where}") from None
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))  # a repeated key is an error, not dropped
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not UTF-8 text") from None
     return parse_spec(data, str(path))

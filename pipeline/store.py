@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -60,12 +61,23 @@ class Artifact:
     label: str = ""
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.path / MANIFEST).read_text())
+        from pipeline.integrity import read_manifest
+
+        found, problem = read_manifest(self.path, self.stage, self.key)
+        if problem:
+            from pipeline.errors import InputError
+
+            raise InputError(problem)
+        return found
+
+
+TEMP_NAME = re.compile(r"^\.(?:tmp|old)-(?P<key>.+)-[0-9a-f]+$")
 
 
 class Workspace:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
+        self._reported: set[tuple[str, str]] = set()
 
     @property
     def catalog_path(self) -> Path:
@@ -75,13 +87,50 @@ class Workspace:
         return Artifact(stage, key, self.root / stage / key)
 
     def exists(self, stage: str, key: str) -> bool:
-        return (self.root / stage / key / MANIFEST).is_file()
+        """A sound artifact is there (pipeline.integrity's run-time checks); a corrupt one counts as missing, so it is
+        rebuilt -- said once per process on stderr."""
+        if not (self.root / stage / key / MANIFEST).is_file():
+            return False
+        problem = self.problem(stage, key)
+        if problem and (stage, key) not in self._reported:
+            self._reported.add((stage, key))
+            from pipeline.locks import stderr_say
 
-    def scratch_dir(self, stage: str, key: str) -> Path:
-        """A stable per-key work directory for resumable stages (checkpoints, finished shards)."""
+            stderr_say(f"corrupt artifact {stage}/{key}: {problem}; it will be rebuilt")
+        return problem is None
+
+    def problem(self, stage: str, key: str, full: bool = False) -> str | None:
+        from pipeline.integrity import artifact_problem
+
+        return artifact_problem(self.root / stage / key, stage, key, full)
+
+    def scratch_dir(self, stage: str, key: str, fresh: bool = False) -> Path:
+        """A stable per-key work directory for resumable stages (checkpoints, finished shards); `fresh` empties it
+        first (a forced rebuild never resumes)."""
         path = self.root / stage / f".work-{key}"
+        if fresh and path.exists():
+            shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def lock(self, timeout: float | None = None, say=None):
+        """The workspace lock, held by a run (or match / ingest) from start to end: a second one waits for it."""
+        from pipeline.locks import file_lock
+        from pipeline.preflight import check_workspace
+
+        check_workspace(self.root)  # a file or a read-only directory: one line before any work
+        return file_lock(self.root / ".lock", f"workspace {self.root}", timeout, say)
+
+    def artifact_lock(self, stage: str, key: str):
+        """Held while an artifact is built (and its work directory used): one builder per artifact at a time."""
+        from pipeline.locks import file_lock, stderr_say
+
+        return file_lock(self.lock_path(stage, key), f"artifact {stage}/{key}", None, stderr_say)
+
+    def lock_path(self, stage: str, key: str) -> Path:
+        """Artifact locks live apart from the artifacts (WORKSPACE/.locks/STAGE/KEY.lock): a stage directory holds
+        only artifacts, temps and work directories."""
+        return self.root / ".locks" / stage / f"{key}.lock"
 
     @contextlib.contextmanager
     def build(self, stage: str, key: str, manifest: dict[str, Any], replace: bool = False) -> Iterator[Path]:
@@ -90,15 +139,18 @@ class Workspace:
         The caller fills the yielded directory and may add entries to ``manifest``; on any exception the temp
         directory is removed and no artifact appears. With ``replace`` an existing artifact is swapped out.
         """
+        from pipeline.integrity import fsync_dir, record_files
+
         final = self.root / stage / key
         tmp = self.root / stage / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         started = time.time()
         try:
             yield tmp
-            manifest = {"stage": stage, "key": key, **manifest, "seconds": round(time.time() - started, 3)}
+            manifest = {"stage": stage, "key": key, **manifest, "seconds": round(time.time() - started, 3),
+                        "files": record_files(tmp)}
             atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=_json_default))
-            if final.exists() and replace:
+            if final.exists() and (replace or self.problem(stage, key) is not None):  # forced, or corrupt
                 stale = final.with_name(f".old-{key}-{uuid.uuid4().hex[:8]}")
                 os.rename(final, stale)
                 os.rename(tmp, final)
@@ -107,12 +159,25 @@ class Workspace:
                 shutil.rmtree(tmp)
             else:
                 os.rename(tmp, final)
+            fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         scratch = self.root / stage / f".work-{key}"
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def produce(self, stage: str, key: str, body, manifest: dict[str, Any], force: bool = False) -> str:
+        """Build (stage, key) under its artifact lock unless a sound one exists -> "ran" or "reused". `body(out)`
+        fills the temp directory and returns manifest entries; a concurrent builder that finished first wins."""
+        if self.exists(stage, key) and not force:
+            return "reused"
+        with self.artifact_lock(stage, key):
+            if self.exists(stage, key) and not force:
+                return "reused"
+            with self.build(stage, key, manifest, replace=force) as out:
+                manifest.update(body(out))
+        return "ran"
 
     def list_artifacts(self) -> list[Artifact]:
         found = []
@@ -125,14 +190,19 @@ class Workspace:
         return found
 
     def clean_stale_temps(self) -> int:
-        """Remove temp directories left by killed runs (never finished artifacts, never resumable work dirs)."""
+        """Remove temp directories left by killed runs: only those whose artifact lock is free, i.e. whose builder is
+        gone (never a live builder's temp, never finished artifacts, never resumable work dirs)."""
+        from pipeline.locks import is_free
+
         removed = 0
         if self.root.is_dir():
             for stage_dir in self.root.iterdir():
                 if stage_dir.is_dir():
                     for tmp in [*stage_dir.glob(".tmp-*"), *stage_dir.glob(".old-*")]:
-                        shutil.rmtree(tmp, ignore_errors=True)
-                        removed += 1
+                        found = TEMP_NAME.match(tmp.name)
+                        if found and is_free(self.lock_path(stage_dir.name, found["key"])):
+                            shutil.rmtree(tmp, ignore_errors=True)
+                            removed += 1
         return removed
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from pipeline.errors import InputError
 from pipeline.paths import DATA_DIR
+from pipeline.text import normalise
 
 VOCAB_DIR = DATA_DIR / "vocab"
 
@@ -154,7 +155,9 @@ def _read_rows(path: Path) -> list[dict]:
         if suffix == ".json":
             data = json.loads(text) if text.strip() else []
         elif suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or []
+            from pipeline.preflight import load_yaml
+
+            data = load_yaml(text, str(path), InputError) or []
         else:
             raise InputError(f"{path}: unsupported vocabulary format (use .csv, .tsv, .json or .yaml)")
     except (json.JSONDecodeError, yaml.YAMLError) as err:
@@ -196,5 +199,9 @@ def _row_to_concept(path: Path, index: int, row) -> Concept:
     if unknown:
         raise InputError(f"{where}: unknown field {sorted(unknown)[0]!r}")
     definition = row.get("definition") or None
+    if definition is not None and not isinstance(definition, str):
+        raise InputError(f"{where}: field 'definition' must be text, not {type(definition).__name__}")
+    if not normalise(name):  # e.g. only punctuation: the matcher's normaliser leaves nothing that could ever match
+        raise InputError(f"{where}: concept name {name!r} has no letters or digits, so it can never match a caption")
     syns = tuple(dict.fromkeys([name.lower(), *(s.lower() for s in synonyms)]))
     return Concept(index, str(row.get("key") or name), name, syns, definition, tuple(n.lower() for n in negatives))

@@ -75,6 +75,8 @@ def error_kind(status: Optional[str], message: Optional[str]) -> Optional[str]:
         return "dns"
     if "ssl" in text or "certificate" in text:
         return "ssl"
+    if "larger than the size cap" in text:
+        return "too_large"
     if "x-robots-tag" in text:
         return "disallowed"
     if "hash mismatch" in text:
@@ -154,11 +156,13 @@ def run_img2dataset(url_list: Path, output: Path, cfg, mode: str, log: Optional[
 
     import img2dataset  # noqa: F401  (its package exports a function named `main`, hiding the module)
 
+    from pipeline.corpus.download_cap import capped
+
     i2d = sys.modules["img2dataset.main"]
     real_signal = i2d.signal
     i2d.signal = _NoSignals
     try:
-        with _output_to(log):
+        with _output_to(log), capped(i2d, cfg.max_image_mb):
             i2d.download(
                 url_list=str(url_list), input_format="parquet", url_col="url", caption_col="caption",
                 save_additional_columns=["sample_id"], output_folder=str(output), output_format="webdataset",

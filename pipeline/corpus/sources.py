@@ -61,6 +61,8 @@ def source_config(cfg) -> dict:
     exclude = {"path", "metadata", "targets", "seed", *RUNTIME_OPTIONS}
     if cfg.source != "urls":
         exclude.add("image_size")  # stored as given; decoded at the study's size
+    if cfg.source == "urls" and cfg.max_image_mb == type(cfg).model_fields["max_image_mb"].default:
+        exclude.add("max_image_mb")  # the default cap keeps the keys of corpora built before the cap existed
     config = cfg.model_dump(mode="json", exclude=exclude)
     if cfg.source == "urls":
         config.update(cfg.columns())

@@ -23,6 +23,7 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.preflight import check_id_type
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
            ".ndjson": "jsonl"}
@@ -142,6 +143,7 @@ def resolve_source(path: Path, name: str, caption_col: str | None, id_col: str |
     if id_col is not None and id_col not in names:
         raise InputError(f"{path}: no id column {id_col!r} (columns: {shown})")
     resolved_id = id_col if id_col is not None else (ID_COLUMN if ID_COLUMN in names else None)
+    check_id_type(path, resolved_id, types.get(resolved_id) if resolved_id else None)
     caption_type = types.get(caption_col)
     if caption_type is not None and not (pa.types.is_string(caption_type) or pa.types.is_large_string(caption_type)
                                          or pa.types.is_binary(caption_type) or pa.types.is_large_binary(caption_type)

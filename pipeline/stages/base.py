@@ -155,9 +155,8 @@ def run_node(ws: Workspace, node: Node, force: bool = False, device: str | None 
         return Artifact(stage.dir, node.key, final, "reused", node.label)
     manifest: dict[str, Any] = {"inputs": stage.inputs(node), "library": library_versions()}
     ctx = BuildContext(ws, node, force, device, progress, options)
-    with ws.build(stage.dir, node.key, manifest, replace=force) as out:
-        manifest.update(stage.build(ctx, out))
-    return Artifact(stage.dir, node.key, final, "ran", node.label)
+    status = ws.produce(stage.dir, node.key, lambda out: stage.build(ctx, out), manifest, force)
+    return Artifact(stage.dir, node.key, final, status, node.label)
 
 
 def run_local(ws: Workspace, targets: Iterable[Node], force: Callable[[Node], bool] = lambda n: False,

@@ -80,11 +80,13 @@ def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", opt
     vocabulary, the method and every input file first. Keys are content-addressed (the files' digest)."""
     from pipeline.matching import MATCHERS
     from pipeline.matching.inputs import input_digest, resolve_sources
+    from pipeline.preflight import first_duplicate_id
 
     vocab = vocab_node(load_vocab(vocab_ref), vocab_ref)
     if method not in MATCHERS:
         raise InputError(f"--method {method}: unknown matching method (known: {', '.join(MATCHERS)})")
     sources = resolve_sources(captions, caption_col, id_col)
+    first_duplicate_id(sources)  # duplicate ids would merge samples: an error before any work
     try:
         match = match_node(method, dict(options or {}), vocab, sources=sources,
                            given={"captions": input_digest(sources)},

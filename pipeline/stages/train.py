@@ -73,14 +73,19 @@ class TrainStage(Stage):
     def build(self, ctx: BuildContext, out: Path) -> dict:
         import torch
 
-        from pipeline.train import train
+        from pipeline.integrity import discard_unreadable
+        from pipeline.locks import stderr_say
+        from pipeline.train import CHECKPOINT, train
 
         started = time.time()
         spec, learner_name, seed = ctx.config["spec"], ctx.config["learner"], ctx.config["seed"]
         data, class_ids, counts = load_subset_data(ctx.path("corpus"), ctx.path("curate"))
         names = {c.concept_id: c.name for c in ctx.config["vocab"].concepts}
-        learner, log = train(learner_name, data, counts, train_spec(ctx), seed,
-                             ctx.ws.scratch_dir("train", ctx.node.key), ctx.progress, [names[c] for c in class_ids])
+        work = ctx.ws.scratch_dir("train", ctx.node.key, fresh=ctx.force)  # --force train never resumes
+        discard_unreadable(work / CHECKPOINT, lambda p: torch.load(p, map_location="cpu", weights_only=False),
+                           stderr_say)  # a corrupt checkpoint restarts training instead of failing every run
+        learner, log = train(learner_name, data, counts, train_spec(ctx), seed, work, ctx.progress,
+                             [names[c] for c in class_ids])
         torch.save({"model": learner.state_dict(), "class_ids": class_ids, "class_counts": counts}, out / "model.pt")
         write_parquet(pa.Table.from_pylist(log), out / "train_log.parquet")
         if hasattr(learner, "export_open_clip"):  # CLIP runs: a checkpoint open_clip loads by itself

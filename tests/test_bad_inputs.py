@@ -1,0 +1,431 @@
+"""A catalogue of bad inputs: each ends with exit 2 and one line naming the culprit, never a traceback.
+
+Cases run the real `tailstudy` entry point (``pipeline.cli.main``) in this process, so they stay fast; none reaches
+Prefect (they fail in validation, before any orchestration starts). A few run the installed console script as a user
+would, to check the process-level behaviour (exit code, catalog checksum) end to end.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import cli
+
+PROGRESS = re.compile(r"\[\d\d:\d\d[<,]")  # a tqdm progress line (stderr), not a message
+GOOD_SPEC = "name: t\ncorpus: {concepts: 10, samples: 200}\ntrain: {arch: tiny, epochs: 1}\n"
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`tailstudy ARGS` through the console script's entry point, in this process -> (exit code, stdout, stderr)."""
+    import flows.runner
+    from flows import cli as cli_module
+
+    def no_orchestration(*_args, **_kwargs):  # every case must be refused before a study starts
+        raise AssertionError("the study started: this bad input was not rejected before work")
+
+    monkeypatch.setattr(flows.runner, "run_study", no_orchestration)
+    monkeypatch.setattr(sys, "argv", ["tailstudy", *args])
+    monkeypatch.setenv("COLUMNS", "400")  # one logical line must not be wrapped by the console
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main()
+    captured = capsys.readouterr()
+    code = exit_.value.code if isinstance(exit_.value.code, int) else (0 if exit_.value.code is None else 1)
+    return code, captured.out, captured.err
+
+
+def assert_one_line(code: int, err: str, *fragments: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and not PROGRESS.search(line)]
+    assert code == 2, (code, err)
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+# ---------------------------------------------------------------- spec files given to `tailstudy run`
+
+SPECS = {
+    "missing_file": (None, ["no such spec file"]),
+    "yaml_syntax": ("name: t\nfactors: [a\n", ["invalid YAML at line"]),
+    "duplicate_top_key": ("name: t\nfactors: {imbalance: [natural]}\nfactors: {caption: [full]}\n",
+                          ["duplicate key 'factors'", "line 3"]),
+    "duplicate_nested_key": ("name: t\ntrain:\n  epochs: 1\n  epochs: 2\n", ["duplicate key 'epochs'", "line 4"]),
+    "duplicate_key_flow_style": ("name: t\ntrain: {arch: tiny, arch: tiny}\n", ["duplicate key 'arch'"]),
+    "repeated_seed": ("name: t\nseeds: [0, 0]\n", ["seeds", "0 is listed twice"]),
+    "no_seeds": ("name: t\nseeds: []\n", ["seeds: needs at least one seed"]),
+    "repeated_learner": ("name: t\nmodels: [clip, clip]\n", ["models", "listed twice"]),
+    "unknown_learner": ("name: t\nmodels: [resnet]\n", ["unknown learner 'resnet'"]),
+    "unknown_factor": ("name: t\nfactors: {colour: [red]}\n", ["factors.colour: unknown factor"]),
+    "repeated_level": ("name: t\nfactors: {imbalance: [natural, natural]}\n", ["repeated level"]),
+    "empty_levels": ("name: t\nfactors: {imbalance: []}\n", ["needs at least one level"]),
+    "unknown_top_key": ("name: t\nlearners: [clip]\n", ["learners: unknown key"]),
+    "not_a_mapping": ("- name: t\n", ["must be a YAML mapping"]),
+    "empty_file": ("", ["must be a YAML mapping"]),
+    "bad_name": ("name: my study/1\n", ["name"]),
+    "zero_epochs": ("name: t\ntrain: {epochs: 0}\n", ["train.epochs"]),
+    "batch_of_one": ("name: t\ntrain: {batch_size: 1}\n", ["train.batch_size"]),
+    "negative_lr": ("name: t\ntrain: {lr: -0.1}\n", ["train.lr"]),
+    "unknown_device": ("name: t\ntrain: {device: tpu}\n", ["train.device"]),
+    "unknown_arch": ("name: t\ntrain: {arch: ViT-Q-99}\n", ["train.arch: unknown model config 'ViT-Q-99'"]),
+    "unknown_vocabulary": ("name: t\nvocabulary: nosuchvocab\n", ["nosuchvocab: no such vocabulary file"]),
+    "unknown_corpus_source": ("name: t\ncorpus: {source: ftp}\n", ["corpus"]),
+    "unknown_train_key": ("name: t\ntrain: {epoch: 3}\n", ["train.epoch: unknown key"]),
+    "unknown_level": ("name: t\nfactors: {imbalance: [lumpy]}\n", ["factors.imbalance[0]"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPECS))
+def test_bad_spec(case, tmp_path, monkeypatch, capsys):
+    text, fragments = SPECS[case]
+    spec = tmp_path / "spec.yaml"
+    if text is not None:
+        spec.write_text(text)
+    code, _, err = run_main(monkeypatch, capsys, "run", str(spec), "-w", str(tmp_path / "ws"))
+    assert_one_line(code, err, *fragments)
+    assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").iterdir())  # nothing was built
+
+
+def test_spec_that_is_not_utf8(tmp_path, monkeypatch, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(b"name: t\xff\xfe\n")
+    assert_one_line(*run_main(monkeypatch, capsys, "run", str(spec))[::2], "not UTF-8")
+
+
+def test_cuda_without_a_gpu_is_refused_before_work(tmp_path, monkeypatch, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: t\ntrain: {device: cuda}\n")
+    code, _, err = run_main(monkeypatch, capsys, "run", str(spec), "-w", str(tmp_path / "ws"))
+    assert_one_line(code, err, str(spec), "train.device: cuda", "no CUDA device")
+    assert not (tmp_path / "ws" / "corpus").exists()
+
+
+RUN_OPTIONS = {
+    "unknown_force_stage": (["--force", "curation"], ["--force curation: unknown stage"]),
+    "unknown_task_runner": (["--task-runner", "gpu:9"], ["unknown task runner"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_OPTIONS))
+def test_bad_run_option(case, tmp_path, monkeypatch, capsys):
+    args, fragments = RUN_OPTIONS[case]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD_SPEC)
+    code, _, err = run_main(monkeypatch, capsys, "run", str(spec), "-w", str(tmp_path / "ws"), *args)
+    assert_one_line(code, err, *fragments)
+
+
+def _file_workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "ws"
+    path.write_text("not a directory")
+    return path
+
+
+WORKSPACES = {
+    "a_file": (_file_workspace, ["the workspace path is a file"]),
+    "read_only": (lambda _tmp: Path("/sys"), ["/sys: the workspace is not writable"]),
+    "cannot_create": (lambda _tmp: Path("/sys/tailstudy-ws"), ["cannot create the workspace"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WORKSPACES))
+@pytest.mark.parametrize("command", ["run", "match"])
+def test_bad_workspace(case, command, tmp_path, monkeypatch, capsys):
+    make, fragments = WORKSPACES[case]
+    ws = make(tmp_path)
+    if command == "run":
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(GOOD_SPEC)
+        args = ["run", str(spec)]
+    else:
+        captions = tmp_path / "caps.csv"
+        captions.write_text("caption\na dog\n")
+        args = ["match", str(captions), "--vocab", "imagenet100", "-j", "1"]
+    code, _, err = run_main(monkeypatch, capsys, *args, "-w", str(ws))
+    assert_one_line(code, err, *fragments)
+
+
+# ---------------------------------------------------------------- vocabularies given to `tailstudy match`
+
+VOCABS = {
+    "punctuation_name.yaml": ("- name: '!!!'\n", ["row 1", "'!!!' has no letters or digits"]),
+    "dash_name.csv": ("name\ndog\n—\n", ["row 2", "has no letters or digits"]),
+    "definition_list.yaml": ("- {name: dog, definition: [a pet, a wolf]}\n", ["row 1", "'definition' must be text"]),
+    "definition_number.json": ('[{"name": "dog", "definition": 3}]', ["'definition' must be text, not int"]),
+    "duplicate_key.yaml": ("- name: dog\n  name: cat\n", ["duplicate key 'name'", "line 2"]),
+    "duplicate_concept.csv": ("name\ndog\nDog\n", ["row 2: duplicate concept name 'Dog'"]),
+    "empty.csv": ("name\n", ["vocabulary is empty"]),
+    "unknown_field.yaml": ("- {name: dog, colour: brown}\n", ["unknown field 'colour'"]),
+    "format.txt": ("dog\n", ["unsupported vocabulary format"]),
+    "synonyms_number.yaml": ("- {name: dog, synonyms: 3}\n", ["'synonyms'/'negatives'"]),
+    "broken.json": ('[{"name": "dog"', ["cannot parse"]),
+    "row_number.json": ("[1]", ["row 1: expected a mapping"]),
+    "no_name.yaml": ("- {synonyms: [hound]}\n", ["field 'name' is missing"]),
+    "not_a_list.json": ('"dog"', ["expected a list of concepts"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VOCABS))
+def test_bad_vocabulary(case, tmp_path, monkeypatch, capsys):
+    text, fragments = VOCABS[case]
+    vocab = tmp_path / case
+    vocab.write_text(text, encoding="utf-8")
+    captions = tmp_path / "caps.csv"
+    captions.write_text("caption\na dog\n")
+    code, _, err = run_main(monkeypatch, capsys, "match", str(captions), "--vocab", str(vocab), "-j", "1",
+                            "-w", str(tmp_path / "ws"))
+    assert_one_line(code, err, case, *fragments)
+    assert not (tmp_path / "ws" / "match").exists()
+
+
+def test_missing_vocabulary_file(tmp_path, monkeypatch, capsys):
+    captions = tmp_path / "caps.csv"
+    captions.write_text("caption\na dog\n")
+    code, _, err = run_main(monkeypatch, capsys, "match", str(captions), "--vocab", str(tmp_path / "nope.csv"))
+    assert_one_line(code, err, "no such vocabulary file")
+
+
+# ---------------------------------------------------------------- caption files given to `tailstudy match`
+
+def _write(tmp_path: Path, name: str, content) -> Path:
+    path = tmp_path / name
+    if isinstance(content, pa.Table):
+        pq.write_table(content, path)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+CAPTIONS = {
+    "duplicate_ids": ("c.csv", "sample_id,caption\n1,a dog\n2,a cat\n1,a bird\n", [],
+                      ["duplicate sample id '1'"]),
+    "duplicate_ids_named_column": ("c.csv", "uid,caption\na,x\nb,y\nb,z\n", ["--id-col", "uid"],
+                                   ["column 'uid': duplicate sample id 'b'"]),
+    "duplicate_ids_parquet": ("c.parquet", pa.table({"sample_id": [5, 6, 5], "caption": ["a", "b", "c"]}), [],
+                              ["duplicate sample id '5'"]),
+    "list_id_column": ("c.parquet", pa.table({"sample_id": [[1], [2]], "caption": ["a dog", "a cat"]}), [],
+                       ["id column 'sample_id' holds list"]),
+    "struct_id_column": ("c.parquet", pa.table({"uid": [{"a": 1}], "caption": ["a dog"]}), ["--id-col", "uid"],
+                         ["id column 'uid' holds struct"]),
+    "no_caption_column": ("c.csv", "sample_id,words\n1,a dog\n", [], ["no caption column"]),
+    "named_caption_column_missing": ("c.csv", "caption\na dog\n", ["--caption-col", "alt"],
+                                     ["no caption column 'alt'"]),
+    "named_id_column_missing": ("c.csv", "caption\na dog\n", ["--id-col", "uid"], ["no id column 'uid'"]),
+    "numeric_caption_column": ("c.parquet", pa.table({"caption": [1, 2]}), [], ["holds int64, not text"]),
+    "unsupported_extension": ("c.xlsx", "caption\na dog\n", [], ["unsupported caption file"]),
+    "missing_id": ("c.parquet", pa.table({"sample_id": ["a", None], "caption": ["x", "y"]}), [],
+                   ["missing id at row"]),
+    "bad_utf8": ("c.csv", b"caption\na dog\n\xff\xfe cat\n", [], ["not valid UTF-8"]),
+    "not_parquet": ("c.parquet", b"this is not parquet", [], ["not a readable Parquet file"]),
+    "jsonl_not_objects": ("c.jsonl", "[1, 2]\n", [], ["a JSON object per line expected"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CAPTIONS))
+def test_bad_captions(case, tmp_path, monkeypatch, capsys):
+    name, content, extra, fragments = CAPTIONS[case]
+    path = _write(tmp_path, name, content)
+    code, _, err = run_main(monkeypatch, capsys, "match", str(path), "--vocab", "imagenet100", "-j", "1",
+                            "-w", str(tmp_path / "ws"), *extra)
+    assert_one_line(code, err, *fragments)
+    assert not (tmp_path / "ws" / "match").exists() or not any(
+        p for p in (tmp_path / "ws" / "match").iterdir() if not p.name.startswith("."))
+
+
+def test_duplicate_ids_across_files_of_a_folder(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "captions"
+    folder.mkdir()
+    (folder / "a.csv").write_text("sample_id,caption\nx1,a dog\nx2,a cat\n")
+    (folder / "b.csv").write_text("sample_id,caption\nx3,a bird\nx2,a fish\n")
+    code, _, err = run_main(monkeypatch, capsys, "match", str(folder), "--vocab", "imagenet100", "-j", "1",
+                            "-w", str(tmp_path / "ws"))
+    assert_one_line(code, err, "duplicate sample id 'x2'")
+
+
+@pytest.mark.parametrize("what", ["missing_file", "empty_folder"])
+def test_caption_input_that_is_not_there(what, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "captions"
+    if what == "empty_folder":
+        path.mkdir()
+    code, _, err = run_main(monkeypatch, capsys, "match", str(path), "--vocab", "imagenet100")
+    assert_one_line(code, err, str(path))
+
+
+MATCH_OPTIONS = {
+    "unknown_method": (["--method", "fuzzy"], ["--method fuzzy"]),
+    "threshold_without_semantic": (["--threshold", "0.5"], ["--threshold applies only to --method semantic"]),
+    "threshold_out_of_range": (["--method", "semantic", "--threshold", "1.5"], ["must be between 0 and 1"]),
+    "zero_workers": (["--workers", "0"], ["--workers 0: must be at least 1"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MATCH_OPTIONS))
+def test_bad_match_option(case, tmp_path, monkeypatch, capsys):
+    args, fragments = MATCH_OPTIONS[case]
+    captions = _write(tmp_path, "c.csv", "caption\na dog\n")
+    code, _, err = run_main(monkeypatch, capsys, "match", str(captions), "--vocab", "imagenet100", *args)
+    assert_one_line(code, err, *fragments)
+
+
+# ---------------------------------------------------------------- `tailstudy sql`
+
+@pytest.fixture(scope="module")
+def sql_ws(tmp_path_factory):
+    """A workspace with a catalog (a small match: vocab, match and frequency artifacts; no Prefect)."""
+    from pipeline import catalog
+    from pipeline.stages import match_captions
+    from pipeline.store import Workspace
+
+    root = tmp_path_factory.mktemp("sql")
+    captions = root / "caps.csv"
+    captions.write_text("sample_id,caption\n1,a photo of a goldfish\n2,a tench in a net\n3,a cat\n")
+    ws = Workspace(root / "ws")
+    match_captions(ws, captions, "imagenet100", workers=1)
+    catalog.refresh(ws)
+    return ws
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+SQL = {
+    "copy_to_catalog": ("COPY (SELECT 1) TO '{ws}/catalog.duckdb'", ["COPY statements are not allowed"]),
+    "copy_to_workspace_file": ("COPY concept_freq TO '{ws}/leak.csv'", ["COPY statements are not allowed"]),
+    "install": ("INSTALL httpfs", ["LOAD statements are not allowed"]),
+    "load": ("LOAD httpfs", ["LOAD statements are not allowed"]),
+    "attach": ("ATTACH '{ws}/other.duckdb' AS other", ["ATTACH statements are not allowed"]),
+    "detach": ("DETACH catalog", ["DETACH statements are not allowed"]),
+    "read_csv_outside": ("SELECT * FROM read_csv('/etc/passwd')", ["not allowed", "/etc/passwd"]),
+    "read_text_outside": ("SELECT * FROM read_text('/etc/hostname')", ["not allowed", "/etc/hostname"]),
+    "read_blob_outside": ("SELECT * FROM read_blob('/etc/hostname')", ["not allowed"]),
+    "glob_root": ("SELECT * FROM glob('/root/**')", ["not allowed", "/root/**"]),
+    "relative_escape": ("SELECT * FROM read_csv('../../../../etc/passwd')", ["not allowed"]),
+    "parquet_outside": ("SELECT * FROM read_parquet('/tmp/*.parquet')", ["not allowed"]),
+    "create_table": ("CREATE TABLE t AS SELECT 1", ["CREATE statements are not allowed"]),
+    "create_temp_table": ("CREATE TEMP TABLE t AS SELECT 1", ["CREATE statements are not allowed"]),
+    "insert": ("INSERT INTO concept_freq VALUES (1)", ["INSERT statements are not allowed"]),
+    "update": ("UPDATE concept_freq SET count = 0", ["UPDATE statements are not allowed"]),
+    "delete": ("DELETE FROM concept_freq", ["DELETE statements are not allowed"]),
+    "drop": ("DROP VIEW concept_freq", ["DROP statements are not allowed"]),
+    "alter": ("ALTER VIEW concept_freq RENAME TO f", ["ALTER statements are not allowed"]),
+    "set_external_access": ("SET enable_external_access = true", ["SET statements are not allowed"]),
+    "set_allowed_directories": ("SET allowed_directories = ['/']", ["SET statements are not allowed"]),
+    "reset": ("RESET lock_configuration", ["statements are not allowed"]),
+    "export_database": ("EXPORT DATABASE '{ws}/dump'", ["EXPORT statements are not allowed"]),
+    "select_then_copy": ("SELECT 1; COPY (SELECT 1) TO '{ws}/x.csv'", ["COPY statements are not allowed"]),
+    "empty": ("", ["SQL: empty query"]),
+    "blank": ("   ", ["SQL: empty query"]),
+    "comment_only": ("/* nothing here */", ["SQL: empty query"]),
+    "syntax_error": ("SELEC 1", ["SQL error", "syntax error"]),
+    "unknown_view": ("SELECT * FROM no_such_view", ["SQL error"]),
+    "unknown_named_query": ("@no_such_query", ["no such documented query"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SQL))
+def test_sql_refused(case, sql_ws, monkeypatch, capsys):
+    query, fragments = SQL[case]
+    before = _digest(sql_ws.catalog_path)
+    listing = sorted(p.name for p in sql_ws.root.iterdir())
+    code, out, err = run_main(monkeypatch, capsys, "sql", query.format(ws=sql_ws.root), "-w", str(sql_ws.root))
+    assert_one_line(code, err, *fragments)
+    assert _digest(sql_ws.catalog_path) == before  # the catalog is intact
+    assert sorted(p.name for p in sql_ws.root.iterdir()) == listing  # and nothing was written next to it
+
+
+@pytest.mark.parametrize("args,fragment", [(["--limit", "-1"], "--limit -1")])
+def test_bad_sql_option(args, fragment, sql_ws, monkeypatch, capsys):
+    code, _, err = run_main(monkeypatch, capsys, "sql", "select 1", "-w", str(sql_ws.root), *args)
+    assert_one_line(code, err, fragment)
+
+
+def test_sql_without_a_catalog(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(monkeypatch, capsys, "sql", "select 1", "-w", str(tmp_path / "ws"))
+    assert_one_line(code, err, "no catalog yet")
+
+
+def test_sql_still_reads_the_views_and_pivots(sql_ws, monkeypatch, capsys):
+    code, out, err = run_main(monkeypatch, capsys, "sql", "select count(*) as n from concept_freq", "-w",
+                              str(sql_ws.root), "--format", "csv")
+    assert code == 0, err
+    assert out.split() == ["n", "100"]
+    code, out, err = run_main(monkeypatch, capsys, "sql", "@subset_freq_side_by_side", "-w", str(sql_ws.root))
+    assert code == 0, err
+
+
+def test_table_output_is_limited_but_csv_is_not(sql_ws, monkeypatch, capsys):
+    query = "select * from range(2500)"
+    code, out, err = run_main(monkeypatch, capsys, "sql", query, "-w", str(sql_ws.root), "--limit", "10")
+    assert code == 0 and "showing 10 of 2,500 rows" in err
+    assert out.count("\n") < 30
+    code, out, _ = run_main(monkeypatch, capsys, "sql", query, "-w", str(sql_ws.root), "--format", "csv")
+    assert code == 0 and len(out.splitlines()) == 2501
+
+
+def test_console_script_copy_to_is_exit_2_and_catalog_intact(sql_ws):
+    before = _digest(sql_ws.catalog_path)
+    done = cli("sql", f"COPY (SELECT 42) TO '{sql_ws.catalog_path}'", "-w", str(sql_ws.root))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert _digest(sql_ws.catalog_path) == before
+
+
+# ---------------------------------------------------------------- status / verify / catalog on damaged workspaces
+
+def test_catalog_refresh_names_an_unreadable_parquet(sql_ws, tmp_path, monkeypatch, capsys):
+    ws = tmp_path / "ws"
+    shutil.copytree(sql_ws.root, ws)
+    freq = next(ws.glob("frequency/*/concept_freq.parquet"))
+    freq.write_bytes(freq.read_bytes()[: freq.stat().st_size // 2])
+    code, _, err = run_main(monkeypatch, capsys, "catalog", "-w", str(ws))
+    assert_one_line(code, err, "catalog view concept_freq", str(freq))
+
+
+def test_verify_names_a_corrupt_manifest(sql_ws, tmp_path, monkeypatch, capsys):
+    ws = tmp_path / "ws"
+    shutil.copytree(sql_ws.root, ws)
+    manifest = next(ws.glob("vocab/*/manifest.json"))
+    manifest.write_text('{"stage": "vo')
+    code, _, err = run_main(monkeypatch, capsys, "verify", "-w", str(ws))
+    assert_one_line(code, err, str(manifest), "corrupt manifest")
+
+
+INGEST_OPTIONS = {
+    "zero_image_size": (["--image-size", "0"], ["image_size"]),
+    "zero_cap": (["--max-image-mb", "0"], ["max_image_mb"]),
+    "unknown_preset": (["--preset", "yfcc"], ["preset"]),
+    "missing_url_list": ([], ["no such"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INGEST_OPTIONS))
+def test_bad_ingest_option(case, tmp_path, monkeypatch, capsys):
+    args, fragments = INGEST_OPTIONS[case]
+    urls = tmp_path / "urls.csv"
+    if case != "missing_url_list":
+        urls.write_text("url,caption\nhttp://127.0.0.1:9/a.jpg,a dog\n")
+    code, _, err = run_main(monkeypatch, capsys, "ingest", str(urls), "-w", str(tmp_path / "ws"), *args)
+    assert_one_line(code, err, *fragments)
+
+
+def test_relative_paths_never_reach_the_callers_directory(sql_ws, tmp_path, monkeypatch, capsys):
+    (tmp_path / "secret.txt").write_text("do not read")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(monkeypatch, capsys, "sql", "select content from read_text('secret.txt')", "-w",
+                              str(sql_ws.root), "--format", "csv")
+    assert "do not read" not in out
+    assert code in (0, 2) and "Traceback" not in err
