@@ -101,7 +101,7 @@ class Executor:
 
     def slots(self) -> Slots:
         gpus = visible_gpus()
-        return Slots({"cpu": self.jobs, "train": self.parallel, "gpu": gpus, "dispatch": DISPATCHED},
+        return Slots({"cpu": self.jobs, "train": self.parallel, "gpu": gpus, "dispatch": DISPATCHED, "torch_rng": 1},
                      list(range(gpus)))
 
     def needs(self, node: Node) -> dict[str, int]:
@@ -109,7 +109,17 @@ class Executor:
             return {"dispatch": 1}
         if node.stage == "train" and self.ddp > 1:
             return {"gpu": self.ddp}
-        return stage_of(node).resources(node)
+        needs = stage_of(node).resources(node)
+        # torch's global RNG is per process: a training run in this process (seeded once, then drawing for weight
+        # init and per step) must not overlap anything here that builds a model and so draws from it (evaluate)
+        if node.stage in ("train", "evaluate") and self.trains_in_process():
+            needs = {**needs, "torch_rng": 1}
+        return needs
+
+    def trains_in_process(self) -> bool:
+        """Whether training runs in this process (else in child processes or child flow runs; see `isolated`)."""
+        return not self.dispatch and not (self.spec_path is not None and (
+            self.parallel > 1 or self.ddp > 1 or self.gpu_count > 1))
 
     def isolated(self, node: Node, taken: dict) -> bool:
         return node.stage == "train" and self.spec_path is not None and (

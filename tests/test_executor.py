@@ -19,10 +19,15 @@ def test_gpu_slots_pin_each_node_to_its_own_device_and_hold_it_until_given_back(
 
 
 def test_training_nodes_ask_for_a_gpu_on_cuda_and_a_train_slot_on_cpu(tmp_path):
-    executor = Executor(Workspace(tmp_path / "ws"), parallel=2)
+    executor = Executor(Workspace(tmp_path / "ws"), parallel=2, spec_path="x.yaml")  # runs train in child processes
     for device, needs in (("cuda", {"gpu": 1}), ("cpu", {"train": 1})):
         graph = plan_study(parse_spec({"name": "x", "train": {"device": device}}))
         assert {str(executor.needs(n)) for n in graph.of("train")} == {str(needs)}
         assert {str(executor.needs(n)) for n in graph.of("curate")} == {str({"cpu": 1})}
+    # training in this process holds its torch RNG: no evaluate (which builds a model, drawing from it) overlaps it
+    in_process = Executor(Workspace(tmp_path / "ws"))
+    assert {str(in_process.needs(n)) for n in graph.of("train")} == {str({"train": 1, "torch_rng": 1})}
+    assert {str(in_process.needs(n)) for n in graph.of("evaluate")} == {str({"cpu": 1, "torch_rng": 1})}
+    assert {str(executor.needs(n)) for n in graph.of("evaluate")} == {str({"cpu": 1})}
     executor.dispatch = "tailstudy-train/train-gpu"
     assert {str(executor.needs(n)) for n in graph.of("train")} == {str({"dispatch": 1})}
