@@ -123,7 +123,5 @@ def test_open_clip_train_trains_on_the_export(curated, tmp_path, fmt):
                 "--train-num-samples", str(steps)]
     trained = _open_clip_train(data, out, tmp_path / "logs")
     log = trained.stdout + trained.stderr
-    if fmt == "webdataset" and "KeyError: 'fname'" in log:  # open_clip_train 3.3.0 + webdataset 0.2.111
-        pytest.xfail("open_clip_train's tar reader does not run with the installed webdataset (KeyError 'fname')")
     assert trained.returncode == 0, log[-3000:]
     assert "Train Epoch: 0" in log, log[-3000:]
