@@ -1,13 +1,20 @@
-"""Package layout (metadata is in pyproject.toml): the repository's `data/` and `sql/` ship inside the import package
-as `pipeline/data` and `pipeline/sql`, found at run time with importlib.resources (pipeline/paths.py)."""
+"""Package layout (metadata is in pyproject.toml): one import package, `tailstudy`, mapped from the repository's folders:
+`pipeline/` is `tailstudy` (the library), `flows/` is `tailstudy.flows` (orchestration), and `data/` and `sql/` ship
+inside it as `tailstudy/data` and `tailstudy/sql`, found at run time with importlib.resources (pipeline/paths.py)."""
 from setuptools import find_namespace_packages, setup
 
-SHIPPED = {"pipeline.data": "data", "pipeline.sql": "sql"}
+FOLDERS = {"tailstudy": "pipeline", "tailstudy.flows": "flows", "tailstudy.data": "data", "tailstudy.sql": "sql"}
+
+
+def packages_in(name: str, folder: str) -> list[str]:
+    # namespace-aware: sub-packages without __init__.py (e.g. pipeline/corpus) ship too
+    found = find_namespace_packages(where=folder, exclude=["__pycache__", "*.__pycache__"])
+    return [name, *(f"{name}.{sub}" for sub in found)]
+
 
 setup(
-    # namespace-aware: sub-packages without __init__.py (e.g. pipeline/corpus) ship too
-    packages=find_namespace_packages(include=["pipeline", "pipeline.*", "flows", "flows.*"],
-                                     exclude=["*.__pycache__"]) + list(SHIPPED),
-    package_dir=SHIPPED,
-    package_data={"pipeline.models": ["configs/*.json"], "pipeline.data": ["**/*"], "pipeline.sql": ["**/*.sql"]},
+    packages=packages_in("tailstudy", "pipeline") + packages_in("tailstudy.flows", "flows") + ["tailstudy.data",
+                                                                                              "tailstudy.sql"],
+    package_dir=FOLDERS,
+    package_data={"tailstudy.models": ["configs/*.json"], "tailstudy.data": ["**/*"], "tailstudy.sql": ["**/*.sql"]},
 )

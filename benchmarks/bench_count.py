@@ -4,7 +4,7 @@ captions measured in the same run, with the counts checked equal.
     .venv/bin/python benchmarks/bench_count.py                   # 1,000,000 generated web-like captions
     .venv/bin/python benchmarks/bench_count.py --captions 3000000
 
-The brute force is the count rule applied to every caption: normalise (vectorised, pipeline.text), then an Arrow
+The brute force is the count rule applied to every caption: normalise (vectorised, tailstudy.text), then an Arrow
 substring search of " phrase " in " caption " (phrase) or a lemma-set test per caption (bag, on a sample). The latency
 of a count grows with its words' posting lists, i.e. with the corpus size; the extrapolation to 10M captions scales
 the measured latency linearly (an upper bound: the per-query fixed cost does not grow).
@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_match import generate  # noqa: E402
-from pipeline.index import _normalised, build_index, count  # noqa: E402
+from tailstudy.index import _normalised, build_index, count  # noqa: E402
 
 PHRASES = ["red fox", "goldfish", "photo of the", "the", "a photo", "golden retriever", "stock photo", "t shirt"]
 
 
 def brute(normalised: pa.Array, phrase: str) -> int:
-    from pipeline.text import normalise
+    from tailstudy.text import normalise
 
     padded = pc.binary_join_element_wise(" ", normalised, " ", "")
     return int(pc.sum(pc.match_substring(padded, f" {normalise(phrase)} ")).as_py() or 0)

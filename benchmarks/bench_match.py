@@ -36,12 +36,12 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline.matching import make_matcher  # noqa: E402
-from pipeline.matching.inputs import plan_shards, resolve_sources  # noqa: E402
-from pipeline.matching.reference import NAIVE  # noqa: E402
-from pipeline.matching.sharded import MatcherSpec, run_shards  # noqa: E402
+from tailstudy.matching import make_matcher  # noqa: E402
+from tailstudy.matching.inputs import plan_shards, resolve_sources  # noqa: E402
+from tailstudy.matching.reference import NAIVE  # noqa: E402
+from tailstudy.matching.sharded import MatcherSpec, run_shards  # noqa: E402
 from timing import best_of  # noqa: E402
-from pipeline.vocab import load_vocab  # noqa: E402
+from tailstudy.vocab import load_vocab  # noqa: E402
 
 WORDS = ("photo of the a in on with for and my new best free stock image vintage red blue green black white large "
          "small old beautiful house garden street city beach sunset summer winter day night man woman girl boy family "

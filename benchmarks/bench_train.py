@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/bench_train.py                      # tiny config, CPU or CUDA; ~30 s on 2 idle cores
     .venv/bin/python benchmarks/bench_train.py --arch RN50 --samples 8000 --epochs 3   # a GPU-sized run
 
-Steps: (1) write a small synthetic corpus with ``pipeline.corpus.synthetic.generate`` (webdataset .tar shards of PNG +
+Steps: (1) write a small synthetic corpus with ``tailstudy.corpus.synthetic.generate`` (webdataset .tar shards of PNG +
 txt) at the model's input size, or reuse one with ``--corpus DIR``; (2) train each learner (``clip``, ``sl``) with
-``pipeline.train.train`` streaming those shards (``pipeline.data``: DataLoader with ``--workers`` processes, open_clip's
+``tailstudy.train.train`` streaming those shards (``tailstudy.data``: DataLoader with ``--workers`` processes, open_clip's
 transforms); (3) train the same open_clip model config on the same shards with ``open_clip_train.main.main`` (single
 process, webdataset, the same ``--workers``, the model as ``local-dir:`` of its exported config, no external logging,
 logs and its final checkpoint in a temporary directory that is deleted).
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import pipeline  # noqa: E402,F401  (sets HF_HUB_OFFLINE=1 etc. before open_clip is imported)
+import tailstudy  # noqa: E402,F401  (sets HF_HUB_OFFLINE=1 etc. before open_clip is imported)
 
 
 
@@ -48,8 +48,8 @@ import pipeline  # noqa: E402,F401  (sets HF_HUB_OFFLINE=1 etc. before open_clip
 
 def ensure_corpus(args, model_image_size: int) -> tuple[Path, float]:
     """-> (corpus dir, seconds spent generating it; 0 when reused)."""
-    from pipeline.corpus.synthetic import generate
-    from pipeline.spec import CorpusSpec, EvalSpec
+    from tailstudy.corpus.synthetic import generate
+    from tailstudy.spec import CorpusSpec, EvalSpec
 
     out = Path(args.corpus)
     if (out / "world.json").is_file():
@@ -67,7 +67,7 @@ def ensure_corpus(args, model_image_size: int) -> tuple[Path, float]:
 def reshard(corpus: Path, n: int) -> list[Path]:
     """The corpus's training samples split into n shards (open_clip_train needs at least one shard per data worker),
     in CORPUS/wds-N/00000.tar ...; both loops read these same files."""
-    from pipeline.corpus.shards import ShardWriter, iter_shard
+    from tailstudy.corpus.shards import ShardWriter, iter_shard
 
     out = corpus / f"wds-{n}"
     if not out.is_dir():
@@ -92,7 +92,7 @@ def load_corpus(corpus: Path, n_shards: int):
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipeline.data import ShardData, build_index
+    from tailstudy.data import ShardData, build_index
 
     world = json.loads((corpus / "world.json").read_text())
     targets = world["targets"]
@@ -112,8 +112,8 @@ def load_corpus(corpus: Path, n_shards: int):
 # ---------------------------------------------------------------- tailstudy's loop
 
 def run_ours(kind: str, data, counts, names, args, device) -> dict:
-    from pipeline.spec import TrainSpec
-    from pipeline.train import train
+    from tailstudy.spec import TrainSpec
+    from tailstudy.train import train
 
     cfg = TrainSpec(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=device.type,
                     workers=args.workers, compile=args.compile, channels_last=args.channels_last)
@@ -198,14 +198,14 @@ def run_open_clip_train(shards: list[Path], n_samples: int, args, device) -> dic
     import open_clip_train.main as oct_main
     import torch
 
-    from pipeline.models.learners import open_clip_config_dir
+    from tailstudy.models.learners import open_clip_config_dir
 
     for var in ("WORLD_SIZE", "SLURM_NTASKS"):  # never let it initialise torch.distributed
         os.environ.pop(var, None)
 
     steps_per_epoch = math.ceil(n_samples / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
-    warmup = min(steps_per_epoch, total_steps // 10 + 1)  # as pipeline.train.train
+    warmup = min(steps_per_epoch, total_steps // 10 + 1)  # as tailstudy.train.train
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     epochs: list[dict] = []
     original = oct_main.train_one_epoch
@@ -341,8 +341,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from pipeline.models.learners import image_size_of
-    from pipeline.train import pick_device
+    from tailstudy.models.learners import image_size_of
+    from tailstudy.train import pick_device
 
     device = pick_device(args.device)
     if args.threads > 0:

@@ -1,6 +1,6 @@
 """The phrase rule on top of multi-pattern string libraries, for bench_match.py's side-by-side comparison.
 
-Each caption is normalised by the same vectorised tokeniser as PhraseMatcher (pipeline.text.phrase_tokens's byte
+Each caption is normalised by the same vectorised tokeniser as PhraseMatcher (tailstudy.text.phrase_tokens's byte
 mapping), joined into one buffer " w1 w2 ... " per caption, and every pattern " form " (a synonym or negative form,
 with its plurals, spaces around) is found by the library with overlapping matches; the hits then go through the same
 positive / negative tables as PhraseMatcher, so the matches must be identical (the benchmark checks it).
@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.matching.base import Captions, MatchResult, drop_pairs, empty_result, unique_pairs
-from pipeline.matching.phrase import PhraseMatcher
-from pipeline.text import _PHRASE_LUT, as_string_array, phrase_tokens
+from tailstudy.matching.base import Captions, MatchResult, drop_pairs, empty_result, unique_pairs
+from tailstudy.matching.phrase import PhraseMatcher
+from tailstudy.text import _PHRASE_LUT, as_string_array, phrase_tokens
 
 
 def normalised_buffer(captions: Captions) -> tuple[bytes, np.ndarray]:

@@ -31,9 +31,9 @@ def world_captions(tmp: Path, count: int) -> list[str]:
     import pyarrow.parquet as pq
     import yaml
 
-    from pipeline import stages as S
-    from pipeline.spec import default_spec_path, parse_spec
-    from pipeline.store import Workspace
+    from tailstudy import stages as S
+    from tailstudy.spec import default_spec_path, parse_spec
+    from tailstudy.store import Workspace
 
     data = yaml.safe_load(default_spec_path().read_text())
     data["corpus"]["image_size"] = 16  # the captions do not depend on the image size; rendering gets cheaper
@@ -52,8 +52,8 @@ def world_captions(tmp: Path, count: int) -> list[str]:
 def shard_pass(shard: Path, out: Path, matcher) -> int:
     import pyarrow.parquet as pq
 
-    from pipeline.matching import matches_table
-    from pipeline.store import write_parquet
+    from tailstudy.matching import matches_table
+    from tailstudy.store import write_parquet
 
     table = pq.read_table(shard, columns=["sample_id", "caption"])
     matches = matches_table(table.column("sample_id").to_pylist(), table.column("caption").to_pylist(), matcher)
@@ -65,7 +65,7 @@ def dask_overhead(n_tasks: int) -> dict:
     """Wall time of mapping `n_tasks` empty tasks on a 2-process local Dask cluster, cluster start excluded."""
     from prefect import flow, task
 
-    from flows.task_runners import make_task_runner
+    from tailstudy.flows.task_runners import make_task_runner
 
     @task
     def nothing(i: int) -> int:
@@ -98,9 +98,9 @@ def main() -> None:
 
     import pyarrow as pa
 
-    from pipeline.matching import make_matcher
-    from pipeline.store import write_parquet
-    from pipeline.vocab import load_vocab
+    from tailstudy.matching import make_matcher
+    from tailstudy.store import write_parquet
+    from tailstudy.vocab import load_vocab
 
     report: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                 "load_average_before": os.getloadavg()}}
@@ -130,7 +130,7 @@ def main() -> None:
                            "captions_per_cpu_s": args.shard / cpu}
 
     if args.semantic:
-        from pipeline.matching.semantic import load_model
+        from tailstudy.matching.semantic import load_model
 
         model = load_model(args.semantic_device)
         texts = captions[: args.semantic]

@@ -1,8 +1,8 @@
-"""Prefect orchestration of the pipeline. An entry point (workers import flows as one): it sets the process environment
+"""Prefect orchestration of the pipeline. An entry point (workers import tailstudy.flows as flows as one): it sets the process environment
 the project needs (offline, no telemetry, a Prefect start-up timeout that fits a busy machine) before Prefect is
 imported."""
-from pipeline.env import configure_offline_env
-from pipeline.lifeline import prefect_startup_defaults
+from tailstudy.env import configure_offline_env
+from tailstudy.lifeline import prefect_startup_defaults
 
 configure_offline_env()
 prefect_startup_defaults()  # a first server start on a busy machine needs more than Prefect's 20 s

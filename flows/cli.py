@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import TailstudyError
-from pipeline.output import ExportFormat, TableFormat, print_frame
-from pipeline.output import cell as _fmt
+from tailstudy.errors import TailstudyError
+from tailstudy.output import ExportFormat, TableFormat, print_frame
+from tailstudy.output import cell as _fmt
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Controlled studies of long-tailed image-text data: match, count, curate, train, evaluate.")
@@ -26,7 +26,7 @@ FormatOpt = typer.Option(TableFormat.table, "--format", "-f", help="How tables p
 
 def _version(value: bool) -> None:
     if value:
-        from pipeline import __version__
+        from tailstudy import __version__
 
         print(f"tailstudy {__version__}")
         raise typer.Exit()
@@ -43,7 +43,7 @@ WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace directory
 
 
 def _workspace(path: Optional[Path]):
-    from pipeline.store import Workspace
+    from tailstudy.store import Workspace
 
     return Workspace(path or os.environ.get("TAILSTUDY_WORKSPACE", DEFAULT_WORKSPACE))
 
@@ -83,24 +83,24 @@ def run(
                                                                               "(stdout; stage lines go to stderr)."),
 ) -> None:
     """Run a study end to end; stages whose inputs did not change are reused."""
-    from pipeline.spec import default_spec_path, load_spec
-    from pipeline.stages import check_force, plan_study
+    from tailstudy.spec import default_spec_path, load_spec
+    from tailstudy.stages import check_force, plan_study
 
     spec_path = spec or default_spec_path()
     check_force(force)
     study = load_spec(spec_path)
     plan_study(study)  # validate spec and vocabulary before any orchestration starts
     ws = _workspace(workspace)
-    from pipeline.preflight import check_run
+    from tailstudy.preflight import check_run
 
     check_run(study, ws.root, str(spec_path))  # workspace, device, arch: before the first stage, not after corpus/match/curate
-    from pipeline.lifeline import start_watchdog
+    from tailstudy.lifeline import start_watchdog
 
     start_watchdog()  # Prefect's server and pool workers end with this process, even on kill -9
-    from flows.runner import run_study
+    from tailstudy.flows.runner import run_study
 
     if task_runner is not None:
-        from flows.task_runners import parse_task_runner
+        from tailstudy.flows.task_runners import parse_task_runner
 
         parse_task_runner(task_runner)  # a bad name fails here, in one line
     summary = run_study(str(spec_path), str(ws.root), list(force), verbose=verbose, task_runner=task_runner,
@@ -129,7 +129,7 @@ def sql(
     limit: int = typer.Option(1000, "--limit", help="table format: show at most this many rows (0 = all)."),
 ) -> None:
     """Query the workspace's DuckDB catalog: read-only, files outside the workspace are out of reach."""
-    from pipeline import sqlguard
+    from tailstudy import sqlguard
 
     if limit < 0:
         _fail(f"--limit {limit}: must be 0 (all rows) or more")
@@ -181,7 +181,7 @@ def verify(workspace: Optional[Path] = WorkspaceOpt) -> None:
 @app.command(name="catalog")
 def catalog_cmd(workspace: Optional[Path] = WorkspaceOpt) -> None:
     """(Re)build the DuckDB catalog's views over the workspace's artifacts."""
-    from pipeline import catalog
+    from tailstudy import catalog
 
     ws = _workspace(workspace)
     live = catalog.refresh(ws)
@@ -193,7 +193,7 @@ def _caption_bar(desc: str):
     fork its match workers."""
     from tqdm import tqdm
 
-    from pipeline.progress import item_bar
+    from tailstudy.progress import item_bar
 
     tqdm.monitor_interval = 0
     return item_bar(desc, unit="caption")
@@ -206,8 +206,8 @@ def _say(message: str) -> None:
 def _exclusive(ws):
     """For match / ingest: a watchdog that ends our workers with us (even on kill -9), and the workspace lock (a second
     command on the workspace waits, then reuses what the first built)."""
-    from pipeline.lifeline import start_watchdog
-    from pipeline.locks import stderr_say
+    from tailstudy.lifeline import start_watchdog
+    from tailstudy.locks import stderr_say
 
     start_watchdog()
     return ws.lock(None, stderr_say)
@@ -236,9 +236,9 @@ def match(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Match captions to concepts; matches and concept frequencies land in the catalog for `tailstudy sql`."""
-    from pipeline import catalog
-    from pipeline.matching import MATCHERS
-    from pipeline.stages import match_captions
+    from tailstudy import catalog
+    from tailstudy.matching import MATCHERS
+    from tailstudy.stages import match_captions
 
     if method not in MATCHERS:
         _fail(f"--method {method}: use {' | '.join(MATCHERS)}")
@@ -254,7 +254,7 @@ def match(
             results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None
                                      else {}, caption_col, id_col, name, workers, advance, force)
         if index:
-            from pipeline.describe import index_and_describe
+            from tailstudy.describe import index_and_describe
 
             results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force))
         catalog.refresh(ws)
@@ -281,7 +281,7 @@ def export(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Export a curated subset (its samples, the level's captions, its repeats) for open_clip_train."""
-    from pipeline.export import export_subset
+    from tailstudy.export import export_subset
 
     manifest = export_subset(_workspace(workspace), subset, fmt.value, out_dir, study)
     label = f"{manifest['factor']}={manifest['level']}" if manifest["factor"] else manifest["subset_key"]
@@ -303,7 +303,7 @@ def count(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Exact count of captions containing a phrase, from a corpus's token index (tailstudy match --index)."""
-    from pipeline.index import count as count_phrase, find_index
+    from tailstudy.index import count as count_phrase, find_index
 
     name, index_dir = find_index(_workspace(workspace), corpus)
     found = count_phrase(index_dir, phrase, bag, plurals, max(0, examples))
@@ -322,7 +322,7 @@ GPU_POOL = "tailstudy-gpu"
 
 
 def _prefect_file(path: Optional[Path]) -> Path:
-    from pipeline.paths import REPO_ROOT
+    from tailstudy.paths import REPO_ROOT
 
     found = (path or REPO_ROOT / "deploy" / "prefect.yaml").resolve()
     if not found.is_file():
@@ -365,7 +365,7 @@ def _ensure_pools(gpu: bool) -> dict[str, str]:
     from prefect.exceptions import ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
-    from pipeline.paths import REPO_ROOT
+    from tailstudy.paths import REPO_ROOT
 
     wanted = {PROCESS_POOL: ("process", ProcessWorker.get_default_base_job_template())}
     gpu_template = REPO_ROOT / "deploy" / "work-pools" / "kubernetes-gpu.json"
@@ -401,7 +401,7 @@ def deploy(
     """Register tailstudy's deployments on the Prefect server at PREFECT_API_URL (creating missing work pools)."""
     import subprocess
 
-    from pipeline.paths import REPO_ROOT
+    from tailstudy.paths import REPO_ROOT
 
     url = _server_url()
     path = _prefect_file(prefect_file)
@@ -464,8 +464,8 @@ def submit(
     timeout: Optional[float] = typer.Option(None, "--timeout", help="With --watch: give up after this many seconds."),
 ) -> None:
     """Trigger a run of a deployed flow on the Prefect server at PREFECT_API_URL (see `tailstudy deploy`)."""
-    from pipeline.spec import default_spec_path, load_spec
-    from pipeline.stages import check_force
+    from tailstudy.spec import default_spec_path, load_spec
+    from tailstudy.stages import check_force
 
     url = _server_url()
     spec_path = spec or default_spec_path()
@@ -484,7 +484,7 @@ def submit(
 
 def _resolve_deployment(deployment: str) -> tuple[str, str]:
     """'study-gpu' (a name in deploy/prefect.yaml) or 'FLOW/DEPLOYMENT' -> (entry flow kind, FLOW/DEPLOYMENT)."""
-    from flows.deployments import ENTRY_FLOWS
+    from tailstudy.flows.deployments import ENTRY_FLOWS
 
     flow_kind = {flow_.name: kind for kind, flow_ in ENTRY_FLOWS.items()}
     if "/" in deployment:
@@ -506,7 +506,7 @@ SUBMIT_OPTIONS = {"task_runner": ("--task-runner", ("study", "match")), "dispatc
 
 def _check_submit_params(kind: str, params: dict) -> dict:
     """Each option only where its flow takes it, and valid there."""
-    from flows.task_runners import parse_task_runner
+    from tailstudy.flows.task_runners import parse_task_runner
 
     for name, (flag, kinds) in SUBMIT_OPTIONS.items():
         if name in params and kind not in kinds:
@@ -581,10 +581,10 @@ def ingest(
     recorded per sample (the `downloads` view), transient ones retried; resumes, never re-fetching finished shards."""
     from pydantic import ValidationError
 
-    from pipeline import catalog
-    from pipeline.errors import SpecError
-    from pipeline.spec import UrlsCorpusSpec, _first_error
-    from pipeline.stages import run_local, source_node
+    from tailstudy import catalog
+    from tailstudy.errors import SpecError
+    from tailstudy.spec import UrlsCorpusSpec, _first_error
+    from tailstudy.stages import run_local, source_node
 
     options = {"source": "urls", "path": str(urls), "url_col": url_col, "caption_col": caption_col, "id_col": id_col,
                "preset": preset, "image_size": image_size, "format": fmt, "header": not no_header,
@@ -616,8 +616,8 @@ def ingest(
 
 
 def main() -> None:
-    from pipeline.env import configure_offline_env
-    from pipeline.lifeline import prefect_startup_defaults, startup_timeout_message
+    from tailstudy.env import configure_offline_env
+    from tailstudy.lifeline import prefect_startup_defaults, startup_timeout_message
 
     configure_offline_env()  # an entry point sets the process environment; importing the library does not
     prefect_startup_defaults()

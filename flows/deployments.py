@@ -17,13 +17,13 @@ from pathlib import Path
 import yaml
 from prefect import flow
 
-from flows.study import open_study, study_flow_with
-from flows.task_runners import make_task_runner, parse_task_runner
-from pipeline import catalog
-from pipeline import stages as S
-from pipeline.errors import InputError
-from pipeline.spec import default_spec_path, load_spec, parse_spec
-from pipeline.store import Workspace, atomic_write_text
+from tailstudy.flows.study import open_study, study_flow_with
+from tailstudy.flows.task_runners import make_task_runner, parse_task_runner
+from tailstudy import catalog
+from tailstudy import stages as S
+from tailstudy.errors import InputError
+from tailstudy.spec import default_spec_path, load_spec, parse_spec
+from tailstudy.store import Workspace, atomic_write_text
 
 DEFAULT_WORKSPACE = "workspace"
 
@@ -105,7 +105,7 @@ def train_runs_flow(spec_path: str, workspace: str, models: list[str] | None = N
                     force: list[str] | None = None, train_keys: list[str] | None = None) -> dict:
     """Train and evaluate the selected runs of a study (or train, only, the runs with `train_keys`: what a study
     dispatches); their data stages and subsets are reused (or built)."""
-    from flows.torchrun import check_gpus
+    from tailstudy.flows.torchrun import check_gpus
 
     check_gpus(gpus)
     graph, executor = open_study(spec_path, workspace, force, clean=not train_keys)

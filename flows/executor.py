@@ -4,10 +4,10 @@ It submits every node whose upstream nodes are done, concurrently, as Prefect ta
 limits: ``gpu`` nodes at most one per visible GPU at a time, each pinned to its own device (``cuda:I``, passed to its
 build); ``train`` nodes on CPU at most ``parallel`` at a time (the spec's ``train.parallel``); other (``cpu``) nodes at
 most ``jobs`` at a time. A node's Prefect task is cached by its stage key (never by run id) and refreshed when its
-artifact is missing or forced, so a finished artifact is reused exactly as by ``pipeline.stages.run_node``. Nodes with
+artifact is missing or forced, so a finished artifact is reused exactly as by ``tailstudy.stages.run_node``. Nodes with
 the same (stage, key) (the base cell under every factor) are built once; the others are recorded as ``shared``.
 
-Concurrent training runs each get a process of their own (``flows.torchrun``): torch's seed and thread pool are
+Concurrent training runs each get a process of their own (``tailstudy.flows.torchrun``): torch's seed and thread pool are
 global to a process, so two runs in one process would not reproduce a sequential run.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from prefect import task
 from prefect.context import TaskRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipeline.stages import REGISTRY, STAGES, Node, resolve, run_node, walk
-from pipeline.stages.base import stage_of
-from pipeline.store import Artifact, Workspace
+from tailstudy.stages import REGISTRY, STAGES, Node, resolve, run_node, walk
+from tailstudy.stages.base import stage_of
+from tailstudy.store import Artifact, Workspace
 
 
 DISPATCHED = 64  # training runs waiting on child flow runs at once (the work pool's concurrency does the limiting)
@@ -153,8 +153,8 @@ class Executor:
         return Artifact(stage.dir, node.key, path, "ran", node.label)
 
     def build_in_child(self, node: Node, device: str | None, forced: bool) -> Artifact:
-        """A training run in a process of its own (flows.torchrun): pinned to `device`, or on its share of threads."""
-        from flows.torchrun import launch
+        """A training run in a process of its own (tailstudy.flows.torchrun): pinned to `device`, or on its share of threads."""
+        from tailstudy.flows.torchrun import launch
 
         threads = max(1, torch_threads() // max(self.parallel, 1)) if device is None else None
         if self.ddp > 1:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
-from flows.study import study_flow, study_flow_with
+from tailstudy.flows.study import study_flow, study_flow_with
 
 PREFECT_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server", "uvicorn", "httpx")
 
@@ -25,8 +25,8 @@ def run_study(spec_path: str, workspace: str, force: list[str] | None = None, ve
     executes the match stage's per-shard tasks (see flows/task_runners.py); None keeps the flow's default. `jobs`:
     CPU-bound nodes (curate, evaluate, ...) that may run at once. The workspace is locked for the run: a second run
     on it waits (at most `lock_timeout` s), then reuses what it finds."""
-    from pipeline.locks import stderr_say
-    from pipeline.store import Workspace
+    from tailstudy.locks import stderr_say
+    from tailstudy.store import Workspace
 
     with Workspace(workspace).lock(lock_timeout, stderr_say):
         return _run_study(spec_path, workspace, force, verbose, task_runner, jobs)

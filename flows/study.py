@@ -1,4 +1,4 @@
-"""The study flow: the study's graph of stage nodes (pipeline.stages.plan_study) run by the one executor
+"""The study flow: the study's graph of stage nodes (tailstudy.stages.plan_study) run by the one executor
 (flows/executor.py), then the study records, the catalog and Prefect artifacts of its results."""
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.executor import Executor
-from pipeline import catalog
-from pipeline import stages as S
-from pipeline.progress import epoch_bar, item_bar
-from pipeline.spec import load_spec
-from pipeline.store import Workspace
+from tailstudy.flows.executor import Executor
+from tailstudy import catalog
+from tailstudy import stages as S
+from tailstudy.progress import epoch_bar, item_bar
+from tailstudy.spec import load_spec
+from tailstudy.store import Workspace
 
 
 def _artifact_key(*parts: str) -> str:
@@ -92,6 +92,6 @@ def study_flow_with(task_runner: str | None = None):
     """The study flow with a task runner for the tasks it maps (the match stage's per-shard tasks): ``None``/``"local"``
     is Prefect's thread pool in this process; ``"dask:N"`` a local Dask cluster; ``"tcp://HOST:PORT"`` an existing
     Dask cluster (see ``flows/task_runners.py``). Stage keys and artifacts do not depend on the runner."""
-    from flows.task_runners import make_task_runner
+    from tailstudy.flows.task_runners import make_task_runner
 
     return study_flow.with_options(task_runner=make_task_runner(task_runner))

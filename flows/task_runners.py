@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 
-from pipeline.errors import InputError
+from tailstudy.errors import InputError
 
 DEFAULT = "local"
 

@@ -2,7 +2,7 @@
 
 A train run that asks for N > 1 GPUs is started as
 
-    python -m torch.distributed.run --standalone --nproc_per_node=N -m flows.torchrun \
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m tailstudy.flows.torchrun \
         --spec SPEC --workspace WORKSPACE --train-key KEY
 
 on the GPU machine its flow run landed on (a GPU work pool pins it there). Every rank builds the same train node of the
@@ -10,7 +10,7 @@ study graph; the DDP part belongs to the training loop (``pipeline/train.py``): 
 torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE), uses the GPU LOCAL_RANK names, splits each epoch's batches
 across ranks and lets rank 0 write the artifact (the workspace's atomic rename lets only one copy land anyway).
 
-The executor (flows/executor.py) starts concurrent runs the same way with N = 1, plain ``python -m flows.torchrun``,
+The executor (flows/executor.py) starts concurrent runs the same way with N = 1, plain ``python -m tailstudy.flows.torchrun``,
 with ``--device cuda:I`` (the GPU it pinned the run to) and ``--threads T`` (its share of the CPU cores): a process of
 its own keeps torch's global seed and thread pool to one run.
 
@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.errors import InputError
+from tailstudy.errors import InputError
 
 
 def visible_gpus() -> int:
@@ -48,7 +48,7 @@ def check_gpus(gpus: int) -> None:
 def torchrun_command(nproc: int, spec_path: str | Path, workspace: str | Path, train_key: str,
                      force: bool = False, device: str | None = None, threads: int | None = None) -> list[str]:
     launcher = ["torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"] if nproc > 1 else []
-    command = [sys.executable, "-m", *launcher, "flows.torchrun", "--spec", str(spec_path), "--workspace",
+    command = [sys.executable, "-m", *launcher, "tailstudy.flows.torchrun", "--spec", str(spec_path), "--workspace",
                str(workspace), "--train-key", train_key]
     command += ["--device", device] if device else []
     command += ["--threads", str(threads)] if threads else []
@@ -71,7 +71,7 @@ def launch(nproc: int, spec_path: str | Path, workspace: str | Path, train_key: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.torchrun", description="one rank of a DDP training run")
+    parser = argparse.ArgumentParser(prog="python -m tailstudy.flows.torchrun", description="one rank of a DDP training run")
     parser.add_argument("--spec", required=True)
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--train-key", required=True)
@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
 
-    from pipeline import stages as S
-    from pipeline.spec import load_spec
-    from pipeline.store import Workspace
+    from tailstudy import stages as S
+    from tailstudy.spec import load_spec
+    from tailstudy.store import Workspace
 
     if args.threads:
         import torch

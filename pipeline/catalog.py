@@ -9,9 +9,9 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.errors import InputError
-from pipeline.paths import DATA_DIR, SQL_DIR
-from pipeline.store import Workspace
+from tailstudy.errors import InputError
+from tailstudy.paths import DATA_DIR, SQL_DIR
+from tailstudy.store import Workspace
 
 QUERIES_DIR = SQL_DIR / "queries"
 
@@ -87,8 +87,8 @@ def use_workspace(con: duckdb.DuckDBPyConnection, ws: Workspace) -> duckdb.DuckD
 
 
 def query(ws: Workspace, sql: str):
-    """Run a read-only query on the catalog -> pandas DataFrame (the guarded connection of pipeline.sqlguard)."""
-    from pipeline.sqlguard import guarded_query
+    """Run a read-only query on the catalog -> pandas DataFrame (the guarded connection of tailstudy.sqlguard)."""
+    from tailstudy.sqlguard import guarded_query
 
     return guarded_query(ws, sql)
 

@@ -1,8 +1,8 @@
 """Named class lists (subsets of a vocabulary) used by the concept-breadth factor."""
 from __future__ import annotations
 
-from pipeline.errors import SpecError
-from pipeline.paths import DATA_DIR
+from tailstudy.errors import SpecError
+from tailstudy.paths import DATA_DIR
 
 # name -> file of imagenet1k class indices, one per line (ImageNet-100 of CMC, as used by Wen et al. 2024)
 CLASS_LISTS = {"imagenet100": DATA_DIR / "vocab" / "imagenet100_idxs.txt"}

@@ -19,12 +19,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.classlists import named_class_list
-from pipeline.describe import pick_by_descriptiveness
-from pipeline.errors import SpecError
-from pipeline.frequency import concept_freq, imbalance_stats, reference_counts
-from pipeline.stats import spearman
-from pipeline.spec import CapProfile, DiversityThreshold, ExponentialProfile, MatchProfile, SubsetSpec, TrimTail, ZipfProfile
+from tailstudy.classlists import named_class_list
+from tailstudy.describe import pick_by_descriptiveness
+from tailstudy.errors import SpecError
+from tailstudy.frequency import concept_freq, imbalance_stats, reference_counts
+from tailstudy.stats import spearman
+from tailstudy.spec import CapProfile, DiversityThreshold, ExponentialProfile, MatchProfile, SubsetSpec, TrimTail, ZipfProfile
 
 CURATE_VERSION = 3  # 3: caption `full` is prefixed by the class name (the paper's Full Text)
 

@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.corpus.shards import index_shard
-from pipeline.errors import InputError
+from tailstudy.corpus.shards import index_shard
+from tailstudy.errors import InputError
 
 SHUFFLE_BUFFER = 4096  # items (references, a few bytes each), not images
 SMALL_IMAGE = 64  # model inputs up to this size decode faster than a worker process starts: no workers by default
@@ -249,7 +249,7 @@ def make_loader(stream: BatchStream, workers: int, pin: bool = False, persistent
         import multiprocessing
 
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["pipeline.data"])  # torch and PIL, not the CLI (Prefect)
+        context.set_forkserver_preload(["tailstudy.data"])  # torch and PIL, not the CLI (Prefect)
     return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
                       prefetch_factor=2 if workers else None, persistent_workers=persistent and workers > 0,
                       multiprocessing_context=context)
@@ -264,7 +264,7 @@ def open_clip_transform(preprocess_cfg: dict, train: bool):
 
 @dataclass
 class ShardData:
-    """A training set streamed from a corpus's shards: what the train stage hands to `pipeline.train.train`."""
+    """A training set streamed from a corpus's shards: what the train stage hands to `tailstudy.train.train`."""
 
     index: ItemIndex
 

@@ -1,7 +1,7 @@
-"""Streamed evaluation: the evaluation images are read, decoded and transformed batch by batch (pipeline.data).
+"""Streamed evaluation: the evaluation images are read, decoded and transformed batch by batch (tailstudy.data).
 
 What is kept per image is its logits and image features (N x C and N x D float32): the metrics of
-`pipeline.evaluate.run_metrics` need the logits' top-5 and, for neural collapse, the class means and within-class
+`tailstudy.evaluate.run_metrics` need the logits' top-5 and, for neural collapse, the class means and within-class
 scatter of the features. Both are small beside the images (50k ImageNet images x 1024 RN50 features = 0.2 GB).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.data import BatchStream, ItemIndex, make_loader, open_clip_transform, resolve_workers
+from tailstudy.data import BatchStream, ItemIndex, make_loader, open_clip_transform, resolve_workers
 
 EVAL_BATCH = 256  # images per evaluation batch at most (a 1024-image batch at 224 px is 0.6 GB of floats)
 
@@ -19,7 +19,7 @@ def predict_stream(learner, index: ItemIndex, class_names: list[str], prompts: s
                    batch_size: int = 256, workers: int | None = None,
                    classes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (logits (N, C), image features (N, D), class index (N,)) over the indexed evaluation images."""
-    from pipeline.evaluate import prompt_templates
+    from tailstudy.evaluate import prompt_templates
 
     learner.eval()
     if classes is None:
@@ -44,7 +44,7 @@ def predict_stream(learner, index: ItemIndex, class_names: list[str], prompts: s
 
 
 def stream_predictor(batch_size: int = EVAL_BATCH, workers: int | None = None):
-    """`pipeline.evaluate.evaluate_learner`'s predictor over an ItemIndex: -> (logits, features) in index order."""
+    """`tailstudy.evaluate.evaluate_learner`'s predictor over an ItemIndex: -> (logits, features) in index order."""
     def predictor(learner, index: ItemIndex, class_names: list[str], prompts: str, device: torch.device,
                   classes=None) -> tuple[np.ndarray, np.ndarray]:
         logits, feats, _ = predict_stream(learner, index, class_names, prompts, device, batch_size, workers, classes)

@@ -1,7 +1,7 @@
 """How descriptive each concept's captions are (ours, after the paper's caption factor): the describe stage.
 
 For every concept of a match artifact whose captions are indexed (``tailstudy match --index``), over the captions it
-matched (words = the words of ``pipeline.text.normalise(caption)``):
+matched (words = the words of ``tailstudy.text.normalise(caption)``):
 
 - ``captions``; ``mean_words`` and the 10th / 50th / 90th percentiles of the caption length in words;
 - ``mean_extra_words`` and ``median_extra_words``: words beyond the concept's name, max(0, words - words of the
@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.matching.phrase import inflections
-from pipeline.text import normalise
-from pipeline.vocab import Vocabulary
+from tailstudy.matching.phrase import inflections
+from tailstudy.text import normalise
+from tailstudy.vocab import Vocabulary
 
 DESCRIBE_VERSION = 1
 BARE_PATTERNS = ("{}", "a {}", "an {}", "the {}")
@@ -89,11 +89,11 @@ def index_and_describe(ws, captions: str | Path, vocab_ref: str, results: dict, 
                        id_col: str | None = None, force: bool = False) -> dict:
     """What ``tailstudy match --index`` adds after matching: the index stage, then the describe stage (both in
     pipeline/stages/); `results` = match_captions's artifacts."""
-    from pipeline.matching.inputs import input_digest, resolve_sources
-    from pipeline.stages import Node, run_local
-    from pipeline.stages.describe import describe_node
-    from pipeline.stages.index import index_node
-    from pipeline.vocab import load_vocab
+    from tailstudy.matching.inputs import input_digest, resolve_sources
+    from tailstudy.stages import Node, run_local
+    from tailstudy.stages.describe import describe_node
+    from tailstudy.stages.index import index_node
+    from tailstudy.vocab import load_vocab
 
     freq = results["frequency"].manifest()
     labels = {k: freq[k] for k in ("corpus", "vocab", "method")}

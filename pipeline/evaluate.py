@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import torch
-from pipeline.stats import spearman
-from pipeline.train import to_float
+from tailstudy.stats import spearman
+from tailstudy.train import to_float
 
 EVALUATE_VERSION = 3  # 3: fixed eval class list, rho vs corpus frequency, per-class NC, NaN -> null
 
@@ -45,7 +45,7 @@ def predict(learner, images: torch.Tensor, class_names: list[str], prompts: str,
 
 def evaluation_classes(targets: list[int], choice, names: dict[int, str]) -> list[int]:
     """The study's fixed evaluation class list (`eval.classes`): all targets, a named list, or class names."""
-    from pipeline.curate import select_concepts
+    from tailstudy.curate import select_concepts
 
     return select_concepts(targets, choice, names, seed=0)
 
@@ -72,7 +72,7 @@ def evaluate_learner(learner, images: torch.Tensor, concepts: np.ndarray, eval_i
     of the others count as wrong. -> (per-class table over eval_ids, run metrics)."""
     scored = [names[c] for c in (eval_ids if learner.zero_shot else learner_ids)]
     encoded = encode_class_names(learner, scored, prompts)
-    # `predictor`: how images reach the learner (default: an in-memory tensor; studies stream, pipeline.data_eval)
+    # `predictor`: how images reach the learner (default: an in-memory tensor; studies stream, tailstudy.data_eval)
     logits, feats = (predictor or predict)(learner, images, scored, prompts, device, classes=encoded)
     weights = classifier_rows(learner, encoded, learner_ids, eval_ids)
     if not learner.zero_shot:

@@ -21,9 +21,9 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
-from pipeline.corpus.shards import IMAGE_EXTS, ShardWriter, iter_shard
-from pipeline.errors import InputError
-from pipeline.store import Workspace
+from tailstudy.corpus.shards import IMAGE_EXTS, ShardWriter, iter_shard
+from tailstudy.errors import InputError
+from tailstudy.store import Workspace
 
 SHARD_SIZE = 10_000
 CSV_NAME = "train.csv"

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import SpecError
-from pipeline.paths import REFERENCE_FREQ_DIR
+from tailstudy.errors import SpecError
+from tailstudy.paths import REFERENCE_FREQ_DIR
 
 FREQUENCY_VERSION = 2
 

@@ -3,10 +3,10 @@
 The index stage (key: the captions' content digest, the caption/id columns, INDEX_VERSION, the tokenisers' versions)
 writes three Parquet files, each sorted so that a term's postings are contiguous and row groups can be skipped:
 
-- ``words.parquet``  (term, row, pos): every word of every caption as ``pipeline.text.normalise`` splits it, with its
+- ``words.parquet``  (term, row, pos): every word of every caption as ``tailstudy.text.normalise`` splits it, with its
   caption row (0-based, input order) and its position among the caption's words;
 - ``lemmas.parquet`` (term, row): every distinct WordNet noun lemma of every caption, tokenised as the paper's bag rule
-  does (``pipeline.text.paper_words``, ``pipeline.matching.wordnet``);
+  does (``tailstudy.text.paper_words``, ``tailstudy.matching.wordnet``);
 - ``captions.parquet`` (row, sample_id, caption, normalised): the captions themselves, for examples and for
   duplicate-aware counts (``normalised`` = ``normalise(caption)``).
 
@@ -14,8 +14,8 @@ The count rules:
 
 - phrase: captions in which the normalised phrase occurs as a run of whole words of the normalised caption
   (``" phrase "`` in ``" " + normalise(caption) + " "``); with ``plurals`` the phrase's last word may also take the
-  plural forms the phrase matcher uses (``pipeline.matching.phrase.inflections``);
-- bag: captions whose lemma set holds every lemma of the phrase (``pipeline.matching.bag.phrase_lemmas``), anywhere,
+  plural forms the phrase matcher uses (``tailstudy.matching.phrase.inflections``);
+- bag: captions whose lemma set holds every lemma of the phrase (``tailstudy.matching.bag.phrase_lemmas``), anywhere,
   in any order; a phrase without letters has no lemmas and counts nothing (as in the bag matcher).
 
 Counting reads only the postings of the phrase's words and intersects them (positions shifted by the word's place in
@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.matching.bag import phrase_lemmas
-from pipeline.matching.base import Csr, sorted_unique
-from pipeline.matching.phrase import inflections
-from pipeline.matching.wordnet import noun_lemmatiser
-from pipeline.text import NORMALISER_VERSION, PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, normalise, paper_tokens, \
+from tailstudy.matching.bag import phrase_lemmas
+from tailstudy.matching.base import Csr, sorted_unique
+from tailstudy.matching.phrase import inflections
+from tailstudy.matching.wordnet import noun_lemmatiser
+from tailstudy.text import NORMALISER_VERSION, PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, normalise, paper_tokens, \
     phrase_tokens
 
 INDEX_VERSION = 1
@@ -241,9 +241,9 @@ def count(index_dir: Path, phrase: str, bag: bool = False, plurals: bool = False
 def build_caption_index(ws, captions: str | Path, corpus: str, caption_col: str | None = None,
                         id_col: str | None = None, force: bool = False, progress=None):
     """The index artifact of a caption file or folder (stage ``index``, pipeline/stages/index.py), built or reused."""
-    from pipeline.matching.inputs import input_digest, resolve_sources
-    from pipeline.stages import run_node
-    from pipeline.stages.index import index_node
+    from tailstudy.matching.inputs import input_digest, resolve_sources
+    from tailstudy.stages import run_node
+    from tailstudy.stages.index import index_node
 
     sources = resolve_sources(captions, caption_col, id_col)
     return run_node(ws, index_node(sources, input_digest(sources), corpus), force, progress=progress)
@@ -253,7 +253,7 @@ def find_index(ws, corpus: str | None) -> tuple[str, Path]:
     """(corpus name, index directory) of the workspace's index named `corpus` (or its only one)."""
     import json
 
-    from pipeline.errors import InputError
+    from tailstudy.errors import InputError
 
     found: dict[str, Path] = {}
     for manifest in sorted((ws.root / "index").glob("*/manifest.json")):

@@ -2,7 +2,7 @@
 
 Orphans: Prefect's ephemeral API server, the match pool's workers, data-loader workers and torchrun ranks are started by
 libraries we do not control, so a prctl(PR_SET_PDEATHSIG) in each child is not possible everywhere. Instead the entry
-point starts one small watchdog process (``python -m pipeline.lifeline PID``) that remembers the entry point's
+point starts one small watchdog process (``python -m tailstudy.lifeline PID``) that remembers the entry point's
 descendants (read from /proc every half second) and, once the entry point is gone -- exit, crash or ``kill -9`` --
 terminates those that are still running (SIGTERM, then SIGKILL after a grace period). Linux only; elsewhere a no-op.
 """
@@ -41,7 +41,7 @@ def start_watchdog() -> None:
     if not sys.platform.startswith("linux") or os.environ.get("_TAILSTUDY_WATCHDOG") == str(os.getpid()):
         return
     os.environ["_TAILSTUDY_WATCHDOG"] = str(os.getpid())
-    subprocess.Popen([sys.executable, "-m", "pipeline.lifeline", str(os.getpid())], stdin=subprocess.DEVNULL,
+    subprocess.Popen([sys.executable, "-m", "tailstudy.lifeline", str(os.getpid())], stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
 
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pipeline.errors import InputError
+from tailstudy.errors import InputError
 
 POLL_S = 0.5
 

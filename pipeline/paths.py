@@ -1,4 +1,4 @@
-"""Where the shipped data and SQL live: package data of `pipeline` (`pipeline/data`, `pipeline/sql` in a wheel, mapped
+"""Where the shipped data and SQL live: package data of `tailstudy` (`tailstudy/data`, `tailstudy/sql` in a wheel, mapped
 from the repository's `data/` and `sql/` by setup.py's package_dir), found with importlib.resources. A path-based
 editable install (a checkout on sys.path) has no such folders inside the package: there they are the checkout's."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-PACKAGE_DIR = Path(str(files("pipeline")))
+PACKAGE_DIR = Path(str(files("tailstudy")))
 REPO_ROOT = PACKAGE_DIR.parent  # only meaningful in a checkout (deploy/ files, editable installs)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import InputError, SpecError
+from tailstudy.errors import InputError, SpecError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -72,7 +72,7 @@ def check_train(spec, source: str = "spec") -> None:
         raise SpecError(f"{source}: train.device: cuda, but no CUDA device is visible on this machine (use auto or cpu)")
     import open_clip
 
-    from pipeline.models.learners import _register_configs
+    from tailstudy.models.learners import _register_configs
 
     _register_configs()
     known = open_clip.list_models()
@@ -106,7 +106,7 @@ def first_duplicate_id(sources: list) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipeline.matching.inputs import plan_shards, read_batches
+    from tailstudy.matching.inputs import plan_shards, read_batches
 
     if all(s.id_col is None for s in sources):
         return  # row numbers are unique by construction

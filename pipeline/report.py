@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import figures as F
-from pipeline.paths import REFERENCE_FREQ_DIR
+from tailstudy import figures as F
+from tailstudy.paths import REFERENCE_FREQ_DIR
 
 SUMMARY_METRICS = ["top1", "top5", "rho_acc", "rho_pred", "head_acc", "mid_acc", "tail_acc", "nc1", "nc2",
                    "acc_logfreq_slope", "rho_acc_corpus", "rho_pred_corpus"]
@@ -100,7 +100,7 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
                  out: Path, rank_frequency: Path | None = None, *, concept_counts=None,
                  claims: pd.DataFrame | None = None) -> dict:
     """-> files written under `out`: report.html (self-contained), report.md + figures/*.png, report_ui.md (figures
-    inlined, for Prefect), summary.csv. `claims` (pipeline.claims.claims_table) goes first when given;
+    inlined, for Prefect), summary.csv. `claims` (tailstudy.claims.claims_table) goes first when given;
     `rank_frequency` is accepted for older callers and unused (the figure is drawn from `concept_counts`)."""
     summary = summarise(run_metrics)
     figs, notes = build_figures(summary, per_class, concept_counts, study)

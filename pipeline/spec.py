@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_serializer,
                       model_validator)
 
-from pipeline.errors import SpecError
+from tailstudy.errors import SpecError
 
 
 class _Strict(BaseModel):
@@ -48,7 +48,7 @@ class CorpusSpec(_Strict):
 
 
 # ---------------------------------------------------------------- corpus sources (dispatched on `source`)
-# `CorpusSpec` keeps its name and fields: it is the synthetic world (tests and pipeline.corpus.synthetic build it
+# `CorpusSpec` keeps its name and fields: it is the synthetic world (tests and tailstudy.corpus.synthetic build it
 # directly). A study's `corpus:` is `AnyCorpusSpec`, the union of every source, chosen by its `source` key
 # (default: synthetic), so an error names the real problem under its own path, e.g. `corpus.url_col: ...`.
 # Targets of a real corpus: the whole vocabulary, the classes of the evaluation folder, or a list of class names/keys.
@@ -195,7 +195,7 @@ class MatchProfile(_Strict):
     @field_validator("match")
     @classmethod
     def _table_exists(cls, value: str) -> str:
-        from pipeline.frequency import reference_tables
+        from tailstudy.frequency import reference_tables
 
         known = reference_tables()
         if value not in known and f"{value}_imagenet_ori" not in known:
@@ -266,7 +266,7 @@ class SubsetSpec(_Strict):
     @field_validator("caption")
     @classmethod
     def _caption_kind(cls, value: str) -> str:
-        from pipeline.curate import CAPTION_VARIANTS  # the variants' rules live with the curate stage
+        from tailstudy.curate import CAPTION_VARIANTS  # the variants' rules live with the curate stage
 
         parts = value.split("+")
         if value in CAPTION_VARIANTS or (all(p in CAPTION_FIELDS for p in parts) and len(set(parts)) == len(parts)):
@@ -315,7 +315,7 @@ class TrainSpec(_Strict):
     # a cap on optimisation steps over the whole run (smoke checks); the schedule is cut, not rescaled
     max_steps: Optional[int] = Field(None, ge=1)
     # data loader worker processes (None: none for model inputs <= 64 px, else up to 4); any value gives the same
-    # batches (pipeline.data), so like `device`, `workers`, `compile` and `channels_last` are not part of a run's key
+    # batches (tailstudy.data), so like `device`, `workers`, `compile` and `channels_last` are not part of a run's key
     workers: Optional[int] = Field(None, ge=0, le=64)
     compile: bool = False  # torch.compile the learner
     channels_last: bool = False  # channels-last memory format for images and the image tower
@@ -339,7 +339,7 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check_factors_and_models(self) -> "StudySpec":
-        from pipeline.models import known_learners
+        from tailstudy.models import known_learners
 
         for learner in self.models:
             if learner not in known_learners():
@@ -433,7 +433,7 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
-    from pipeline.preflight import load_yaml
+    from tailstudy.preflight import load_yaml
 
     try:
         data = load_yaml(path.read_text(encoding="utf-8"), str(path))  # a repeated key is an error, not dropped
@@ -443,6 +443,6 @@ def load_spec(path: str | Path) -> StudySpec:
 
 
 def default_spec_path() -> Path:
-    from pipeline.paths import DATA_DIR
+    from tailstudy.paths import DATA_DIR
 
     return DATA_DIR / "studies" / "default.yaml"

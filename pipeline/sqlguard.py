@@ -15,8 +15,8 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.errors import InputError
-from pipeline.store import Workspace
+from tailstudy.errors import InputError
+from tailstudy.store import Workspace
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN", "CALL"}
 DEFAULT_ROW_LIMIT = 1000
@@ -29,7 +29,7 @@ def first_line(err: BaseException) -> str:
 def allowed_directories(ws: Workspace) -> list[str]:
     """The workspace, the shipped data the views read (reference tables), and relative paths: the views' paths are
     relative and resolve only against the workspace (``file_search_path``); DuckDB still refuses a `..` escape."""
-    from pipeline.paths import DATA_DIR
+    from tailstudy.paths import DATA_DIR
 
     return [ws.root.as_posix() + "/", Path(DATA_DIR).resolve().as_posix() + "/", ""]
 
@@ -53,7 +53,7 @@ def check_read_only(sql: str) -> None:
 
 def connect_guarded(ws: Workspace) -> duckdb.DuckDBPyConnection:
     """The catalog, read-only, with file access fenced to the workspace and the configuration locked."""
-    from pipeline.catalog import use_workspace
+    from tailstudy.catalog import use_workspace
 
     path = ws.catalog_path
     if not path.is_file():
@@ -74,7 +74,7 @@ def connect_guarded(ws: Workspace) -> duckdb.DuckDBPyConnection:
 
 def guarded_query(ws: Workspace, sql: str):
     """Run one read-only query on the catalog -> pandas DataFrame; every refusal or SQL error is one InputError."""
-    from pipeline.catalog import resolve_query
+    from tailstudy.catalog import resolve_query
 
     sql = resolve_query(sql)
     check_read_only(sql)

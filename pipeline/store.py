@@ -61,11 +61,11 @@ class Artifact:
     label: str = ""
 
     def manifest(self) -> dict[str, Any]:
-        from pipeline.integrity import read_manifest
+        from tailstudy.integrity import read_manifest
 
         found, problem = read_manifest(self.path, self.stage, self.key)
         if problem:
-            from pipeline.errors import InputError
+            from tailstudy.errors import InputError
 
             raise InputError(problem)
         return found
@@ -87,20 +87,20 @@ class Workspace:
         return Artifact(stage, key, self.root / stage / key)
 
     def exists(self, stage: str, key: str) -> bool:
-        """A sound artifact is there (pipeline.integrity's run-time checks); a corrupt one counts as missing, so it is
+        """A sound artifact is there (tailstudy.integrity's run-time checks); a corrupt one counts as missing, so it is
         rebuilt -- said once per process on stderr."""
         if not (self.root / stage / key / MANIFEST).is_file():
             return False
         problem = self.problem(stage, key)
         if problem and (stage, key) not in self._reported:
             self._reported.add((stage, key))
-            from pipeline.locks import stderr_say
+            from tailstudy.locks import stderr_say
 
             stderr_say(f"corrupt artifact {stage}/{key}: {problem}; it will be rebuilt")
         return problem is None
 
     def problem(self, stage: str, key: str, full: bool = False) -> str | None:
-        from pipeline.integrity import artifact_problem
+        from tailstudy.integrity import artifact_problem
 
         return artifact_problem(self.root / stage / key, stage, key, full)
 
@@ -115,15 +115,15 @@ class Workspace:
 
     def lock(self, timeout: float | None = None, say=None):
         """The workspace lock, held by a run (or match / ingest) from start to end: a second one waits for it."""
-        from pipeline.locks import file_lock
-        from pipeline.preflight import check_workspace
+        from tailstudy.locks import file_lock
+        from tailstudy.preflight import check_workspace
 
         check_workspace(self.root)  # a file or a read-only directory: one line before any work
         return file_lock(self.root / ".lock", f"workspace {self.root}", timeout, say)
 
     def artifact_lock(self, stage: str, key: str):
         """Held while an artifact is built (and its work directory used): one builder per artifact at a time."""
-        from pipeline.locks import file_lock, stderr_say
+        from tailstudy.locks import file_lock, stderr_say
 
         return file_lock(self.lock_path(stage, key), f"artifact {stage}/{key}", None, stderr_say)
 
@@ -139,7 +139,7 @@ class Workspace:
         The caller fills the yielded directory and may add entries to ``manifest``; on any exception the temp
         directory is removed and no artifact appears. With ``replace`` an existing artifact is swapped out.
         """
-        from pipeline.integrity import fsync_dir, record_files
+        from tailstudy.integrity import fsync_dir, record_files
 
         final = self.root / stage / key
         tmp = self.root / stage / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
@@ -192,7 +192,7 @@ class Workspace:
     def clean_stale_temps(self) -> int:
         """Remove temp directories left by killed runs: only those whose artifact lock is free, i.e. whose builder is
         gone (never a live builder's temp, never finished artifacts, never resumable work dirs)."""
-        from pipeline.locks import is_free
+        from tailstudy.locks import is_free
 
         removed = 0
         if self.root.is_dir():

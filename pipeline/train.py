@@ -11,9 +11,9 @@ from typing import Callable
 
 import torch
 
-from pipeline.data import num_batches
-from pipeline.models import learner_kwargs, make_learner, reads_captions
-from pipeline.spec import TrainSpec
+from tailstudy.data import num_batches
+from tailstudy.models import learner_kwargs, make_learner, reads_captions
+from tailstudy.spec import TrainSpec
 
 TRAIN_VERSION = 3  # 3: streamed from shards, open_clip transforms (augmentation), max_steps; 2: logit scales init 1/0.07, capped at 100
 CHECKPOINT = "checkpoint.pt"
@@ -46,7 +46,7 @@ def distributed_context(device: torch.device) -> tuple[DistributedContext, torch
 
 @dataclass
 class TrainData:
-    """Decoded images in memory (tests and small experiments); studies stream from shards (`pipeline.data.ShardData`)."""
+    """Decoded images in memory (tests and small experiments); studies stream from shards (`tailstudy.data.ShardData`)."""
 
     images: torch.Tensor  # uint8 (N, H, W, 3)
     labels: torch.Tensor  # long (N,), class index or -1 for open-world samples
@@ -137,7 +137,7 @@ def _optimizer(learner, cfg: TrainSpec, total_steps: int, warmup: int):
 def train(kind: str, data, class_counts: list[int], cfg: TrainSpec, seed: int, work_dir: Path,
           progress: Callable[[int, int, dict], None] | None = None,
           class_names: list[str] | None = None) -> tuple[torch.nn.Module, list[dict]]:
-    """Train a learner on `data` (`pipeline.data.ShardData` streamed from shards, or in-memory `TrainData`); resumes
+    """Train a learner on `data` (`tailstudy.data.ShardData` streamed from shards, or in-memory `TrainData`); resumes
     from ``work_dir/checkpoint.pt`` when a previous attempt was killed.
 
     Under torchrun every rank takes its share of each global batch, gradients are averaged by DDP (CLIP's loss

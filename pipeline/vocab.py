@@ -13,9 +13,9 @@ from typing import Callable
 import pyarrow as pa
 import yaml
 
-from pipeline.errors import InputError
-from pipeline.paths import DATA_DIR
-from pipeline.text import normalise
+from tailstudy.errors import InputError
+from tailstudy.paths import DATA_DIR
+from tailstudy.text import normalise
 
 VOCAB_DIR = DATA_DIR / "vocab"
 
@@ -155,7 +155,7 @@ def _read_rows(path: Path) -> list[dict]:
         if suffix == ".json":
             data = json.loads(text) if text.strip() else []
         elif suffix in (".yaml", ".yml"):
-            from pipeline.preflight import load_yaml
+            from tailstudy.preflight import load_yaml
 
             data = load_yaml(text, str(path), InputError) or []
         else:

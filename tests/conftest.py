@@ -14,8 +14,8 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="tailstudy-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-from pipeline.env import configure_offline_env  # noqa: E402  (tests call the library as the entry points do)
-from pipeline.lifeline import prefect_startup_defaults  # noqa: E402
+from tailstudy.env import configure_offline_env  # noqa: E402  (tests call the library as the entry points do)
+from tailstudy.lifeline import prefect_startup_defaults  # noqa: E402
 
 configure_offline_env()
 prefect_startup_defaults()  # a first server start under load (2 cores, other test processes) needs more than 20 s

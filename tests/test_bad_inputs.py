@@ -1,6 +1,6 @@
 """A catalogue of bad inputs: each ends with exit 2 and one line naming the culprit, never a traceback.
 
-Cases run the real `tailstudy` entry point (``pipeline.cli.main``) in this process, so they stay fast; none reaches
+Cases run the real `tailstudy` entry point (``tailstudy.cli.main``) in this process, so they stay fast; none reaches
 Prefect (they fail in validation, before any orchestration starts). A few run the installed console script as a user
 would, to check the process-level behaviour (exit code, catalog checksum) end to end.
 """
@@ -24,13 +24,13 @@ GOOD_SPEC = "name: t\ncorpus: {concepts: 10, samples: 200}\ntrain: {arch: tiny, 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """`tailstudy ARGS` through the console script's entry point, in this process -> (exit code, stdout, stderr)."""
-    import flows.runner
-    from flows import cli as cli_module
+    import tailstudy.flows.runner
+    from tailstudy.flows import cli as cli_module
 
     def no_orchestration(*_args, **_kwargs):  # every case must be refused before a study starts
         raise AssertionError("the study started: this bad input was not rejected before work")
 
-    monkeypatch.setattr(flows.runner, "run_study", no_orchestration)
+    monkeypatch.setattr(tailstudy.flows.runner, "run_study", no_orchestration)
     monkeypatch.setattr(sys, "argv", ["tailstudy", *args])
     monkeypatch.setenv("COLUMNS", "400")  # one logical line must not be wrapped by the console
     with pytest.raises(SystemExit) as exit_:
@@ -285,9 +285,9 @@ def test_bad_match_option(case, tmp_path, monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def sql_ws(tmp_path_factory):
     """A workspace with a catalog (a small match: vocab, match and frequency artifacts; no Prefect)."""
-    from pipeline import catalog
-    from pipeline.stages import match_captions
-    from pipeline.store import Workspace
+    from tailstudy import catalog
+    from tailstudy.stages import match_captions
+    from tailstudy.store import Workspace
 
     root = tmp_path_factory.mktemp("sql")
     captions = root / "caps.csv"

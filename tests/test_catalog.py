@@ -79,7 +79,7 @@ def test_key_columns_and_a_taken_corpus_name(matched):
 
 
 def test_cli_version_formats_and_choices(matched):
-    from pipeline import __version__
+    from tailstudy import __version__
 
     assert cli("--version").stdout.strip() == f"tailstudy {__version__}"
     ws = str(matched / "ws")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.claims import claims_table
+from tailstudy.claims import claims_table
 
 
 def runs(rows):
@@ -53,7 +53,7 @@ def test_equivalence_claim_and_scale_levels_ordered_numerically():
 
 
 def test_readme_results_block_is_generated_between_markers(tmp_path):
-    from pipeline.readme_results import RESULTS_END, RESULTS_START, results_markdown, rewrite
+    from tailstudy.readme_results import RESULTS_END, RESULTS_START, results_markdown, rewrite
 
     rm = runs([("imbalance", "natural", "sl", s, 0.7 + 0.1 * s, 0.6) for s in range(3)]
               + [("imbalance", "natural", "clip", s, 0.3, 0.2) for s in range(3)]).assign(top1=0.5, tail_acc=np.nan)

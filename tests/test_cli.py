@@ -105,7 +105,7 @@ def test_sql_errors_and_empty_workspace(tmp_path):
 
 
 def test_every_documented_query_runs(study):
-    from pipeline.catalog import named_queries
+    from tailstudy.catalog import named_queries
 
     _, ws, _ = study
     for name in named_queries():

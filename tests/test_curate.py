@@ -8,10 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.curate import curate
-from pipeline.errors import SpecError
-from pipeline.spec import SubsetSpec
-from pipeline.store import write_parquet
+from tailstudy.curate import curate
+from tailstudy.errors import SpecError
+from tailstudy.spec import SubsetSpec
+from tailstudy.store import write_parquet
 
 TARGETS = [10, 20, 30, 40]
 OTHER = 99  # a matched concept that is not a target
@@ -344,7 +344,7 @@ def test_frequency_table_counts_the_manifest(w, level):
 def test_label_less_rows_are_not_part_of_what_supervised_learners_read():
     import pyarrow as pa
 
-    from pipeline.stages.curate import subset_digests
+    from tailstudy.stages.curate import subset_digests
 
     def manifest(ids, labels):
         return pa.table({"sample_id": ids, "copy": pa.array([0] * len(ids), pa.int32()),

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.errors import SpecError
-from pipeline.frequency import reference_counts
-from pipeline.spec import SubsetSpec, load_spec
+from tailstudy.errors import SpecError
+from tailstudy.frequency import reference_counts
+from tailstudy.spec import SubsetSpec, load_spec
 from tests.test_curate import World
 
 # a larger pool so that shapes are visible: 8 classes, 3..200 samples each
@@ -24,7 +24,7 @@ def big() -> World:
 
 
 def run(world: World, seed: int = 0, **level):
-    from pipeline.curate import curate
+    from tailstudy.curate import curate
 
     return curate(world.captions, world.matches, world.targets, BIG_NAMES, SubsetSpec(**level), seed,
                   {c: (n, f"{n} fish") for c, n in BIG_NAMES.items()})
@@ -188,7 +188,7 @@ def test_scale_larger_than_the_pool_is_a_spec_error(big):
 
 
 def test_a_subset_shared_by_two_studies_has_one_stage_key(tmp_path):
-    from pipeline.stages import plan_study
+    from tailstudy.stages import plan_study
 
     a = tmp_path / "a.yaml"
     b = tmp_path / "b.yaml"
@@ -202,7 +202,7 @@ def test_a_subset_shared_by_two_studies_has_one_stage_key(tmp_path):
 def test_diversity_threshold_keeps_only_captions_similar_enough_to_the_definition(big):
     import pyarrow as pa
 
-    from pipeline.curate import curate
+    from tailstudy.curate import curate
 
     scores = np.random.default_rng(0).uniform(0.3, 0.9, big.matches.num_rows)
     semantic = big.matches.append_column("method", pa.array(["semantic"] * big.matches.num_rows)) \

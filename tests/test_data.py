@@ -1,4 +1,4 @@
-"""Streamed data (pipeline.data): batches independent of the worker count, seeded, bounded memory; training on shards
+"""Streamed data (tailstudy.data): batches independent of the worker count, seeded, bounded memory; training on shards
 is deterministic per seed; a CLIP run's export loads with open_clip's API alone and gives the evaluate stage's top-1."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.corpus.shards import ShardWriter, encode_png
-from pipeline.data import BatchStream, ItemIndex, ShardData, build_index, epoch_order, make_loader, open_clip_transform
+from tailstudy.corpus.shards import ShardWriter, encode_png
+from tailstudy.data import BatchStream, ItemIndex, ShardData, build_index, epoch_order, make_loader, open_clip_transform
 
 CFG = {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "interpolation": "bicubic",
        "resize_mode": "shortest"}
@@ -112,8 +112,8 @@ def test_iterating_holds_a_batch_not_the_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_training_on_shards_is_deterministic_per_seed_for_any_worker_count(index, tmp_path, one_torch_thread):
-    from pipeline.spec import TrainSpec
-    from pipeline.train import train
+    from tailstudy.spec import TrainSpec
+    from tailstudy.train import train
 
     def weights(seed: int, workers: int, name: str):
         cfg = TrainSpec(arch="tiny", epochs=2, batch_size=32, device="cpu", workers=workers)
@@ -130,8 +130,8 @@ def test_training_on_shards_is_deterministic_per_seed_for_any_worker_count(index
 
 @pytest.mark.slow
 def test_max_steps_caps_a_run(index, tmp_path, one_torch_thread):
-    from pipeline.spec import TrainSpec
-    from pipeline.train import train
+    from tailstudy.spec import TrainSpec
+    from tailstudy.train import train
 
     cfg = TrainSpec(arch="tiny", epochs=3, batch_size=32, device="cpu", max_steps=7)
     _, log = train("sl", ShardData(index), [36] * 4, cfg, 0, tmp_path)

@@ -246,8 +246,8 @@ def stage_dirs(ws: Path, stage: str) -> list[Path]:
 
 @pytest.mark.slow
 def test_deployed_study_completes_on_a_process_worker(server, runs):
-    from pipeline import catalog
-    from pipeline.store import Workspace
+    from tailstudy import catalog
+    from tailstudy.store import Workspace
 
     with server.client() as client:
         flow_run = client.read_flow_run(runs["ids"]["default"])
@@ -313,11 +313,11 @@ def main(spec_path, ws_path, out_dir):
     import pyarrow as pa
     import pyarrow.parquet as pq
     from prefect import flow, task, unmapped
-    from flows.task_runners import make_task_runner
-    from pipeline import stages as S
-    from pipeline.matching import make_matcher, matches_table
-    from pipeline.spec import load_spec
-    from pipeline.store import Workspace, write_parquet
+    from tailstudy.flows.task_runners import make_task_runner
+    from tailstudy import stages as S
+    from tailstudy.matching import make_matcher, matches_table
+    from tailstudy.spec import load_spec
+    from tailstudy.store import Workspace, write_parquet
 
     plan = S.plan_study(load_spec(spec_path))
     captions = str(Workspace(ws_path).artifact("corpus", plan.key("corpus")).path / "captions.parquet")
@@ -449,8 +449,8 @@ def test_a_study_dispatches_its_training_runs_as_child_flow_runs_on_a_limited_po
     trains every run as a child flow run of the train deployment, at most 2 at a time, then evaluates and reports."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    from pipeline import catalog
-    from pipeline.store import Workspace
+    from tailstudy import catalog
+    from tailstudy.store import Workspace
 
     spec, ws = server.root / "dispatch.yaml", server.root / "ws-dispatch"
     spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 1"))
@@ -497,7 +497,7 @@ def test_prefect_yaml_follows_prefects_model_and_the_flows_signatures():
     from prefect.cli.deploy._models import PrefectYamlModel
     from prefect.flows import load_flow_from_entrypoint
 
-    from flows.cli import GPU_POOL, PROCESS_POOL
+    from tailstudy.flows.cli import GPU_POOL, PROCESS_POOL
 
     raw = yaml.safe_load(PREFECT_YAML.read_text())
     model = PrefectYamlModel.model_validate(raw)
@@ -687,8 +687,8 @@ def test_task_runner_names():
     from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from flows.task_runners import local_cluster_kwargs, make_task_runner, parse_task_runner
-    from pipeline.errors import InputError
+    from tailstudy.flows.task_runners import local_cluster_kwargs, make_task_runner, parse_task_runner
+    from tailstudy.errors import InputError
 
     assert isinstance(make_task_runner(None), ThreadPoolTaskRunner)
     assert make_task_runner("threads:3")._max_workers == 3
@@ -704,16 +704,16 @@ def test_task_runner_names():
 
 
 def test_torchrun_launcher():
-    from flows.torchrun import check_gpus, torchrun_command
-    from pipeline.errors import InputError
+    from tailstudy.flows.torchrun import check_gpus, torchrun_command
+    from tailstudy.errors import InputError
 
     command = torchrun_command(4, "/s/tiny.yaml", "/ws", "abc123", force=True)
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
-    assert command[5:] == ["-m", "flows.torchrun", "--spec", "/s/tiny.yaml", "--workspace", "/ws",
+    assert command[5:] == ["-m", "tailstudy.flows.torchrun", "--spec", "/s/tiny.yaml", "--workspace", "/ws",
                            "--train-key", "abc123", "--force"]
     # one of several concurrent runs (flows/executor.py): one process, pinned to its GPU or its share of threads
     single = torchrun_command(1, "/s/tiny.yaml", "/ws", "abc123", device="cuda:1", threads=2)
-    assert single[1:] == ["-m", "flows.torchrun", "--spec", "/s/tiny.yaml", "--workspace", "/ws", "--train-key",
+    assert single[1:] == ["-m", "tailstudy.flows.torchrun", "--spec", "/s/tiny.yaml", "--workspace", "/ws", "--train-key",
                           "abc123", "--device", "cuda:1", "--threads", "2"]
     check_gpus(0)  # the spec's device: always allowed
     with pytest.raises(InputError):
@@ -728,7 +728,7 @@ def test_torchrun_launcher():
 def test_deploy_and_submit_need_a_server():
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from tailstudy.flows.cli import app
 
     for args in (["deploy"], ["submit"]):  # conftest runs the tests without PREFECT_API_URL
         result = CliRunner().invoke(app, args)

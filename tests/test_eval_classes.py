@@ -6,8 +6,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from flows.runner import run_study
-from pipeline.readme_results import study_results
+from tailstudy.flows.runner import run_study
+from tailstudy.readme_results import study_results
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,10 @@
 """The executor's resource rules, without a GPU: one GPU node per visible device, each pinned to its own."""
 from __future__ import annotations
 
-from flows.executor import Executor, Slots
-from pipeline.spec import parse_spec
-from pipeline.stages import plan_study
-from pipeline.store import Workspace
+from tailstudy.flows.executor import Executor, Slots
+from tailstudy.spec import parse_spec
+from tailstudy.stages import plan_study
+from tailstudy.store import Workspace
 
 
 def test_gpu_slots_pin_each_node_to_its_own_device_and_hold_it_until_given_back():

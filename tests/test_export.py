@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import TINY_SPEC, VENV_BIN, cli
-from pipeline.spec import load_spec
-from pipeline.stages import cell_id, plan_study, run_local, write_study_records
-from pipeline.store import Workspace
+from tailstudy.spec import load_spec
+from tailstudy.stages import cell_id, plan_study, run_local, write_study_records
+from tailstudy.store import Workspace
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flows.runner import run_study
+from tailstudy.flows.runner import run_study
 from tests.conftest import TINY_SPEC
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.paths import DATA_DIR
-from pipeline.spec import load_spec, parse_spec
-from pipeline.stages import plan_study
+from tailstudy.paths import DATA_DIR
+from tailstudy.spec import load_spec, parse_spec
+from tailstudy.stages import plan_study
 
 WNIDS = ("n01440764", "n01443537")  # tench, goldfish
 

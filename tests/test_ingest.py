@@ -23,12 +23,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline import catalog
-from pipeline.errors import InputError, SpecError, TailstudyError
-from pipeline.spec import FolderCorpusSpec, UrlsCorpusSpec, WebdatasetCorpusSpec, load_spec, parse_spec
-from pipeline.stages import corpus_config, plan_study, run_local, source_node
-from pipeline.stages import target_concepts as corpus_targets
-from pipeline.store import Workspace
+from tailstudy import catalog
+from tailstudy.errors import InputError, SpecError, TailstudyError
+from tailstudy.spec import FolderCorpusSpec, UrlsCorpusSpec, WebdatasetCorpusSpec, load_spec, parse_spec
+from tailstudy.stages import corpus_config, plan_study, run_local, source_node
+from tailstudy.stages import target_concepts as corpus_targets
+from tailstudy.store import Workspace
 from tests.conftest import VENV_BIN
 
 # four ImageNet classes whose names match only themselves in imagenet1k
@@ -289,7 +289,7 @@ def test_download_records_successes_and_error_kinds(loopback, server):
     captions = pq.read_table(corpus / "captions.parquet")
     assert captions.column_names == ["sample_id", "caption", "title", "tags", "description", "url", "shard", "key"]
     assert captions.num_rows == len(good) + 1
-    from pipeline.corpus.shards import iter_shard
+    from tailstudy.corpus.shards import iter_shard
 
     images = {k: m for s in set(captions.column("shard").to_pylist()) for k, m in iter_shard(corpus / "shards" / s)}
     for key in captions.column("key").to_pylist():
@@ -349,7 +349,7 @@ def test_retry_recovers_transient_failures_without_duplicates(loopback, server):
 
 @pytest.mark.slow
 def test_study_runs_end_to_end_on_the_loopback_corpus(loopback):
-    from flows.runner import run_study
+    from tailstudy.flows.runner import run_study
 
     summary = run_study(str(loopback["spec"]), str(loopback["ws"].root))
     status = {r["stage"]: r["status"] for r in summary["stages"]}
@@ -368,7 +368,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """`tailstudy ARGS` through the console script's entry point, in this process (no interpreter start-up)."""
     import sys
 
-    from flows.cli import main
+    from tailstudy.flows.cli import main
 
     argv, sys.argv = sys.argv, ["tailstudy", *args]
     try:
@@ -582,7 +582,7 @@ def test_ingest_contacted_nothing_but_loopback(net_guard, loopback, tmp_path):
     ("success", None, None, False),
 ])
 def test_error_kinds_and_what_the_retry_step_fetches_again(status, message, kind, transient):
-    from pipeline.corpus.ingest import error_kind, is_transient
+    from tailstudy.corpus.ingest import error_kind, is_transient
 
     assert error_kind(status, message) == kind
     assert is_transient(status, kind) is transient

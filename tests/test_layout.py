@@ -28,7 +28,7 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_pipeline_never_imports_prefect_or_flows_not_even_lazily():
     bad = [(str(p.relative_to(REPO)), m) for p in (REPO / "pipeline").rglob("*.py") for m in imported_modules(p)
-           if m.split(".")[0] in ("prefect", "flows", "prefect_dask", "distributed")]
+           if m.split(".")[0] in ("prefect", "prefect_dask", "distributed") or m.startswith("tailstudy.flows")]
     assert bad == []
 
 
@@ -45,8 +45,8 @@ def test_modules_and_functions_stay_small():
 
 def test_pipeline_library_never_imports_prefect():
     modules = sorted(
-        ".".join(p.relative_to(REPO).with_suffix("").parts) for p in (REPO / "pipeline").rglob("*.py")
-        if p.name != "__init__.py" or p.parent.name != "pipeline"
+        ".".join(("tailstudy", *p.relative_to(REPO / "pipeline").with_suffix("").parts))
+        for p in (REPO / "pipeline").rglob("*.py") if p.name != "__init__.py" or p.parent.name != "pipeline"
     )
     code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + \
         "print(sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')))"
@@ -68,7 +68,7 @@ def test_sql_lives_in_sql_files():
 
 def test_importing_the_library_leaves_the_environment_alone_and_entry_points_set_it():
     names = "['HF_HUB_OFFLINE', 'NO_ALBUMENTATIONS_UPDATE', 'PREFECT_SERVER_ANALYTICS_ENABLED', 'WANDB_DISABLED']"
-    library = f"import os, pipeline, pipeline.stages, pipeline.catalog; print([os.environ.get(n) for n in {names}])"
+    library = f"import os, pipeline, tailstudy.stages, tailstudy.catalog; print([os.environ.get(n) for n in {names}])"
     entry = f"import os, flows; print([os.environ.get(n) for n in {names}])"
     env = {"PATH": "/usr/bin:/bin"}
     for code, expected in ((library, "[None, None, None, None]"), (entry, "['1', '1', 'false', 'true']")):
@@ -81,3 +81,12 @@ def test_standard_library_dataclasses_is_imported():
     import dataclasses
 
     assert "site-packages" not in dataclasses.__file__
+
+
+def test_one_import_name_outside_the_checkout(tmp_path):
+    """The installed package is `tailstudy` (library) with `tailstudy.flows` (orchestration); the folder names
+    `pipeline` and `flows` are not import names, so they collide with nothing a user has."""
+    code = ("import importlib.util as u, tailstudy, tailstudy.flows; "
+            "print(u.find_spec('pipeline') is None, u.find_spec('flows') is None, tailstudy.flows.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.stdout.split() == ["True", "True", "tailstudy.flows"], out.stderr

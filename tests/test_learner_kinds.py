@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import known_learners, make_learner, reads_captions
+from tailstudy.models import known_learners, make_learner, reads_captions
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -21,7 +21,7 @@ def batch(n=6, classes=(0, 2, 2, 5, 5, 5)):
 
 
 def test_every_registered_learner_builds_and_trains_one_step():
-    from pipeline.models.learners import Learner
+    from tailstudy.models.learners import Learner
 
     for name in known_learners():
         torch.manual_seed(0)
@@ -82,7 +82,7 @@ def test_batch_logit_adjust_is_cross_entropy_over_present_classes_plus_log_count
 def test_frozen_text_head_uses_fixed_minilm_embeddings_of_a_name():
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.models.learners import minilm_path
+    from tailstudy.models.learners import minilm_path
 
     names = ["tench", "goldfish", "great white shark"]
     learner = make_learner("sl_frozen_text_head", arch="tiny", num_classes=3, class_names=names)
@@ -96,8 +96,8 @@ def test_frozen_text_head_uses_fixed_minilm_embeddings_of_a_name():
 
 
 def test_clip_with_a_frozen_minilm_text_tower_trains_only_the_projection():
-    from pipeline.spec import TrainSpec
-    from pipeline.train import TrainData, train
+    from tailstudy.spec import TrainSpec
+    from tailstudy.train import TrainData, train
 
     data = TrainData(torch.randint(0, 255, (16, 32, 32, 3), dtype=torch.uint8), torch.tensor([0, 1] * 8),
                      ["a tench", "a goldfish"] * 8)
@@ -117,7 +117,7 @@ def test_clip_with_a_frozen_minilm_text_tower_trains_only_the_projection():
 def test_learner_options_come_from_each_learners_declared_constructor():
     """What enters a learner's training key, derived from its constructor; pinned to the table it replaced, so
     existing training keys stay valid."""
-    from pipeline.models import COMMON_OPTIONS, learner_options
+    from tailstudy.models import COMMON_OPTIONS, learner_options
 
     before = {"clip": {"text_tower"}, "sl": {"head"}, "sl_sampled_vocab": {"head", "num_to_sample", "vocab_weights",
                                                                            "vocab_chunk"},

@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 import torch
 
-from pipeline.models.learners import SampledVocabLearner, sample_vocabulary
-from pipeline.spec import TrainSpec
-from pipeline.train import CHECKPOINT, TrainData, train
+from tailstudy.models.learners import SampledVocabLearner, sample_vocabulary
+from tailstudy.spec import TrainSpec
+from tailstudy.train import CHECKPOINT, TrainData, train
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import catalog
-from pipeline.describe import index_and_describe
-from pipeline.matching.reference import NaivePhrase
-from pipeline.stages import match_captions
-from pipeline.store import Workspace
-from pipeline.text import normalise
-from pipeline.vocab import load_vocab
+from tailstudy import catalog
+from tailstudy.describe import index_and_describe
+from tailstudy.matching.reference import NaivePhrase
+from tailstudy.stages import match_captions
+from tailstudy.store import Workspace
+from tailstudy.text import normalise
+from tailstudy.vocab import load_vocab
 
 VOCAB = [{"name": "red fox"}, {"name": "goldfish"}, {"name": "mouse"}, {"name": "jaguar", "negatives": ["car"]},
          {"name": "t-shirt", "synonyms": ["tee shirt"]}, {"name": "bowl"}]
@@ -197,11 +197,11 @@ def test_descriptiveness_caption_levels_keep_the_samples():
 
 def test_url_duplicates_of_a_study_corpus(tmp_path):
     """A corpus artifact with URLs (as ingest writes it), matched and counted by the study's own stage functions."""
-    from pipeline.stages import Node, run_local
-    from pipeline.stages.frequency import frequency_node
-    from pipeline.stages.match import match_node
-    from pipeline.stages.vocab import vocab_node
-    from pipeline.store import write_parquet
+    from tailstudy.stages import Node, run_local
+    from tailstudy.stages.frequency import frequency_node
+    from tailstudy.stages.match import match_node
+    from tailstudy.stages.vocab import vocab_node
+    from tailstudy.store import write_parquet
 
     rng = random.Random(9)
     n = 800

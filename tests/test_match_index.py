@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.index import build_index, count
-from pipeline.matching.bag import phrase_lemmas
-from pipeline.matching.phrase import inflections
-from pipeline.matching.wordnet import noun_lemmatiser
-from pipeline.text import normalise, paper_words
+from tailstudy.index import build_index, count
+from tailstudy.matching.bag import phrase_lemmas
+from tailstudy.matching.phrase import inflections
+from tailstudy.matching.wordnet import noun_lemmatiser
+from tailstudy.text import normalise, paper_words
 from tests.conftest import cli
 
 WORDS = ["red", "fox", "foxes", "Fox", "the", "a", "of", "photo", "mouse", "mice", "crème", "brûlée", "creme",

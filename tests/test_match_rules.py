@@ -8,11 +8,11 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipeline.matching import make_matcher
-from pipeline.matching.reference import NaiveBag, NaivePhrase
-from pipeline.matching.wordnet import noun_lemmatiser
-from pipeline.text import PAPER_CONTRACTIONS, normalise, paper_tokens, paper_words, phrase_tokens
-from pipeline.vocab import imagenet1k, load_vocab
+from tailstudy.matching import make_matcher
+from tailstudy.matching.reference import NaiveBag, NaivePhrase
+from tailstudy.matching.wordnet import noun_lemmatiser
+from tailstudy.text import PAPER_CONTRACTIONS, normalise, paper_tokens, paper_words, phrase_tokens
+from tailstudy.vocab import imagenet1k, load_vocab
 
 HAND_VOCAB = [
     {"name": "goldfish", "synonyms": ["carassius auratus"]},

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.matching import make_matcher
-from pipeline.matching.semantic import DEFAULT_THRESHOLD, SemanticMatcher, concept_text
-from pipeline.spec import MatchingSpec
-from pipeline.vocab import imagenet1k
+from tailstudy.matching import make_matcher
+from tailstudy.matching.semantic import DEFAULT_THRESHOLD, SemanticMatcher, concept_text
+from tailstudy.spec import MatchingSpec
+from tailstudy.vocab import imagenet1k
 
 CAPTIONS = [
     "US Navy submarine surfacing",        # submarine, the vessel

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline import text
-from pipeline.text import normalise, phrase_tokens
+from tailstudy import text
+from tailstudy.text import normalise, phrase_tokens
 
 CODE_POINTS = [c for c in range(0x80, 0x110000) if not 0xD800 <= c < 0xE000]
 

@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import catalog
-from pipeline.stages import match_captions
-from pipeline.store import Workspace
+from tailstudy import catalog
+from tailstudy.stages import match_captions
+from tailstudy.store import Workspace
 
 NEW_QUERIES = ["reference_correlations", "corpus_vs_reference", "reference_imbalance", "concept_head_tail",
                "caption_coverage"]
@@ -16,8 +16,8 @@ NEW_QUERIES = ["reference_correlations", "corpus_vs_reference", "reference_imbal
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A workspace with one matched corpus: captions drawn so that LAION-400M's most frequent classes come first."""
-    from pipeline.frequency import reference_counts
-    from pipeline.vocab import imagenet1k
+    from tailstudy.frequency import reference_counts
+    from tailstudy.vocab import imagenet1k
 
     laion = reference_counts("laion400m")
     top = sorted(imagenet1k().concepts, key=lambda c: -laion[c.name])[:40]

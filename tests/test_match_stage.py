@@ -13,14 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import catalog
-from pipeline.errors import InputError
-from pipeline.matching import make_matcher
-from pipeline.matching.inputs import plan_shards, read_batches, resolve_sources
-from pipeline.matching.sharded import MatcherSpec, part_path, run_shards, stats_path
-from pipeline.stages import match_captions
-from pipeline.store import Workspace
-from pipeline.vocab import imagenet1k
+from tailstudy import catalog
+from tailstudy.errors import InputError
+from tailstudy.matching import make_matcher
+from tailstudy.matching.inputs import plan_shards, read_batches, resolve_sources
+from tailstudy.matching.sharded import MatcherSpec, part_path, run_shards, stats_path
+from tailstudy.stages import match_captions
+from tailstudy.store import Workspace
+from tailstudy.vocab import imagenet1k
 
 WORDS = ["goldfish", "tench", "T-shirts", "a", "the", "photo", "red", "fox", "crane", "bird", "sub", "menu", "café",
          "&amp;", "🐟", "school", "bus", "daisies", None]
@@ -112,7 +112,7 @@ def test_a_shard_without_its_counts_file_is_redone(parquet_file, tmp_path, inet)
 
 KILL_SCRIPT = """
 import os, pickle, signal, sys
-from pipeline.matching.sharded import run_shards
+from tailstudy.matching.sharded import run_shards
 shards, spec, work = pickle.load(open(sys.argv[1], "rb"))
 seen = []
 def progress(step, total):
@@ -127,8 +127,8 @@ def test_killed_stage_resumes(tmp_path, inet):
     """The match stage's shard loop is SIGKILLed in a child process; the stage then resumes from its work directory."""
     import pickle
 
-    from pipeline.matching.inputs import BATCH_ROWS
-    from pipeline.stages import plan_match
+    from tailstudy.matching.inputs import BATCH_ROWS
+    from tailstudy.stages import plan_match
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -271,7 +271,7 @@ def test_empty_and_missing_inputs(tmp_path):
 # ---------------------------------------------------------------- the command line (in process, through main())
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from flows import cli
+    from tailstudy.flows import cli
 
     monkeypatch.setattr(sys, "argv", ["tailstudy", *args])
     with pytest.raises(SystemExit) as info:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import InputError
-from pipeline.matching import make_matcher
-from pipeline.vocab import BUILTIN_VOCABS, imagenet1k, load_vocab, paper_synonyms
+from tailstudy.errors import InputError
+from tailstudy.matching import make_matcher
+from tailstudy.vocab import BUILTIN_VOCABS, imagenet1k, load_vocab, paper_synonyms
 
 NINE = {  # wnid -> the paper's negative words (Wen et al. 2024, concept_freq_utils/calc_class_frequency.py)
     "n02389026": ("plant", "herb", "flower", "leaf"),

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipeline.errors import InputError
-from pipeline.matching import make_matcher, matches_table
-from pipeline.matching.phrase import PhraseMatcher, inflections
-from pipeline.vocab import imagenet1k, load_vocab
+from tailstudy.errors import InputError
+from tailstudy.matching import make_matcher, matches_table
+from tailstudy.matching.phrase import PhraseMatcher, inflections
+from tailstudy.vocab import imagenet1k, load_vocab
 
 # ImageNet-1k class indices (standard sorted-wnid order)
 TENCH, GOLDFISH, TSHIRT, DAISY, CHURCH, RED_FOX, SCHOOL_BUS, CONSOMME, SPIDER_MONKEY = 0, 1, 610, 985, 497, 277, 779, \

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluate import frequency_thirds, neural_collapse, per_class_table, run_metrics, spearman
+from tailstudy.evaluate import frequency_thirds, neural_collapse, per_class_table, run_metrics, spearman
 
 
 def logits_for(preds: list[int], num_classes: int) -> np.ndarray:
@@ -305,7 +305,7 @@ def test_balanced_subset_gets_a_corpus_rho_and_corpus_thirds():
 
 
 def test_align_logits_gives_unknown_eval_classes_minus_infinity():
-    from pipeline.evaluate import align_logits
+    from tailstudy.evaluate import align_logits
 
     logits = np.array([[1.0, 5.0], [3.0, 2.0]])  # a head over concepts 7 and 9
     out = align_logits(logits, [7, 9], [9, 4, 7])
@@ -328,7 +328,7 @@ def test_classes_outside_the_subset_are_scored_but_left_out_of_subset_rho():
 
 
 def test_per_class_nc1_averages_to_the_run_nc1():
-    from pipeline.evaluate import class_collapse
+    from tailstudy.evaluate import class_collapse
 
     rng = np.random.default_rng(4)
     labels = np.repeat(np.arange(4), 6)
@@ -339,7 +339,7 @@ def test_per_class_nc1_averages_to_the_run_nc1():
 
 
 def test_etf_excess_is_zero_on_a_simplex_and_positive_for_collapsed_classes():
-    from pipeline.evaluate import etf_excess
+    from tailstudy.evaluate import etf_excess
 
     simplex = np.eye(4) - 0.25
     np.testing.assert_allclose(etf_excess(simplex), 0.0, atol=1e-12)
@@ -352,7 +352,7 @@ def test_etf_excess_is_zero_on_a_simplex_and_positive_for_collapsed_classes():
 def test_undefined_values_are_written_as_null():
     import duckdb
 
-    from pipeline.evaluate import metrics_arrow, per_class_arrow
+    from tailstudy.evaluate import metrics_arrow, per_class_arrow
 
     _, m = run_metrics(logits_for([0, 1], 2), np.eye(2), np.array([0, 1]), np.array([5, 5]))
     row = metrics_arrow({"run_id": "r", "model": "sl", "seed": 0, "train_key": "t"}, m)

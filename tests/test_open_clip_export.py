@@ -26,9 +26,9 @@ train: {arch: tiny, epochs: 2, batch_size: 64, device: cpu}
 
 def run_study(tmp_path: Path):
     """Every node but the report, in this process -> (workspace, graph, train artifact, evaluate artifact)."""
-    from pipeline.spec import parse_spec
-    from pipeline.stages import plan_study, run_node
-    from pipeline.store import Workspace
+    from tailstudy.spec import parse_spec
+    from tailstudy.stages import plan_study, run_node
+    from tailstudy.store import Workspace
 
     ws, graph = Workspace(tmp_path / "ws"), plan_study(parse_spec(yaml.safe_load(SPEC)))
     built = {node.stage: run_node(ws, node) for node in graph.nodes if node.stage != "report"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows.runner import run_study
+from tailstudy.flows.runner import run_study
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import InputError
-from pipeline.store import Workspace, write_parquet
+from tailstudy.errors import InputError
+from tailstudy.store import Workspace, write_parquet
 from tests.conftest import VENV_BIN
 
 HOLD_LOCK = """
 import sys, time
-from pipeline.locks import file_lock
+from tailstudy.locks import file_lock
 with file_lock(__import__('pathlib').Path(sys.argv[1]), 'test lock'):
     print('held', flush=True)
     time.sleep(600)
@@ -47,7 +47,7 @@ def build_table(ws: Workspace, stage: str = "curate", key: str = "k1", rows: int
 # ---------------------------------------------------------------- locks
 
 def test_a_busy_lock_names_its_holder_and_a_killed_holders_lock_is_taken_over(tmp_path):
-    from pipeline.locks import file_lock
+    from tailstudy.locks import file_lock
 
     path = tmp_path / ".lock"
     holder = hold_lock(path)
@@ -187,7 +187,7 @@ def test_status_and_verify_name_corrupt_artifacts(tmp_path):
 def test_an_unreadable_checkpoint_is_discarded_with_a_line(tmp_path):
     import torch
 
-    from pipeline.integrity import discard_unreadable
+    from tailstudy.integrity import discard_unreadable
 
     ckpt = tmp_path / "checkpoint.pt"
     torch.save({"epoch": 1}, ckpt)
@@ -240,8 +240,8 @@ def big_server():
 
 @pytest.mark.parametrize("path", ["/declared", "/undeclared"])
 def test_a_300_mb_url_is_refused_without_reading_it_whole(big_server, path, monkeypatch):
-    from pipeline.corpus.download_cap import ENV, capped_download_image
-    from pipeline.corpus.ingest import error_kind, is_transient
+    from tailstudy.corpus.download_cap import ENV, capped_download_image
+    from tailstudy.corpus.ingest import error_kind, is_transient
 
     monkeypatch.setenv(ENV, str(4 << 20))
     tracemalloc.start()
@@ -305,7 +305,7 @@ def test_kill_9_of_match_leaves_no_pool_workers(tmp_path):
 # ---------------------------------------------------------------- Prefect start-up
 
 def test_a_server_that_does_not_start_in_time_is_one_line_naming_the_setting(tmp_path):
-    from pipeline.lifeline import STARTUP_SETTING
+    from tailstudy.lifeline import STARTUP_SETTING
 
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: t\ncorpus: {concepts: 10, samples: 200}\ntrain: {arch: tiny, epochs: 1}\n")
@@ -318,7 +318,7 @@ def test_a_server_that_does_not_start_in_time_is_one_line_naming_the_setting(tmp
 
 
 def test_our_start_up_timeout_is_a_default_the_user_overrides(monkeypatch):
-    from pipeline.lifeline import STARTUP_SETTING, prefect_startup_defaults
+    from tailstudy.lifeline import STARTUP_SETTING, prefect_startup_defaults
 
     monkeypatch.delenv(STARTUP_SETTING, raising=False)
     prefect_startup_defaults()

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import SpecError
-from pipeline.spec import SubsetSpec, ZipfProfile, default_spec_path, expand, level_label, load_spec, parse_spec
+from tailstudy.errors import SpecError
+from tailstudy.spec import SubsetSpec, ZipfProfile, default_spec_path, expand, level_label, load_spec, parse_spec
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -78,7 +78,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_the_paper_setup_is_the_default():
-    from pipeline.spec import StudySpec
+    from tailstudy.spec import StudySpec
 
     spec = StudySpec(name="d")
     assert spec.train.head == "cosine" and spec.eval.prompts == "templates" and spec.eval.classes == "all"

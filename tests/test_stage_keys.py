@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.spec import default_spec_path, load_spec
-from pipeline.stages import cell_id, plan_match, plan_study, resolve_all, run_local
-from pipeline.store import Workspace
+from tailstudy.spec import default_spec_path, load_spec
+from tailstudy.stages import cell_id, plan_match, plan_study, resolve_all, run_local
+from tailstudy.store import Workspace
 from tests.conftest import TINY_SPEC
 
 # Re-pinned with issue 13's version bumps: world 3 is the default corpus (new content: corpus, match, frequency keys);
@@ -63,7 +63,7 @@ def test_default_study_keys_are_unchanged():
 def test_world_2_keeps_its_corpus_key_when_selected_explicitly():
     import yaml
 
-    from pipeline.spec import parse_spec
+    from tailstudy.spec import parse_spec
 
     data = yaml.safe_load(default_spec_path().read_text())
     data["corpus"]["world"] = 2
@@ -96,7 +96,7 @@ def test_the_readmes_example_stage_is_one_module_and_one_registry_line(tmp_path,
     import re
     import types
 
-    import pipeline.stages as S
+    import tailstudy.stages as S
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     code = re.search(r"```python\n# pipeline/stages/openworld.py\n(.*?)```", readme, re.S).group(1)

@@ -3,7 +3,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from pipeline.store import Workspace, stage_key, write_parquet
+from tailstudy.store import Workspace, stage_key, write_parquet
 
 
 def test_stage_key_depends_on_every_input_and_nothing_else():

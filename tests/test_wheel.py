@@ -58,7 +58,7 @@ def tailstudy(root: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_wheel_carries_its_data_and_runs_outside_the_checkout(installed):
     where = run(installed / "venv" / "bin" / "python", "-c",
-                "import pipeline, pipeline.paths as p; print(pipeline.__file__, p.DATA_DIR, p.SQL_DIR)",
+                "import tailstudy, tailstudy.paths as p; print(tailstudy.__file__, p.DATA_DIR, p.SQL_DIR)",
                 cwd=installed)
     module, data, sql = where.stdout.split()
     assert str(REPO) not in module and Path(data).is_relative_to(Path(module).parent)

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.corpus import synthetic
-from pipeline.corpus.shards import decode_image, iter_shard
-from pipeline.corpus.synthetic import generate
-from pipeline.matching.phrase import PhraseMatcher
-from pipeline.spec import CorpusSpec, EvalSpec
-from pipeline.vocab import imagenet1k
+from tailstudy.corpus import synthetic
+from tailstudy.corpus.shards import decode_image, iter_shard
+from tailstudy.corpus.synthetic import generate
+from tailstudy.matching.phrase import PhraseMatcher
+from tailstudy.spec import CorpusSpec, EvalSpec
+from tailstudy.vocab import imagenet1k
 
 CORPUS = dict(concepts=10, open_concepts=5, samples=1200, open_samples=150, min_count=8, image_size=24,
               unnamed_frac=0.3, seed=3)

@@ -31,9 +31,9 @@ from typing import Callable, Iterator, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.corpus.readers import CAPTION_COLUMNS, STATUS_SCHEMA, UrlList
-from pipeline.errors import TailstudyError
-from pipeline.store import atomic_write_text, write_parquet
+from tailstudy.corpus.readers import CAPTION_COLUMNS, STATUS_SCHEMA, UrlList
+from tailstudy.errors import TailstudyError
+from tailstudy.store import atomic_write_text, write_parquet
 
 INGEST_VERSION = 1
 DOWNLOAD_DIR = "download"
@@ -100,7 +100,7 @@ def is_transient(status: Optional[str], kind: Optional[str]) -> bool:
 # ---------------------------------------------------------------- running img2dataset
 
 def _offline_env() -> None:
-    from pipeline.env import configure_offline_env
+    from tailstudy.env import configure_offline_env
 
     configure_offline_env()  # NO_ALBUMENTATIONS_UPDATE=1 etc., inherited by img2dataset's spawned processes
     for name, value in (("WANDB_MODE", "disabled"), ("WANDB_SILENT", "true"), ("WANDB_DISABLED", "true")):
@@ -156,7 +156,7 @@ def run_img2dataset(url_list: Path, output: Path, cfg, mode: str, log: Optional[
 
     import img2dataset  # noqa: F401  (its package exports a function named `main`, hiding the module)
 
-    from pipeline.corpus.download_cap import capped
+    from tailstudy.corpus.download_cap import capped
 
     i2d = sys.modules["img2dataset.main"]
     real_signal = i2d.signal

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.corpus.shards import IMAGE_EXTS
-from pipeline.errors import InputError
+from tailstudy.corpus.shards import IMAGE_EXTS
+from tailstudy.errors import InputError
 
 TEXT_FIELDS = ("title", "tags", "description")
 # columns every corpus's per-sample status table (downloads.parquet, the `downloads` view) has, in this order
@@ -38,7 +38,7 @@ IMAGE_SUFFIXES = tuple(f".{e}" for e in IMAGE_EXTS)
 # ---------------------------------------------------------------- fingerprints (what a corpus key hashes)
 
 def file_fingerprint(path: Path) -> str:
-    from pipeline.store import file_digest
+    from tailstudy.store import file_digest
 
     return file_digest(path)[:32]
 

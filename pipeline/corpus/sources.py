@@ -20,13 +20,13 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.corpus.readers import (CAPTION_COLUMNS, STATUS_SCHEMA, check_tar, class_dirs, class_resolver,
+from tailstudy.corpus.readers import (CAPTION_COLUMNS, STATUS_SCHEMA, check_tar, class_dirs, class_resolver,
                                      decode_problem, default_metadata, file_fingerprint, image_files, image_member,
                                      iter_tar_samples, metadata_fields, read_folder_metadata, sample_fields,
                                      shard_paths, tree_fingerprint)
-from pipeline.corpus.shards import ShardWriter
-from pipeline.errors import InputError, SpecError
-from pipeline.store import stage_key, write_parquet
+from tailstudy.corpus.shards import ShardWriter
+from tailstudy.errors import InputError, SpecError
+from tailstudy.store import stage_key, write_parquet
 
 SOURCE_VERSIONS = {"urls": 1, "webdataset": 1, "folder": 1}
 STUDY_CORPUS_VERSION = 1
@@ -78,8 +78,8 @@ def vocabulary_fingerprint(vocabulary: str) -> str:
     """The vocabulary's content (eval class folders and targets resolve against it), as the vocab stage hashes it."""
     import hashlib
 
-    from pipeline.store import canonical_json
-    from pipeline.vocab import load_vocab
+    from tailstudy.store import canonical_json
+    from tailstudy.vocab import load_vocab
 
     vocab = load_vocab(vocabulary)
     return hashlib.sha256(canonical_json([vocab.name, vocab.content()]).encode()).hexdigest()[:32]
@@ -113,7 +113,7 @@ def status_table(rows: list[dict]) -> pa.Table:
 
 
 def summarize(rows: list[dict]) -> dict:
-    from pipeline.corpus.ingest import status_summary
+    from tailstudy.corpus.ingest import status_summary
 
     return status_summary({name: [r[name] for r in rows] for name in STATUS_SCHEMA.names})
 
@@ -339,7 +339,7 @@ def resolve_targets(targets, vocab, eval_ids: list[int]) -> list[int]:
 
 def assemble_study_corpus(source_dir: Path, out: Path, spec, vocab) -> dict:
     """Source artifact (hard-linked) + evaluation set + targets -> a corpus the later stages read unchanged."""
-    from pipeline.corpus.ingest import link_or_copy
+    from tailstudy.corpus.ingest import link_or_copy
 
     for path in sorted(source_dir.rglob("*")):
         if path.is_file() and path.name != "manifest.json":

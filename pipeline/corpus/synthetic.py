@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.corpus.shards import ShardWriter, encode_png
-from pipeline.errors import SpecError
-from pipeline.frequency import reference_counts
-from pipeline.matching.phrase import PhraseMatcher
-from pipeline.spec import CorpusSpec, EvalSpec, ZipfProfile
-from pipeline.store import write_parquet
-from pipeline.vocab import VOCAB_DIR, Concept, Vocabulary, imagenet1k
+from tailstudy.corpus.shards import ShardWriter, encode_png
+from tailstudy.errors import SpecError
+from tailstudy.frequency import reference_counts
+from tailstudy.matching.phrase import PhraseMatcher
+from tailstudy.spec import CorpusSpec, EvalSpec, ZipfProfile
+from tailstudy.store import write_parquet
+from tailstudy.vocab import VOCAB_DIR, Concept, Vocabulary, imagenet1k
 
 WORLD_VERSION = 2  # 2: concept eligibility honours negative words (crane, bow)
 SHARD_SIZE = 5000

@@ -5,11 +5,11 @@ from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 
-from pipeline.matching.base import Captions, Matcher
-from pipeline.matching.bag import BagMatcher
-from pipeline.matching.phrase import PhraseMatcher
-from pipeline.matching.semantic import SemanticMatcher
-from pipeline.vocab import Vocabulary
+from tailstudy.matching.base import Captions, Matcher
+from tailstudy.matching.bag import BagMatcher
+from tailstudy.matching.phrase import PhraseMatcher
+from tailstudy.matching.semantic import SemanticMatcher
+from tailstudy.vocab import Vocabulary
 
 MATCHERS: dict[str, Callable[..., Matcher]] = {"phrase": PhraseMatcher, "bag": BagMatcher, "semantic": SemanticMatcher}
 

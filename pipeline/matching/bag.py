@@ -2,8 +2,8 @@
 
 The rule, caption by caption:
 
-- caption lemmas: ``pipeline.text.paper_words`` (lower case, non-letters -> spaces, NLTK's contraction splits), each
-  word lemmatised as a noun by WordNet's morphy (``pipeline.matching.wordnet``); a set;
+- caption lemmas: ``tailstudy.text.paper_words`` (lower case, non-letters -> spaces, NLTK's contraction splits), each
+  word lemmatised as a noun by WordNet's morphy (``tailstudy.matching.wordnet``); a set;
 - synonym lemmas: the synonym lower-cased, "(...)" removed, then the same words and lemmas;
 - a caption matches a concept when all lemmas of at least one of its synonyms are in the caption's set, anywhere and in
   any order, unless a lemma of any word of any of the concept's negative phrases is in the set (the paper rejects on
@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.matching.base import (Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, ranges,
+from tailstudy.matching.base import (Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, ranges,
                                    unique_pairs)
-from pipeline.matching.wordnet import NounLemmatiser, noun_lemmatiser
-from pipeline.text import PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, paper_tokens, paper_words
-from pipeline.vocab import Concept, Vocabulary
+from tailstudy.matching.wordnet import NounLemmatiser, noun_lemmatiser
+from tailstudy.text import PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, paper_tokens, paper_words
+from tailstudy.vocab import Concept, Vocabulary
 
 BAG_VERSION = 1
 _PARENTHESES = re.compile(r"\([^)]*\)")

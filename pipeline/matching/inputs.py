@@ -22,8 +22,8 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError
-from pipeline.preflight import check_id_type
+from tailstudy.errors import InputError
+from tailstudy.preflight import check_id_type
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
            ".ndjson": "jsonl"}

@@ -1,6 +1,6 @@
 """Phrase matching: whole-word, case-insensitive occurrences of every synonym and its plurals, with negative words.
 
-The rule, caption by caption (captions and synonyms both go through ``pipeline.text.normalise``):
+The rule, caption by caption (captions and synonyms both go through ``tailstudy.text.normalise``):
 
 - a caption matches a concept when one of the concept's synonyms, or a synonym whose last word is replaced by a plural
   of it (the regular English plural, and the irregular plurals WordNet's exception list gives: mouse -> mice), occurs
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.matching.base import Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, unique_pairs
-from pipeline.matching.trie import WordTrie
-from pipeline.matching.wordnet import irregular_plurals
-from pipeline.text import NORMALISER_VERSION, normalise, phrase_tokens
-from pipeline.vocab import Vocabulary
+from tailstudy.matching.base import Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, unique_pairs
+from tailstudy.matching.trie import WordTrie
+from tailstudy.matching.wordnet import irregular_plurals
+from tailstudy.text import NORMALISER_VERSION, normalise, phrase_tokens
+from tailstudy.vocab import Vocabulary
 
 PHRASE_VERSION = 2
 _SIBILANT_ENDINGS = ("s", "x", "z", "ch", "sh")

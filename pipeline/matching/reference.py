@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from pipeline.matching.bag import concept_rules
-from pipeline.matching.phrase import inflections
-from pipeline.matching.wordnet import noun_lemmatiser
-from pipeline.text import normalise, paper_words
-from pipeline.vocab import Vocabulary
+from tailstudy.matching.bag import concept_rules
+from tailstudy.matching.phrase import inflections
+from tailstudy.matching.wordnet import noun_lemmatiser
+from tailstudy.text import normalise, paper_words
+from tailstudy.vocab import Vocabulary
 
 
 class NaivePhrase:

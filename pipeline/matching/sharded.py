@@ -19,11 +19,11 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.matching import make_matcher, matches_table
-from pipeline.matching.base import Matcher
-from pipeline.matching.inputs import Shard, read_batches
-from pipeline.store import atomic_write_text, write_parquet
-from pipeline.vocab import Vocabulary
+from tailstudy.matching import make_matcher, matches_table
+from tailstudy.matching.base import Matcher
+from tailstudy.matching.inputs import Shard, read_batches
+from tailstudy.store import atomic_write_text, write_parquet
+from tailstudy.vocab import Vocabulary
 
 Progress = Callable[[int, int | None], None]
 # mapper(fn, jobs) -> [fn(job) for job in jobs], run anywhere (e.g. as Prefect tasks mapped over the shards)

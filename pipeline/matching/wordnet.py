@@ -19,7 +19,7 @@ from __future__ import annotations
 import gzip
 from functools import lru_cache
 
-from pipeline.paths import DATA_DIR
+from tailstudy.paths import DATA_DIR
 
 NOUN_RULES: tuple[tuple[str, str], ...] = (
     ("s", ""), ("ses", "s"), ("ves", "f"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"),

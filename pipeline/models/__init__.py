@@ -27,7 +27,7 @@ def register(name: str):
 
 
 def known_learners() -> dict[str, Callable]:
-    from pipeline.models import learners as _  # noqa: F401  (importing it fills the registry)
+    from tailstudy.models import learners as _  # noqa: F401  (importing it fills the registry)
 
     return LEARNERS
 
@@ -41,7 +41,7 @@ def _declared(name: str) -> list[str]:
 
 def learner_options(name: str) -> tuple[str, ...]:
     """The train options that enter this learner's training key: the common ones and those it declares."""
-    from pipeline.spec import TrainSpec
+    from tailstudy.spec import TrainSpec
 
     own = tuple(p for p in _declared(name) if p not in CONTEXT)
     unknown = [p for p in own if p not in TrainSpec.model_fields]

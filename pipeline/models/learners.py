@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models import register
+from tailstudy.models import register
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

@@ -2,23 +2,23 @@
 
 Each module states its rule in its docstring and defines one ``Stage`` (name, VERSION, ``key``, ``build``) plus a
 function that makes its node. ``plan.py`` wires nodes into a study graph; ``base.run_node`` builds one node (or reuses
-its artifact); ``flows.executor`` runs a whole graph concurrently on Prefect. Adding a stage = one module + one line
+its artifact); ``tailstudy.flows.executor`` runs a whole graph concurrently on Prefect. Adding a stage = one module + one line
 below (and, to put it in a study, one line in ``plan.py``).
 """
 from __future__ import annotations
 
-from pipeline.stages.base import Artifact, BuildContext, Node, Stage, resolve, resolve_all, run_local, run_node, walk
-from pipeline.stages.corpus import CorpusStage, corpus_config
-from pipeline.stages.curate import CurateStage, cell_id, target_concepts
-from pipeline.stages.describe import DescribeStage
-from pipeline.stages.evaluate import EvaluateStage
-from pipeline.stages.frequency import FrequencyStage
-from pipeline.stages.index import IndexStage
-from pipeline.stages.match import MatchStage
-from pipeline.stages.report import ReportStage, collect_results
-from pipeline.stages.source import SourceStage, source_node
-from pipeline.stages.train import TrainStage, train_config
-from pipeline.stages.vocab import VocabStage
+from tailstudy.stages.base import Artifact, BuildContext, Node, Stage, resolve, resolve_all, run_local, run_node, walk
+from tailstudy.stages.corpus import CorpusStage, corpus_config
+from tailstudy.stages.curate import CurateStage, cell_id, target_concepts
+from tailstudy.stages.describe import DescribeStage
+from tailstudy.stages.evaluate import EvaluateStage
+from tailstudy.stages.frequency import FrequencyStage
+from tailstudy.stages.index import IndexStage
+from tailstudy.stages.match import MatchStage
+from tailstudy.stages.report import ReportStage, collect_results
+from tailstudy.stages.source import SourceStage, source_node
+from tailstudy.stages.train import TrainStage, train_config
+from tailstudy.stages.vocab import VocabStage
 
 REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
     VocabStage(), SourceStage(), CorpusStage(), MatchStage(), FrequencyStage(), CurateStage(), TrainStage(),
@@ -30,7 +30,7 @@ STAGES = ("vocab", "corpus", "match", "frequency", "curate", "train", "evaluate"
 
 def check_force(force: list[str] | None) -> list[str]:
     """--force names: stages of a study, or 'all'."""
-    from pipeline.errors import InputError
+    from tailstudy.errors import InputError
 
     bad = [f for f in force or [] if f not in (*STAGES, "all")]
     if bad:
@@ -38,7 +38,7 @@ def check_force(force: list[str] | None) -> list[str]:
     return list(force or [])
 
 
-from pipeline.stages.plan import StudyGraph, match_captions, plan_match, plan_study, write_study_records  # noqa: E402
+from tailstudy.stages.plan import StudyGraph, match_captions, plan_match, plan_study, write_study_records  # noqa: E402
 
 __all__ = ["Artifact", "BuildContext", "check_force", "Node", "Stage", "REGISTRY", "STAGES", "StudyGraph", "plan_study",
            "plan_match", "match_captions", "run_node", "run_local", "resolve", "resolve_all", "walk", "cell_id", "corpus_config",

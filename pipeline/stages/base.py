@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
-from pipeline import __version__
-from pipeline.store import Artifact, Workspace, stage_key
+from tailstudy import __version__
+from tailstudy.store import Artifact, Workspace, stage_key
 
 
 class Stage:
-    """Subclass per stage; register an instance in ``pipeline.stages.REGISTRY``."""
+    """Subclass per stage; register an instance in ``tailstudy.stages.REGISTRY``."""
 
     name: ClassVar[str]
     VERSION: ClassVar[int]
@@ -92,7 +92,7 @@ class BuildContext:
 
 
 def stage_of(node: Node) -> Stage:
-    from pipeline.stages import REGISTRY
+    from tailstudy.stages import REGISTRY
 
     return REGISTRY[node.stage]
 
@@ -162,7 +162,7 @@ def run_node(ws: Workspace, node: Node, force: bool = False, device: str | None 
 def run_local(ws: Workspace, targets: Iterable[Node], force: Callable[[Node], bool] = lambda n: False,
               **options) -> dict[str, Artifact]:
     """Build `targets` and everything upstream of them in this process, one node at a time (what ``tailstudy match``
-    and ``tailstudy ingest`` use; a study runs through ``flows.executor``) -> artifacts by stage name (last wins)."""
+    and ``tailstudy ingest`` use; a study runs through ``tailstudy.flows.executor``) -> artifacts by stage name (last wins)."""
     built: dict[str, Artifact] = {}
     for node in walk(targets):
         built[node.stage] = run_node(ws, node, force(node), **options)

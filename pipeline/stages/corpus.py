@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import SpecError
-from pipeline.stages.base import BuildContext, Node, Stage
+from tailstudy.errors import SpecError
+from tailstudy.stages.base import BuildContext, Node, Stage
 
 
 def corpus_config(spec) -> dict:
@@ -16,13 +16,13 @@ def corpus_config(spec) -> dict:
             raise SpecError("eval.folder: only for urls / webdataset / folder corpora (the synthetic world has its own "
                             "evaluation split)")
         return {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": spec.eval.per_class}
-    from pipeline.corpus.sources import study_corpus_config
+    from tailstudy.corpus.sources import study_corpus_config
 
     return study_corpus_config(spec)
 
 
 def _build_synthetic(ctx: BuildContext, out: Path) -> dict:
-    from pipeline.corpus.synthetic import generate
+    from tailstudy.corpus.synthetic import generate
 
     spec = ctx.config["spec"]
     stats = generate(spec.corpus, spec.eval, out, ctx.progress)
@@ -30,7 +30,7 @@ def _build_synthetic(ctx: BuildContext, out: Path) -> dict:
 
 
 def _build_real(ctx: BuildContext, out: Path) -> dict:
-    from pipeline.corpus.sources import assemble_study_corpus
+    from tailstudy.corpus.sources import assemble_study_corpus
 
     spec, source = ctx.config["spec"], ctx.artifact("source")
     stats = assemble_study_corpus(source.path, out, spec, ctx.config["vocab"])
@@ -43,7 +43,7 @@ class CorpusStage(Stage):
 
     @property
     def VERSION(self) -> int:  # noqa: N802 - the synthetic world's version keys every study corpus
-        from pipeline.corpus.synthetic import WORLD_VERSION
+        from tailstudy.corpus.synthetic import WORLD_VERSION
 
         return WORLD_VERSION
 
@@ -64,7 +64,7 @@ class CorpusStage(Stage):
 
 
 def corpus_node(spec, vocab) -> Node:
-    from pipeline.stages.source import source_node
+    from tailstudy.stages.source import source_node
 
     upstream = {} if spec.corpus.source == "synthetic" else {"source": source_node(spec.corpus)}
     return Node("corpus", {"spec": spec, "vocab": vocab, "key": corpus_config(spec)}, upstream,

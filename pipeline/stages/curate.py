@@ -1,6 +1,6 @@
 """curate: one subset of the corpus per factor level -> subset.parquet (sample, copy, label, caption) and
 subset_freq.parquet, with content digests that training keys hash. Key = the level's subset spec + the corpus seed +
-the corpus, match and vocab keys. The rules of each factor live in pipeline.curate."""
+the corpus, match and vocab keys. The rules of each factor live in tailstudy.curate."""
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.curate import CURATE_VERSION, curate
-from pipeline.spec import Cell
-from pipeline.stages.base import BuildContext, Node, Stage
-from pipeline.store import canonical_json, write_parquet
+from tailstudy.curate import CURATE_VERSION, curate
+from tailstudy.spec import Cell
+from tailstudy.stages.base import BuildContext, Node, Stage
+from tailstudy.store import canonical_json, write_parquet
 
 
 def cell_id(cell: Cell) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.describe import DESCRIBE_VERSION, concept_descriptiveness, openai_templates
-from pipeline.stages.base import BuildContext, Node, Stage
-from pipeline.store import write_parquet
+from tailstudy.describe import DESCRIBE_VERSION, concept_descriptiveness, openai_templates
+from tailstudy.stages.base import BuildContext, Node, Stage
+from tailstudy.store import write_parquet
 
 
 class DescribeStage(Stage):

@@ -1,6 +1,6 @@
 """evaluate: one trained learner on the study's fixed evaluation classes (eval.classes) -> per_class.parquet and
 metrics.parquet (top-1, rho against the subset's and the corpus's frequency, head/tail accuracy, per-class neural
-collapse, ...; rules in pipeline.evaluate). Key = the eval options + the train, corpus and frequency keys; it is the
+collapse, ...; rules in tailstudy.evaluate). Key = the eval options + the train, corpus and frequency keys; it is the
 run's `run_id`."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.stages.base import BuildContext, Node, Stage
-from pipeline.stages.curate import target_concepts
-from pipeline.stages.train import train_spec, uses_gpu
-from pipeline.store import write_parquet
+from tailstudy.stages.base import BuildContext, Node, Stage
+from tailstudy.stages.curate import target_concepts
+from tailstudy.stages.train import train_spec, uses_gpu
+from tailstudy.store import write_parquet
 
 
 class EvaluateStage(Stage):
@@ -21,7 +21,7 @@ class EvaluateStage(Stage):
 
     @property
     def VERSION(self) -> int:  # noqa: N802
-        from pipeline.evaluate import EVALUATE_VERSION
+        from tailstudy.evaluate import EVALUATE_VERSION
 
         return EVALUATE_VERSION
 
@@ -37,10 +37,10 @@ class EvaluateStage(Stage):
     def build(self, ctx: BuildContext, out: Path) -> dict:
         import torch
 
-        from pipeline.data import eval_index
-        from pipeline.data_eval import stream_predictor
-        from pipeline.evaluate import evaluate_learner, evaluation_classes, json_metrics, metrics_arrow, per_class_arrow
-        from pipeline.train import build_learner, pick_device
+        from tailstudy.data import eval_index
+        from tailstudy.data_eval import stream_predictor
+        from tailstudy.evaluate import evaluate_learner, evaluation_classes, json_metrics, metrics_arrow, per_class_arrow
+        from tailstudy.train import build_learner, pick_device
 
         spec, learner_name, run_id = ctx.config["spec"], ctx.config["learner"], ctx.node.key
         state = torch.load(ctx.path("train") / "model.pt", map_location="cpu", weights_only=False)

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.frequency import FREQUENCY_VERSION, caption_coverage, concept_freq, imbalance_stats
-from pipeline.stages.base import BuildContext, Node, Stage
-from pipeline.store import write_parquet
+from tailstudy.frequency import FREQUENCY_VERSION, caption_coverage, concept_freq, imbalance_stats
+from tailstudy.stages.base import BuildContext, Node, Stage
+from tailstudy.store import write_parquet
 
 
 def _labelled_freq(vocab, matches: pa.Table, labels: dict) -> pa.Table:
@@ -32,7 +32,7 @@ class FrequencyStage(Stage):
         return {"match": node.upstream["match"].key, **node.config["key"]}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
-        from pipeline.frequency import rank_frequency_figure
+        from tailstudy.frequency import rank_frequency_figure
 
         match = ctx.artifact("match")
         vocab, corpus, method = ctx.config["vocab"], ctx.config["corpus"], ctx.config["method"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.index import INDEX_VERSION, build_index, index_config
-from pipeline.stages.base import BuildContext, Node, Stage
+from tailstudy.index import INDEX_VERSION, build_index, index_config
+from tailstudy.stages.base import BuildContext, Node, Stage
 
 
 class IndexStage(Stage):
@@ -18,7 +18,7 @@ class IndexStage(Stage):
         return {**node.given, "corpus": node.config["corpus"]}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
-        from pipeline.matching.inputs import plan_shards, read_batches
+        from tailstudy.matching.inputs import plan_shards, read_batches
 
         shards = plan_shards(ctx.config["sources"])
         stats = build_index((b for shard in shards for b in read_batches(shard)), out, ctx.progress)

@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.errors import InputError
-from pipeline.spec import StudySpec, expand
-from pipeline.stages.base import Node, resolve_all, run_local, walk
-from pipeline.stages.corpus import corpus_node
-from pipeline.stages.curate import cell_id, curate_node
-from pipeline.stages.evaluate import evaluate_node
-from pipeline.stages.frequency import frequency_node
-from pipeline.stages.match import match_node
-from pipeline.stages.report import report_node
-from pipeline.stages.train import train_node
-from pipeline.stages.vocab import vocab_node
-from pipeline.store import Artifact, Workspace, canonical_json, write_parquet
-from pipeline.vocab import load_vocab
+from tailstudy.errors import InputError
+from tailstudy.spec import StudySpec, expand
+from tailstudy.stages.base import Node, resolve_all, run_local, walk
+from tailstudy.stages.corpus import corpus_node
+from tailstudy.stages.curate import cell_id, curate_node
+from tailstudy.stages.evaluate import evaluate_node
+from tailstudy.stages.frequency import frequency_node
+from tailstudy.stages.match import match_node
+from tailstudy.stages.report import report_node
+from tailstudy.stages.train import train_node
+from tailstudy.stages.vocab import vocab_node
+from tailstudy.store import Artifact, Workspace, canonical_json, write_parquet
+from tailstudy.vocab import load_vocab
 
 
 @dataclass
@@ -78,9 +78,9 @@ def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", opt
                caption_col: str | None = None, id_col: str | None = None, corpus: str | None = None) -> Node:
     """``tailstudy match``: the frequency node over the match node of caption files (vocab upstream); checks the
     vocabulary, the method and every input file first. Keys are content-addressed (the files' digest)."""
-    from pipeline.matching import MATCHERS
-    from pipeline.matching.inputs import input_digest, resolve_sources
-    from pipeline.preflight import first_duplicate_id
+    from tailstudy.matching import MATCHERS
+    from tailstudy.matching.inputs import input_digest, resolve_sources
+    from tailstudy.preflight import first_duplicate_id
 
     vocab = vocab_node(load_vocab(vocab_ref), vocab_ref)
     if method not in MATCHERS:
@@ -104,7 +104,7 @@ def match_captions(ws: Workspace, captions: str | Path, vocab_ref: str, method: 
                    force: bool = False) -> dict[str, Artifact]:
     """``tailstudy match``: the vocab, match and frequency artifacts of caption files (``plan_match``), built or
     reused in this process; `force` re-matches (the vocabulary is never rebuilt)."""
-    from pipeline.catalog import check_corpus_name
+    from tailstudy.catalog import check_corpus_name
 
     frequency = plan_match(captions, vocab_ref, method, options, caption_col, id_col, corpus)
     labels = {"corpus": frequency.config["corpus"], "vocab": frequency.config["vocab"].name, "method": method}

@@ -1,4 +1,4 @@
-"""report: the study's tables and figures over every run (pipeline.report). Key = the study name + the list of
+"""report: the study's tables and figures over every run (tailstudy.report). Key = the study name + the list of
 (level, learner, seed, run_id) it reports, so any re-run evaluation or a changed study re-renders it."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.stages.base import BuildContext, Node, Stage
-from pipeline.stages.curate import cell_id
+from tailstudy.stages.base import BuildContext, Node, Stage
+from tailstudy.stages.curate import cell_id
 
 REPORT_VERSION = 3  # 3: self-contained HTML, per-level panels, reference overlay, distinct run count, claims table
 
@@ -47,8 +47,8 @@ class ReportStage(Stage):
         return {"study": node.config["study"], "runs": len(node.config["runs"])}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
-        from pipeline.claims import claims_table
-        from pipeline.report import write_report
+        from tailstudy.claims import claims_table
+        from tailstudy.report import write_report
 
         run_metrics, per_class = collect_results(ctx.ws, evaluations(ctx.node))
         frequency = ctx.artifact("frequency")

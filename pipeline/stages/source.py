@@ -1,5 +1,5 @@
 """source: an ingested corpus alone (urls / webdataset / folder; no eval set): what `tailstudy ingest` builds and a
-study corpus reuses. Key = the source's content-changing options + its input's digest (pipeline.corpus.sources).
+study corpus reuses. Key = the source's content-changing options + its input's digest (tailstudy.corpus.sources).
 
 A urls download works in WORKSPACE/corpus/.work-<key>/ and resumes from there; `refetch: N` re-fetches what still
 failed in generation N-1, which is this node's upstream `previous`."""
@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.stages.base import BuildContext, Node, Stage
+from tailstudy.stages.base import BuildContext, Node, Stage
 
 
 def _build_urls(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
-    from pipeline.corpus.ingest import assemble, download
-    from pipeline.corpus.readers import read_url_list
+    from tailstudy.corpus.ingest import assemble, download
+    from tailstudy.corpus.readers import read_url_list
 
     urls = read_url_list(cfg)  # validated before any work file is written
     previous = ctx.path("previous") if "previous" in ctx.node.upstream else None
@@ -23,13 +23,13 @@ def _build_urls(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
 
 
 def _build_webdataset(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
-    from pipeline.corpus.sources import build_webdataset
+    from tailstudy.corpus.sources import build_webdataset
 
     return build_webdataset(cfg, out, ctx.progress), {}
 
 
 def _build_folder(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
-    from pipeline.corpus.sources import build_folder
+    from tailstudy.corpus.sources import build_folder
 
     return build_folder(cfg, out, ctx.progress), {}
 
@@ -39,11 +39,11 @@ SOURCE_BUILDERS = {"urls": _build_urls, "webdataset": _build_webdataset, "folder
 
 class SourceStage(Stage):
     name = "source"
-    VERSION = 1  # per source kind: pipeline.corpus.sources.SOURCE_VERSIONS
+    VERSION = 1  # per source kind: tailstudy.corpus.sources.SOURCE_VERSIONS
     folder = "corpus"
 
     def key(self, config: dict, upstream: dict[str, str]) -> str:
-        from pipeline.corpus.sources import source_key
+        from tailstudy.corpus.sources import source_key
 
         return source_key(config["source"])
 
@@ -52,7 +52,7 @@ class SourceStage(Stage):
         return {"source": cfg.source, "path": str(cfg.path)}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
-        from pipeline.corpus.sources import source_config
+        from tailstudy.corpus.sources import source_config
 
         cfg = ctx.config["source"]
         summary, extra = SOURCE_BUILDERS[cfg.source](ctx, cfg, out)

@@ -10,21 +10,21 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.stages.base import BuildContext, Node, Stage
-from pipeline.store import write_parquet
+from tailstudy.stages.base import BuildContext, Node, Stage
+from tailstudy.store import write_parquet
 
 
 def train_config(learner: str, cfg, seed: int) -> dict:
     """The slice of the train config that can change this learner's result (device excluded on purpose)."""
-    from pipeline.models import learner_options
+    from tailstudy.models import learner_options
 
     options = cfg.model_dump(mode="json")
     return {"model": learner, "train": {k: options[k] for k in learner_options(learner)}, "seed": seed}
 
 
 def load_subset_data(corpus_dir: Path, subset_dir: Path):
-    """Subset manifest -> a training set streamed from the corpus's shards (pipeline.data), class ids and counts."""
-    from pipeline.data import ShardData, subset_index
+    """Subset manifest -> a training set streamed from the corpus's shards (tailstudy.data), class ids and counts."""
+    from tailstudy.data import ShardData, subset_index
 
     freq = pq.read_table(subset_dir / "subset_freq.parquet").sort_by("concept_id")
     class_ids = freq.column("concept_id").to_pylist()
@@ -50,8 +50,8 @@ class TrainStage(Stage):
     reads_upstream = True
 
     @property
-    def VERSION(self) -> int:  # noqa: N802 - pipeline.train imports torch; read it only when keying
-        from pipeline.train import TRAIN_VERSION
+    def VERSION(self) -> int:  # noqa: N802 - tailstudy.train imports torch; read it only when keying
+        from tailstudy.train import TRAIN_VERSION
 
         return TRAIN_VERSION
 
@@ -59,7 +59,7 @@ class TrainStage(Stage):
         return train_config(config["learner"], config["spec"].train, config["seed"])
 
     def upstream_keys(self, node: Node, ws) -> dict[str, str]:
-        from pipeline.models import reads_captions
+        from tailstudy.models import reads_captions
 
         digests = ws.artifact("curate", node.upstream["curate"].key).manifest()["digests"]
         return {"subset_content": digests["labels_captions" if reads_captions(node.config["learner"]) else "labels"]}
@@ -73,9 +73,9 @@ class TrainStage(Stage):
     def build(self, ctx: BuildContext, out: Path) -> dict:
         import torch
 
-        from pipeline.integrity import discard_unreadable
-        from pipeline.locks import stderr_say
-        from pipeline.train import CHECKPOINT, train
+        from tailstudy.integrity import discard_unreadable
+        from tailstudy.locks import stderr_say
+        from tailstudy.train import CHECKPOINT, train
 
         started = time.time()
         spec, learner_name, seed = ctx.config["spec"], ctx.config["learner"], ctx.config["seed"]

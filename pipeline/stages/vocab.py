@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.stages.base import BuildContext, Node, Stage
-from pipeline.store import write_parquet
-from pipeline.vocab import Vocabulary
+from tailstudy.stages.base import BuildContext, Node, Stage
+from tailstudy.store import write_parquet
+from tailstudy.vocab import Vocabulary
 
 
 class VocabStage(Stage):

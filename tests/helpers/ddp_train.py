@@ -4,8 +4,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.spec import TrainSpec
-from pipeline.train import TrainData, train
+from tailstudy.spec import TrainSpec
+from tailstudy.train import TrainData, train
 
 kind, work, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 torch.set_num_threads(1)
