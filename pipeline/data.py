@@ -18,6 +18,7 @@ import io
 import math
 import os
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -27,6 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from tailstudy.augment import FastRandomResizedCrop, RawStream, fast_train_transform
 from tailstudy.corpus.shards import index_shard
 from tailstudy.errors import InputError
 
@@ -199,6 +201,8 @@ class BatchStream(IterableDataset):
     def batch(self, items: np.ndarray, reader: _Reader) -> dict:
         ix = self.index
         per_image, per_batch = split_transform(self.transform)
+        if isinstance(per_image, FastRandomResizedCrop):  # draws from the generator seeded for this batch
+            per_image = partial(per_image, raw=RawStream(torch.default_generator))
         images = [self.image(reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i])), per_image)
                   for i in items]
         if per_batch is None:
@@ -220,7 +224,8 @@ class BatchStream(IterableDataset):
 
 def split_transform(transform) -> tuple[Callable, Callable | None]:
     """open_clip's Compose split at its to-tensor step: the PIL steps run per image, to-tensor (uint8 -> float / 255)
-    and Normalize run once per batch (the same arithmetic, element by element, without per-image overhead).
+    and Normalize run once per batch (the same arithmetic, element by element, without per-image overhead); the PIL
+    steps of a training transform run as `tailstudy.augment`'s exact replica where it has one.
     -> (per image, per batch); (transform, None) when the transform has no such shape."""
     from torchvision import transforms as T
 
@@ -228,6 +233,9 @@ def split_transform(transform) -> tuple[Callable, Callable | None]:
     names = [type(t).__name__ for t in steps or []]
     if len(names) < 2 or names[-2] not in ("MaybeToTensor", "ToTensor") or names[-1] != "Normalize":
         return transform, None
+    fast = fast_train_transform(steps[:-2])
+    if fast is not None:
+        return fast, steps[-1]
     return T.Compose([*steps[:-2], lambda img: img.convert("RGB") if img.mode != "RGB" else img]), steps[-1]
 
 
