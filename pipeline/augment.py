@@ -45,11 +45,10 @@ class RawStream:
         self.pos += 1
         return self.buffer[self.pos - 1]
 
-    def uniform(self, lo: float, hi: float) -> float:
-        """``torch.empty(1).uniform_(lo, hi).item()`` on a float32 tensor: (24 random bits / 2^24) * (to - from) + from,
-        from and to as float32, the product exact in double, rounded once to float32."""
-        lo32, hi32 = f32(lo), f32(hi)
-        return f32((self.next() & 0xFFFFFF) * 2.0 ** -24 * f32(hi32 - lo32) + lo32)
+    def uniform(self, bounds: tuple[float, float]) -> float:
+        """``torch.empty(1).uniform_(lo, hi).item()`` on a float32 tensor, bounds = `uniform_bounds(lo, hi)`:
+        (24 random bits / 2^24) * (to - from) + from, the product exact in double, rounded once to float32."""
+        return f32((self.next() & 0xFFFFFF) * 2.0 ** -24 * bounds[1] + bounds[0])
 
     def randint(self, high: int) -> int:
         """``torch.randint(0, high, (1,)).item()``: one output mod high (torch draws 64 bits from 2^31 on; no image
@@ -57,6 +56,12 @@ class RawStream:
         if high >= 2 ** 31:
             raise ValueError(f"randint range {high} is beyond the replica")
         return self.next() % high
+
+
+def uniform_bounds(lo: float, hi: float) -> tuple[float, float]:
+    """(from, to - from) as the float32 kernel sees them (both bounds cast to float32, the difference in float32)."""
+    lo32, hi32 = f32(lo), f32(hi)
+    return lo32, f32(hi32 - lo32)
 
 
 class FastRandomResizedCrop:
@@ -67,18 +72,23 @@ class FastRandomResizedCrop:
         from torchvision.transforms.functional import pil_modes_mapping
 
         self.resample = pil_modes_mapping[crop.interpolation]
-        self.log_ratio = torch.log(torch.tensor(self.ratio)).tolist()  # as get_params computes it
+        log_ratio = torch.log(torch.tensor(self.ratio)).tolist()  # as get_params computes it
+        self.scale_bounds, self.ratio_bounds = uniform_bounds(*self.scale), uniform_bounds(*log_ratio)
         self._exp = torch.empty(1)
+        self._exp_np = self._exp.numpy()
 
     def exp32(self, x: float) -> float:
-        return self._exp.fill_(x).exp_().item()  # torch's own float32 exp on a one-element tensor, as get_params
+        """torch's own float32 exp of a one-element tensor, as get_params calls it (x is a float32 value)."""
+        self._exp_np[0] = x
+        self._exp.exp_()
+        return float(self._exp_np[0])
 
     def params(self, width: int, height: int, raw: RawStream) -> tuple[int, int, int, int]:
         """get_params(img, scale, ratio) -> (i, j, h, w), same draws, same arithmetic."""
         area = height * width
         for _ in range(10):
-            target_area = area * raw.uniform(self.scale[0], self.scale[1])
-            aspect_ratio = self.exp32(raw.uniform(self.log_ratio[0], self.log_ratio[1]))
+            target_area = area * raw.uniform(self.scale_bounds)
+            aspect_ratio = self.exp32(raw.uniform(self.ratio_bounds))
             w = int(round(math.sqrt(target_area * aspect_ratio)))
             h = int(round(math.sqrt(target_area / aspect_ratio)))
             if 0 < w <= width and 0 < h <= height:

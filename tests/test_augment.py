@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from tailstudy.augment import FastRandomResizedCrop, RawStream, fast_train_transform
+from tailstudy.augment import FastRandomResizedCrop, RawStream, fast_train_transform, uniform_bounds
 from tailstudy.data import open_clip_transform, split_transform
 
 CFG = {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "interpolation": "bicubic",
@@ -48,7 +48,8 @@ def test_raw_stream_reproduces_torch_draws():
         expected += [torch.empty(1).uniform_(0.9, 1.0, generator=g).item(),
                      torch.randint(0, 7, (1,), generator=g).item()]
     raw = RawStream(torch.Generator().manual_seed(5))
-    assert [v for _ in range(300) for v in (raw.uniform(0.9, 1.0), raw.randint(7))] == expected
+    bounds = uniform_bounds(0.9, 1.0)
+    assert [v for _ in range(300) for v in (raw.uniform(bounds), raw.randint(7))] == expected
 
 
 def test_streamed_batches_use_the_replica_only_for_open_clips_train_transform():
