@@ -14,7 +14,6 @@ near-sequential: a batch spans at most the shuffle buffer's window of the stream
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tailstudy.augment import FastRandomResizedCrop, RawStream, fast_train_transform
 from tailstudy.corpus.shards import index_shard
 from tailstudy.errors import InputError
+from tailstudy.memo import ImageMemo, TokenMemo, decode_fresh
 
 SHUFFLE_BUFFER = 4096  # items (references, a few bytes each), not images
 SMALL_IMAGE = 64  # model inputs up to this size decode faster than a worker process starts: no workers by default
@@ -162,13 +162,18 @@ class _Reader:
 
 
 class BatchStream(IterableDataset):
-    """Batches of one epoch (see the module's rule). `tokenize`: captions -> token tensor (text learners only)."""
+    """Batches of one epoch (see the module's rule). `tokenize`: captions -> token tensor (text learners only).
+    `memo`: keep decoded images and token rows from epoch to epoch (`tailstudy.memo`, bounded; small images)."""
 
     def __init__(self, index: ItemIndex, transform: Callable, batch_size: int, seed: int = 0, epoch: int = 0,
-                 shuffle: bool = True, tokenize: Callable | None = None, rank: int = 0, world: int = 1):
+                 shuffle: bool = True, tokenize: Callable | None = None, rank: int = 0, world: int = 1,
+                 memo: bool = False):
         self.index, self.transform, self.batch_size = index, transform, batch_size
         self.seed, self.epoch, self.shuffle, self.tokenize = seed, epoch, shuffle, tokenize
         self.rank, self.world = rank, world
+        self.images = ImageMemo() if memo else None
+        if memo and tokenize is not None:
+            self.tokenize = TokenMemo(tokenize)
 
     def __len__(self) -> int:
         return num_batches(len(self.index), self.batch_size, self.shuffle)
@@ -192,7 +197,8 @@ class BatchStream(IterableDataset):
                     yield self.batch(items, reader)
                     continue
                 with torch.random.fork_rng(devices=[]):  # the batch's crops depend on (seed, epoch, batch) alone
-                    torch.manual_seed(item_seed(self.seed, epoch, b * self.world + self.rank))
+                    # (they draw on the CPU generator only; torch.manual_seed would also seed every accelerator)
+                    torch.default_generator.manual_seed(item_seed(self.seed, epoch, b * self.world + self.rank))
                     batch = self.batch(items, reader)
                 yield batch
         finally:
@@ -203,8 +209,7 @@ class BatchStream(IterableDataset):
         per_image, per_batch = split_transform(self.transform)
         if isinstance(per_image, FastRandomResizedCrop):  # draws from the generator seeded for this batch
             per_image = partial(per_image, raw=RawStream(torch.default_generator))
-        images = [self.image(reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i])), per_image)
-                  for i in items]
+        images = [self.image(self.decode(i, reader), per_image) for i in items.tolist()]
         if per_batch is None:
             images = torch.stack(images)
         else:
@@ -214,12 +219,15 @@ class BatchStream(IterableDataset):
             out["tokens"] = self.tokenize([ix.caption[i] for i in items.tolist()])
         return out
 
+    def decode(self, i: int, reader: _Reader) -> Image.Image:
+        ix = self.index
+        read = lambda: reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i]))  # noqa: E731
+        return self.images.decode(i, read) if self.images is not None else decode_fresh(read())
+
     @staticmethod
-    def image(data: bytes, transform: Callable):
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            out = transform(img)
-            return np.asarray(out) if isinstance(out, Image.Image) else out
+    def image(img: Image.Image, transform: Callable):
+        out = transform(img)
+        return np.asarray(out) if isinstance(out, Image.Image) else out
 
 
 def split_transform(transform) -> tuple[Callable, Callable | None]:
@@ -306,7 +314,7 @@ class ShardBatches:
         if self._loader is None or epoch != self._next_epoch:
             size = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
             stream = BatchStream(self.index, self.transform, batch_size, seed, epoch, True, self.tokenize, rank,
-                                 world)
+                                 world, memo=size <= SMALL_IMAGE)
             self._loader = make_loader(stream, resolve_workers(workers, size), pin, persistent=True)
         self._next_epoch = epoch + 1
         return self._loader

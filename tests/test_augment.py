@@ -58,3 +58,41 @@ def test_streamed_batches_use_the_replica_only_for_open_clips_train_transform():
     assert not isinstance(split_transform(open_clip_transform(CFG, False))[0], FastRandomResizedCrop)
     jitter = T.Compose([T.RandomResizedCrop(32), T.ColorJitter(0.1)])
     assert fast_train_transform(list(jitter.transforms)) is None
+
+
+def test_memos_give_the_same_batches_within_their_budget(tmp_path):
+    """Decoded images and token rows kept from epoch to epoch (bounded) change no batch."""
+    import open_clip
+
+    from tailstudy.corpus.shards import ShardWriter, encode_png
+    from tailstudy.data import BatchStream, build_index, make_loader
+    from tailstudy.memo import TokenMemo
+
+    rng = np.random.default_rng(1)
+    wanted = {}
+    with ShardWriter(tmp_path / "s.tar") as w:
+        for i in range(40):
+            w.add(f"k{i:03d}", {"png": encode_png(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))})
+            wanted[f"k{i:03d}"] = [(i % 3, f"a photo of thing {i % 7}")]
+    index = build_index([tmp_path / "s.tar"], wanted, tmp_path, with_captions=True)
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=16)
+
+    def epochs(memo: bool, budget: int | None = None) -> list[dict]:
+        stream = BatchStream(index, open_clip_transform(CFG, True), 8, 3, 0, True, tokenizer, memo=memo)
+        if budget is not None:
+            stream.images.max_bytes = budget
+        loader = make_loader(stream, 0)
+        out = [b for _ in range(2) for b in loader]
+        if memo:
+            assert stream.images.bytes <= stream.images.max_bytes
+        return out
+
+    plain = epochs(False)
+    for got in (epochs(True), epochs(True, budget=10 * 32 * 32 * 4)):
+        for a, b in zip(plain, got, strict=True):
+            assert torch.equal(a["images"], b["images"]) and a["images"].stride() == b["images"].stride()
+            assert torch.equal(a["tokens"], b["tokens"]) and a["tokens"].dtype == b["tokens"].dtype
+    small = TokenMemo(tokenizer, max_bytes=3 * 16 * 8)
+    texts = [f"caption {i % 5}" for i in range(12)]
+    assert torch.equal(small(texts), tokenizer(texts)) and torch.equal(small(texts), tokenizer(texts))
+    assert len(small.rows) == 3
