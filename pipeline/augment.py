@@ -74,14 +74,20 @@ class FastRandomResizedCrop:
         self.resample = pil_modes_mapping[crop.interpolation]
         log_ratio = torch.log(torch.tensor(self.ratio)).tolist()  # as get_params computes it
         self.scale_bounds, self.ratio_bounds = uniform_bounds(*self.scale), uniform_bounds(*log_ratio)
-        self._exp = torch.empty(1)
-        self._exp_np = self._exp.numpy()
+        self._exp = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_exp": None}  # a pickled tensor and its numpy view would no longer share memory
 
     def exp32(self, x: float) -> float:
         """torch's own float32 exp of a one-element tensor, as get_params calls it (x is a float32 value)."""
-        self._exp_np[0] = x
-        self._exp.exp_()
-        return float(self._exp_np[0])
+        if self._exp is None:
+            tensor = torch.empty(1)
+            self._exp = (tensor, tensor.numpy())
+        tensor, view = self._exp
+        view[0] = x
+        tensor.exp_()
+        return float(view[0])
 
     def params(self, width: int, height: int, raw: RawStream) -> tuple[int, int, int, int]:
         """get_params(img, scale, ratio) -> (i, j, h, w), same draws, same arithmetic."""
@@ -109,6 +115,24 @@ class FastRandomResizedCrop:
         if (h, w) != self.size:  # torchvision's resize returns the crop itself when it already has the size
             img = img.resize(self.size[::-1], self.resample)
         return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+class BatchNormalize:
+    """torchvision's ``Normalize`` (not in place) on a float batch (N, C, H, W): clone, subtract the float32 mean,
+    divide by the float32 std, per channel — the same operations, so the same values; a class of this module, so
+    that data workers unpickling it need not import torchvision or open_clip."""
+
+    def __init__(self, mean, std):
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        mean = torch.as_tensor(self.mean, dtype=batch.dtype).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=batch.dtype).view(-1, 1, 1)
+        return batch.clone().sub_(mean).div_(std)
 
 
 def fast_train_transform(steps: list) -> Callable | None:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tailstudy.augment import FastRandomResizedCrop, RawStream, fast_train_transform
+from tailstudy.augment import BatchNormalize, FastRandomResizedCrop, RawStream, fast_train_transform, to_rgb
 from tailstudy.corpus.shards import index_shard
 from tailstudy.errors import InputError
 from tailstudy.memo import ImageMemo, TokenMemo, decode_fresh
@@ -168,7 +168,9 @@ class BatchStream(IterableDataset):
     def __init__(self, index: ItemIndex, transform: Callable, batch_size: int, seed: int = 0, epoch: int = 0,
                  shuffle: bool = True, tokenize: Callable | None = None, rank: int = 0, world: int = 1,
                  memo: bool = False):
-        self.index, self.transform, self.batch_size = index, transform, batch_size
+        self.index, self.batch_size = index, batch_size
+        # split once, here: workers unpickle only these parts (no open_clip import for the transforms)
+        self.per_image, self.per_batch = split_transform(transform)
         self.seed, self.epoch, self.shuffle, self.tokenize = seed, epoch, shuffle, tokenize
         self.rank, self.world = rank, world
         self.images = ImageMemo() if memo else None
@@ -206,7 +208,7 @@ class BatchStream(IterableDataset):
 
     def batch(self, items: np.ndarray, reader: _Reader) -> dict:
         ix = self.index
-        per_image, per_batch = split_transform(self.transform)
+        per_image, per_batch = self.per_image, self.per_batch
         if isinstance(per_image, FastRandomResizedCrop):  # draws from the generator seeded for this batch
             per_image = partial(per_image, raw=RawStream(torch.default_generator))
         images = [self.image(self.decode(i, reader), per_image) for i in items.tolist()]
@@ -241,10 +243,12 @@ def split_transform(transform) -> tuple[Callable, Callable | None]:
     names = [type(t).__name__ for t in steps or []]
     if len(names) < 2 or names[-2] not in ("MaybeToTensor", "ToTensor") or names[-1] != "Normalize":
         return transform, None
+    normalize = BatchNormalize(steps[-1].mean, steps[-1].std)
     fast = fast_train_transform(steps[:-2])
     if fast is not None:
-        return fast, steps[-1]
-    return T.Compose([*steps[:-2], lambda img: img.convert("RGB") if img.mode != "RGB" else img]), steps[-1]
+        return fast, normalize
+    pil = [to_rgb if type(t).__name__ == "MaybeConvertMode" and t.mode == "RGB" else t for t in steps[:-2]]
+    return T.Compose([*pil, to_rgb]), normalize
 
 
 def resolve_workers(workers: int | None, image_size: int) -> int:
@@ -265,7 +269,11 @@ def make_loader(stream: BatchStream, workers: int, pin: bool = False, persistent
         import multiprocessing
 
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["tailstudy.data"])  # torch and PIL, not the CLI (Prefect)
+        # torch and PIL, not the CLI (Prefect); open_clip (its tokenizer) only where a worker tokenises: importing it
+        # costs each new worker seconds, forking a server that has it costs nothing (image-only workers need neither
+        # it nor torchvision: they unpickle tailstudy.augment's parts of the transform)
+        text = getattr(stream, "tokenize", None) is not None
+        context.set_forkserver_preload(["tailstudy.data", *(["open_clip"] if text else [])])
     return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
                       prefetch_factor=2 if workers else None, persistent_workers=persistent and workers > 0,
                       multiprocessing_context=context)

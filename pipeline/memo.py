@@ -43,8 +43,7 @@ class ImageMemo:
         img = self.images.get(key)
         if img is not None:
             return img
-        img = Image.open(io.BytesIO(data()))
-        img.load()
+        img = decode_fresh(data())
         size = img.width * img.height * 4  # PIL's storage of RGB(A), an upper bound for L and P
         if self.bytes + size <= self.max_bytes:
             img = self.images[key] = img.copy()  # detached from the encoded bytes
@@ -53,6 +52,7 @@ class ImageMemo:
 
 
 def decode_fresh(data: bytes) -> Image.Image:
+    """The image of encoded bytes, loaded (its pixels decoded)."""
     img = Image.open(io.BytesIO(data))
     img.load()
     return img

@@ -54,7 +54,7 @@ def test_raw_stream_reproduces_torch_draws():
 
 def test_streamed_batches_use_the_replica_only_for_open_clips_train_transform():
     per_image, per_batch = split_transform(open_clip_transform(CFG, True))
-    assert isinstance(per_image, FastRandomResizedCrop) and type(per_batch).__name__ == "Normalize"
+    assert isinstance(per_image, FastRandomResizedCrop) and type(per_batch).__name__ == "BatchNormalize"
     assert not isinstance(split_transform(open_clip_transform(CFG, False))[0], FastRandomResizedCrop)
     jitter = T.Compose([T.RandomResizedCrop(32), T.ColorJitter(0.1)])
     assert fast_train_transform(list(jitter.transforms)) is None
@@ -96,3 +96,34 @@ def test_memos_give_the_same_batches_within_their_budget(tmp_path):
     texts = [f"caption {i % 5}" for i in range(12)]
     assert torch.equal(small(texts), tokenizer(texts)) and torch.equal(small(texts), tokenizer(texts))
     assert len(small.rows) == 3
+
+
+def test_a_streamed_batch_is_open_clips_transform_of_each_image(tmp_path):
+    """End to end: the batch equals torch.stack of open_clip's own training transform applied image by image, under
+    the batch's seed (values and memory layout), with the memo on and off."""
+    import io
+
+    from tailstudy.corpus.shards import ShardWriter, encode_png
+    from tailstudy.data import BatchStream, _Reader, build_index
+
+    rng = np.random.default_rng(2)
+    with ShardWriter(tmp_path / "s.tar") as w:
+        for i in range(12):
+            side = (32, 40, 24)[i % 3]
+            w.add(f"k{i:02d}", {"png": encode_png(rng.integers(0, 256, (side, 32, 3), dtype=np.uint8))})
+    index = build_index([tmp_path / "s.tar"], {f"k{i:02d}": [(0, "")] for i in range(12)}, tmp_path, False)
+    transform = open_clip_transform(CFG, True)
+    items = np.array([3, 0, 7, 11, 5])
+    reader = _Reader(index.shards)
+    for memo in (False, True):
+        stream = BatchStream(index, transform, 5, memo=memo)
+        for _ in range(2):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(17)
+                got = stream.batch(items, reader)["images"]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(17)
+                expected = torch.stack([transform(Image.open(io.BytesIO(reader.read(
+                    int(index.shard[i]), int(index.offset[i]), int(index.size[i]))))) for i in items])
+            assert torch.equal(got, expected)
+    reader.close()
