@@ -88,15 +88,16 @@ def vocabulary_fingerprint(vocabulary: str) -> str:
 def study_corpus_config(spec) -> dict:
     """The study corpus key's config slice for a non-synthetic corpus (see the module doc)."""
     cfg = spec.corpus
-    if not spec.eval.folder:
-        raise SpecError(f"eval.folder: a {cfg.source} corpus needs an ImageNet-style evaluation folder "
+    if not spec.evaluate.folder:
+        raise SpecError(f"evaluate.folder: a {cfg.source} corpus needs an ImageNet-style evaluation folder "
                         "(one sub-folder of images per class, named by wnid or class name)")
-    folder = Path(spec.eval.folder)
+    folder = Path(spec.evaluate.folder)
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such evaluation folder (eval.folder)")
+        raise InputError(f"{folder}: no such evaluation folder (evaluate.folder)")
+    # "eval": the evaluate section's old name, kept: the study corpus key hashes this dict (keys are a promise)
     return {"version": STUDY_CORPUS_VERSION, "source": source_key(cfg), "image_size": cfg.image_size,
             "targets": cfg.targets, "vocabulary": vocabulary_fingerprint(spec.vocabulary),
-            "eval": {"folder": tree_fingerprint(image_files(folder), folder), "per_class": spec.eval.per_class}}
+            "eval": {"folder": tree_fingerprint(image_files(folder), folder), "per_class": spec.evaluate.per_class}}
 
 
 # ---------------------------------------------------------------- per-sample status rows
@@ -359,7 +360,7 @@ def assemble_study_corpus(source_dir: Path, out: Path, spec, vocab) -> dict:
     for path in sorted(source_dir.rglob("*")):
         if path.is_file() and path.name != "manifest.json":
             link_or_copy(path, out / path.relative_to(source_dir))
-    eval_table, eval_stats = build_eval(Path(spec.eval.folder), vocab, spec.eval.per_class, out / "shards")
+    eval_table, eval_stats = build_eval(Path(spec.evaluate.folder), vocab, spec.evaluate.per_class, out / "shards")
     write_parquet(eval_table, out / "eval.parquet")
     targets = resolve_targets(spec.corpus.targets, vocab, eval_table.column("concept_id").to_pylist())
     (out / "targets.json").write_text(json.dumps({"targets": targets, "rule": spec.corpus.targets}))

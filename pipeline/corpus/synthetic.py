@@ -22,7 +22,7 @@ from tailstudy.corpus.shards import ShardWriter, encode_png
 from tailstudy.errors import SpecError
 from tailstudy.frequency import reference_counts
 from tailstudy.matching.phrase import PhraseMatcher
-from tailstudy.spec import CorpusSpec, EvalSpec, ZipfProfile
+from tailstudy.spec import CorpusSpec, EvaluateSpec, ZipfProfile
 from tailstudy.store import write_parquet
 from tailstudy.vocab import VOCAB_DIR, Concept, Vocabulary, imagenet1k
 
@@ -380,7 +380,7 @@ def world_record(cfg: CorpusSpec, draw: Draw) -> dict:
     }
 
 
-def generate(cfg: CorpusSpec, eval_cfg: EvalSpec, out: Path, progress=None) -> dict:
+def generate(cfg: CorpusSpec, eval_cfg: EvaluateSpec, out: Path, progress=None) -> dict:
     """Write the world into `out`: shards/, captions.parquet, truth.parquet, eval.parquet, world.json."""
     draw = draw_samples(cfg)
     total = len(draw.owner) + len(draw.targets) * eval_cfg.per_class
