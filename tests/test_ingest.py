@@ -549,9 +549,9 @@ def test_synthetic_corpus_config_is_unchanged_and_sources_are_validated(tmp_path
         parse_spec({"name": "x", "corpus": {"source": "ftp"}})
     urls = tmp_path / "u.csv"
     urls.write_text("url,caption\nhttp://127.0.0.1:9/a.jpg,a\n")
-    with pytest.raises(SpecError, match="eval.folder: a urls corpus needs an ImageNet-style evaluation folder"):
+    with pytest.raises(SpecError, match="evaluate.folder: a urls corpus needs an ImageNet-style evaluation folder"):
         plan_study(parse_spec({"name": "x", "corpus": {"source": "urls", "path": str(urls)}}))
-    with pytest.raises(SpecError, match="eval.folder: only for"):
+    with pytest.raises(SpecError, match="evaluate.folder: only for"):
         plan_study(parse_spec({"name": "x", "evaluate": {"folder": str(tmp_path)}}))
     with pytest.raises(TailstudyError, match="no such URL list"):
         plan_study(parse_spec({"name": "x", "corpus": {"source": "urls", "path": str(tmp_path / "nope.csv")},

@@ -62,6 +62,7 @@ class EvaluateStage(Stage):
                                               stream_predictor(spec.train.batch_size, spec.train.workers))
         write_parquet(per_class_arrow(run_id, eval_ids, [names[c] for c in eval_ids], per_class),
                       out / "per_class.parquet")
+        # "model" (the learner): metrics.parquet keeps its column, so evaluate outputs stay byte-identical
         write_parquet(metrics_arrow({"run_id": run_id, "model": learner_name, "seed": ctx.config["seed"],
                                      "train_key": ctx.node.upstream["train"].key}, metrics), out / "metrics.parquet")
         return {"rows": {"eval": int(len(concepts))}, "metrics": json_metrics(metrics)}
