@@ -502,8 +502,8 @@ def _resolve_deployment(deployment: str) -> tuple[str, str]:
 
 
 SUBMIT_OPTIONS = {"task_runner": ("--task-runner", ("study", "match")), "dispatch": ("--dispatch", ("study",)),
-                  "gpus": ("--gpus", ("train",)), "models": ("--learner", ("train",)), "levels": ("--level", ("train",)),
-                  "seeds": ("--seed", ("train",))}
+                  "gpus": ("--gpus", ("train",)), "models": ("--learner", ("train",)),
+                  "levels": ("--level", ("train",)), "seeds": ("--seed", ("train",))}
 
 
 def _check_submit_params(kind: str, params: dict) -> dict:

@@ -13,8 +13,8 @@ def corpus_config(spec) -> dict:
     """The corpus key's config slice (see the module doc)."""
     if spec.corpus.source == "synthetic":
         if spec.evaluate.folder:
-            raise SpecError("evaluate.folder: only for urls / webdataset / folder corpora (the synthetic world has its own "
-                            "evaluation split)")
+            raise SpecError("evaluate.folder: only for urls / webdataset / folder corpora (the synthetic world has "
+                            "its own evaluation split)")
         # "eval_per_class": the spec section's old name, kept: the corpus key hashes this dict (keys are a promise)
         return {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": spec.evaluate.per_class}
     from tailstudy.corpus.sources import study_corpus_config
