@@ -242,14 +242,16 @@ def resolve_workers(workers: int | None, image_size: int) -> int:
 
 
 def make_loader(stream: BatchStream, workers: int, pin: bool = False, persistent: bool = False) -> DataLoader:
-    """Workers start from a fork server, not as forks of the training process: a fork would carry the model, the
-    optimiser state and a CUDA context into every worker (and count them in its RSS); these need only the index."""
+    """Workers are fresh interpreters (spawn), not forks of the training process: a fork would carry the model, the
+    optimiser state and a CUDA context into every worker (and count them in its RSS). Nor a fork server that preloads
+    torch: it stays resident, a second copy of torch, for as long as the process lives. A spawned worker imports what
+    unpickling the stream needs (torch, the transforms, PIL), starts once per loader (workers persist across epochs)
+    and ends with it."""
     context = None
     if workers:
         import multiprocessing
 
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["tailstudy.data"])  # torch and PIL, not the CLI (Prefect)
+        context = multiprocessing.get_context("spawn")
     return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
                       prefetch_factor=2 if workers else None, persistent_workers=persistent and workers > 0,
                       multiprocessing_context=context)
