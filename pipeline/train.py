@@ -200,10 +200,11 @@ def run_epoch(model, batches, steps: int, opt, sched, device, cfg: TrainSpec, se
         step_rng = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
         with autocast:
             loss = model(batch, step_rng)  # Learner.forward is its loss (DDP hooks forward)
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        # the gradients go before the next forward, not after it: the activations' peak never holds them too
+        opt.zero_grad(set_to_none=True)
         loss_sum += float(loss.detach())  # also a device sync, so step times are real
         meter.count(len(batch["labels"]))
         done += 1
