@@ -84,6 +84,7 @@ class TrainStage(Stage):
         work = ctx.ws.scratch_dir("train", ctx.node.key, fresh=ctx.force)  # --force train never resumes
         discard_unreadable(work / CHECKPOINT, lambda p: torch.load(p, map_location="cpu", weights_only=False),
                            stderr_say)  # a corrupt checkpoint restarts training instead of failing every run
+        release_memory()  # memory earlier stages freed (other threads' malloc arenas too) is not kept beside the peak
         learner, log = train(learner_name, data, counts, train_spec(ctx), seed, work, ctx.progress,
                              [names[c] for c in class_ids])
         torch.save({"model": learner.state_dict(), "class_ids": class_ids, "class_counts": counts}, out / "model.pt")
