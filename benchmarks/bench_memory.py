@@ -7,9 +7,11 @@ with the subset.
 For each size: writes a study spec (synthetic world at --image-size, no open-world concepts, learners [sl], --arch,
 train.max_steps, one seed, no factors, small eval split), runs `tailstudy run SPEC -w WORKSPACE` in a fresh temporary
 workspace, and polls every process of its tree (psutil, every --interval s) for the sum of RSS and the sum of PSS
-(proportional set size: pages shared between a parent and its forked data workers counted once). The corpus stage
-(rendering the world) runs in the same process and is part of the peak. Prints both peaks per size and the ratios
-large/small; the target is a ratio below 1.15 and a peak below 4 GiB.
+(proportional set size: a page shared by k processes, e.g. torch's libraries, counts 1/k in each, so once in the sum).
+The corpus stage (rendering the world) runs in the same process and is part of the peak. Prints both peaks per size,
+then one line per kind of process (the CLI, which trains and evaluates in-process; the Prefect server; data workers;
+...): how many there were, the largest single-process peak RSS and PSS, and their share at the moment of the tree's
+RSS peak; then the ratios large/small. The target is a ratio below 1.15 and a peak below 4 GiB.
 """
 from __future__ import annotations
 

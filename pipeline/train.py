@@ -265,7 +265,8 @@ def map_large_blocks(batch_bytes: int) -> None:
     try:
         ctypes.CDLL(None).mallopt(-3, 2 ** 20)  # M_MMAP_THRESHOLD (fixed from now on: no self-raising)
     except (OSError, AttributeError):  # not glibc
-        pass
+        return
+    release_memory()  # what the heap holds free now (e.g. the text tower a supervised learner dropped) goes back too
 
 
 def release_memory() -> None:
