@@ -233,6 +233,10 @@ def match(
     force: bool = typer.Option(False, "--force", help="Match again even when the artifact exists."),
     index: bool = typer.Option(False, "--index", help="Also build the captions' token index (for tailstudy count, "
                                                       "the tokens view, duplicate-aware counts and descriptiveness)."),
+    url_col: Optional[str] = typer.Option(None, "--url-col", help="--index: image URL column for duplicate-aware "
+                                                                  "counts (default: url, URL or image_url if present)."),
+    hash_col: Optional[str] = typer.Option(None, "--hash-col", help="--index: image-hash column (default: sha256, md5, "
+                                                                    "sha512 or image_hash if present)."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Match captions to concepts; matches and concept frequencies land in the catalog for `tailstudy sql`."""
@@ -248,6 +252,8 @@ def match(
         _fail(f"--threshold {threshold}: must be between 0 and 1")
     if workers is not None and workers < 1:
         _fail(f"--workers {workers}: must be at least 1")
+    if (url_col or hash_col) and not index:
+        _fail("--url-col / --hash-col apply only with --index")
     ws = _workspace(workspace)
     with _exclusive(ws):
         with _caption_bar(f"match {captions.name}") as advance:
@@ -256,7 +262,8 @@ def match(
         if index:
             from tailstudy.describe import index_and_describe
 
-            results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force))
+            results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force, url_col,
+                                              hash_col))
         catalog.refresh(ws)
     for stage, result in results.items():
         out.print(f"  {result.status:<7} {stage:<10} {result.key}", highlight=False)

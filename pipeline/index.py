@@ -7,8 +7,9 @@ writes three Parquet files, each sorted so that a term's postings are contiguous
   caption row (0-based, input order) and its position among the caption's words;
 - ``lemmas.parquet`` (term, row): every distinct WordNet noun lemma of every caption, tokenised as the paper's bag rule
   does (``tailstudy.text.paper_words``, ``tailstudy.matching.wordnet``);
-- ``captions.parquet`` (row, sample_id, caption, normalised): the captions themselves, for examples and for
-  duplicate-aware counts (``normalised`` = ``normalise(caption)``).
+- ``captions.parquet`` (row, sample_id, caption, normalised[, url][, image_hash]): the captions themselves, for
+  examples and for duplicate-aware counts (``normalised`` = ``normalise(caption)``; ``url`` / ``image_hash`` only
+  when the input has such a column, tailstudy.matching.inputs: empty values are null).
 
 The count rules:
 
@@ -104,18 +105,20 @@ def _sorted_by_term(terms: pa.Array, columns: dict[str, np.ndarray]) -> pa.Table
     return pa.table({"term": term, **{k: pa.array(v[perm]) for k, v in columns.items()}})
 
 
-def build_index(batches: Iterable[tuple[pa.Array, pa.Array]], out: Path, progress=None) -> dict:
-    """(ids, captions) batches in input order -> the three index files in `out`; returns counts."""
+def build_index(batches: Iterable[tuple], out: Path, progress=None) -> dict:
+    """(ids, captions[, {"url": ..., "image_hash": ...}]) batches in input order -> the three index files in `out`
+    (the duplicate keys, when given, as extra columns of captions.parquet); returns counts."""
     words, word_rows, word_pos, lemma_rows, lemma_ids, caption_tables = [], [], [], [], [], []
     lemmas, row = _Lemmas(), 0
-    for ids, captions in batches:
+    for ids, captions, *dedup in batches:
         captions = pc.fill_null(captions, "") if captions.null_count else captions
         terms, rows, pos = _word_postings(captions, row)
         words.append(terms), word_rows.append(rows), word_pos.append(pos)
         rows, ids_ = lemmas.postings(captions, row)
         lemma_rows.append(rows), lemma_ids.append(ids_)
         caption_tables.append(pa.table({"row": pa.array(np.arange(row, row + len(captions), dtype=np.int64)),
-                                        "sample_id": ids.cast(pa.string()), "caption": captions}))
+                                        "sample_id": ids.cast(pa.string()), "caption": captions,
+                                        **(dedup[0] if dedup else {})}))
         row += len(captions)
         if progress:
             progress(len(captions), None)
@@ -124,7 +127,7 @@ def build_index(batches: Iterable[tuple[pa.Array, pa.Array]], out: Path, progres
     lemma_names = lemmas.names()
     lemma_terms = lemma_names.take(pa.array(_cat(lemma_ids, np.int64)))
     lemma_table = _sorted_by_term(lemma_terms, {"row": _cat(lemma_rows, np.int32)})
-    captions_table = pa.concat_tables(caption_tables) if caption_tables else pa.table(
+    captions_table = pa.concat_tables(caption_tables, promote_options="default") if caption_tables else pa.table(
         {"row": pa.array([], pa.int64()), "sample_id": pa.array([], pa.string()), "caption": pa.array([], pa.string())})
     captions_table = captions_table.append_column("normalised", _normalised(captions_table.column("caption")))
     # the stage writes into a fresh directory it renames into place when done, so plain writes are atomic enough
@@ -239,13 +242,14 @@ def count(index_dir: Path, phrase: str, bag: bool = False, plurals: bool = False
 # ---------------------------------------------------------------- stage and look-up
 
 def build_caption_index(ws, captions: str | Path, corpus: str, caption_col: str | None = None,
-                        id_col: str | None = None, force: bool = False, progress=None):
+                        id_col: str | None = None, force: bool = False, progress=None, url_col: str | None = None,
+                        hash_col: str | None = None):
     """The index artifact of a caption file or folder (stage ``index``, pipeline/stages/index.py), built or reused."""
     from tailstudy.matching.inputs import input_digest, resolve_sources
     from tailstudy.stages import run_node
     from tailstudy.stages.index import index_node
 
-    sources = resolve_sources(captions, caption_col, id_col)
+    sources = resolve_sources(captions, caption_col, id_col, url_col, hash_col)
     return run_node(ws, index_node(sources, input_digest(sources), corpus), force, progress=progress)
 
 
