@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tailstudy.matching.bag import phrase_lemmas
-from tailstudy.matching.base import Csr, sorted_unique
+from tailstudy.matching.base import Csr, arrow_ints, arrow_strings, numpy_ints, sorted_unique
 from tailstudy.matching.phrase import inflections
 from tailstudy.matching.wordnet import noun_lemmatiser
 from tailstudy.text import NORMALISER_VERSION, PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, normalise, paper_tokens, \
@@ -164,11 +164,29 @@ def term_ranges(table: pa.Table) -> pa.Table:
     return pa.table({"term": names, "start": pa.array(starts, pa.int64()), "postings": pa.array(lengths, pa.int64())})
 
 
+def _sorted_lookup(path: Path, column: str, wanted: list, columns: list[str]) -> pa.Table:
+    """The rows of a Parquet file sorted by `column` whose value is in `wanted`: only the row groups whose min / max
+    statistics can hold one are read (ParquetFile, not pyarrow.dataset, whose import costs more than the look-up)."""
+    handle = pq.ParquetFile(path)
+    index = handle.schema_arrow.get_field_index(column)
+    groups = []
+    for g in range(handle.num_row_groups):
+        stats = handle.metadata.row_group(g).column(index).statistics
+        if stats is None or not stats.has_min_max or any(stats.min <= w <= stats.max for w in wanted):
+            groups.append(g)
+    table = handle.read_row_groups(groups, columns=columns) if groups else handle.schema_arrow.empty_table().select(
+        columns)
+    values = arrow_strings(wanted) if isinstance(wanted[0], str) else arrow_ints(wanted)  # no pandas import
+    keep = pc.is_in(table.column(column), values.cast(table.schema.field(column).type))
+    return table.take(pc.indices_nonzero(keep))
+
+
 def _postings(index_dir: Path, kind: str, terms: list[str], columns: list[str]) -> dict[str, pa.Table]:
     """Each term's postings: the term's place comes from ``<kind>_terms.parquet``, then only the row groups that hold
     it are read (an unknown term has none)."""
     wanted = sorted(set(terms))
-    ranges = pq.read_table(index_dir / f"{kind}_terms.parquet", filters=[("term", "in", wanted)]) if wanted else None
+    ranges = _sorted_lookup(index_dir / f"{kind}_terms.parquet", "term", wanted, ["term", "start", "postings"]) \
+        if wanted else None
     found = {t: (s, n) for t, s, n in zip(*(ranges.column(c).to_pylist() for c in ("term", "start", "postings")))} \
         if ranges is not None else {}
     postings = pq.ParquetFile(index_dir / f"{kind}.parquet")
@@ -176,7 +194,7 @@ def _postings(index_dir: Path, kind: str, terms: list[str], columns: list[str]) 
     out = {}
     for term in wanted:
         if term not in found:
-            out[term] = pa.table({c: pa.array([], pa.int32()) for c in columns})
+            out[term] = pa.table({c: arrow_ints([], np.int32) for c in columns})
             continue
         start, n = found[term]
         first, last = np.searchsorted(bounds, start, "right") - 1, np.searchsorted(bounds, start + n - 1, "right") - 1
@@ -193,7 +211,7 @@ def phrase_rows(index_dir: Path, phrase: str, plurals: bool = False) -> np.ndarr
     forms = [f.split() for f in (inflections(norm) if plurals else [norm])]
     postings = _postings(index_dir, "words", [w for f in forms for w in f], ["row", "pos"])
     width = np.int64(1 << 32)
-    keys = {w: t.column("row").to_numpy().astype(np.int64) * width + t.column("pos").to_numpy()
+    keys = {w: numpy_ints(t.column("row")).astype(np.int64) * width + numpy_ints(t.column("pos"))
             for w, t in postings.items()}  # sorted: each term's postings are in (row, pos) order
     found = [np.zeros(0, np.int64)]
     for form in forms:
@@ -210,9 +228,9 @@ def bag_rows(index_dir: Path, phrase: str) -> np.ndarray:
     if not wanted:
         return np.zeros(0, np.int64)
     postings = _postings(index_dir, "lemmas", wanted, ["row"])
-    rows = postings[wanted[0]].column("row").to_numpy().astype(np.int64)
+    rows = numpy_ints(postings[wanted[0]].column("row")).astype(np.int64)
     for lemma in wanted[1:]:
-        rows = rows[_sorted_isin(rows, postings[lemma].column("row").to_numpy().astype(np.int64))]
+        rows = rows[_sorted_isin(rows, numpy_ints(postings[lemma].column("row")).astype(np.int64))]
     return rows
 
 
@@ -230,10 +248,8 @@ def count(index_dir: Path, phrase: str, bag: bool = False, plurals: bool = False
     seconds = time.perf_counter() - t0
     shown = []
     if examples and len(rows):
-        wanted = pa.array(rows[:examples])
-        table = pq.read_table(index_dir / "captions.parquet", columns=["row", "sample_id", "caption"],
-                              filters=[("row", "<=", int(rows[min(examples, len(rows)) - 1]))])
-        table = table.filter(pc.is_in(table.column("row"), wanted))
+        table = _sorted_lookup(index_dir / "captions.parquet", "row", rows[:examples].tolist(),
+                               ["row", "sample_id", "caption"])
         shown = list(zip(table.column("sample_id").to_pylist(), table.column("caption").to_pylist()))
     total = pq.ParquetFile(index_dir / "captions.parquet").metadata.num_rows
     return {"count": int(len(rows)), "captions": int(total), "seconds": seconds, "examples": shown}
