@@ -6,6 +6,8 @@ from typing import Protocol, Sequence
 import numpy as np
 import pyarrow as pa
 
+from tailstudy.arrays import arrow_bools, arrow_ints, arrow_strings, numpy_bools, numpy_ints  # noqa: F401 (re-export)
+
 Captions = Sequence[str | None] | pa.Array | pa.ChunkedArray
 MatchResult = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row index int64, concept_id int32, score float32)
 
@@ -29,29 +31,6 @@ class MatchOne:
 
     def match_one(self, caption: str | None) -> list[int]:
         return self.match([caption])[1].tolist()
-
-
-def arrow_ints(values: np.ndarray | Sequence[int], dtype=np.int64) -> pa.Array:
-    """An Arrow integer array over numpy memory. pa.array(...) on any Python or numpy input imports pandas (0.3 s) to
-    check for pandas types; from_buffers does not, which keeps short commands (tailstudy count) short."""
-    values = np.ascontiguousarray(values, dtype)
-    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
-
-
-def numpy_ints(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """The values of an integer Arrow array without nulls, as numpy (Array.to_numpy imports pandas, see arrow_ints)."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
-    dtype = np.dtype(array.type.to_pandas_dtype())
-    return np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize) if len(array) else \
-        np.zeros(0, dtype)
-
-
-def arrow_strings(values: Sequence[str]) -> pa.Array:
-    """An Arrow string array of Python strings, without pa.array's pandas import (see arrow_ints)."""
-    encoded = [v.encode() for v in values]
-    offsets = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)]).astype(np.int32)
-    return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
 
 
 def empty_result() -> MatchResult:

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
+from tailstudy.arrays import arrow_ints
 from tailstudy.errors import InputError
 from tailstudy.preflight import check_id_type
 
@@ -254,7 +256,7 @@ def _read(shard: Shard, batch_rows: int, dedup: bool) -> Iterator[tuple[pa.Array
         if source.id_col is not None:
             ids = _id_column(batch.column(source.id_col), source, row)
         else:
-            numbers = pa.array(range(row, row + batch.num_rows), pa.int64()).cast(pa.string())
+            numbers = arrow_ints(np.arange(row, row + batch.num_rows)).cast(pa.string())
             ids = pc.binary_join_element_wise(f"{source.name}:", numbers, "") if source.row_ids_prefixed else numbers
         row += batch.num_rows
         yield ids, captions, {k: _dedup_key(batch.column(c)) for k, c in extra.items()}
