@@ -160,7 +160,7 @@ JOIN corpus_matches AS k ON k.match_key = p.match_key;
 -- value is empty; pipeline/matching/inputs.py); index_key = the index artifact
 CREATE OR REPLACE VIEW indexed_captions AS
 SELECT i.corpus, i.key AS index_key, c.row, c.sample_id, c.caption, c.normalised, c.url, c.image_hash
-FROM (SELECT * FROM read_parquet('index/*/captions.parquet', filename = true, union_by_name = true)
+FROM (SELECT * FROM read_parquet('index/*/captions/*.parquet', filename = true, union_by_name = true)
       UNION ALL BY NAME SELECT NULL::VARCHAR AS url, NULL::VARCHAR AS image_hash WHERE false) AS c
 JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
   ON i.key = regexp_extract(c.filename, '/index/([^/]+)/', 1);
@@ -171,7 +171,7 @@ JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name =
 --   b.pos = a.pos + 1 where a.term = 'red' and b.term = 'fox' and a.corpus = 'web'
 CREATE OR REPLACE VIEW tokens AS
 SELECT i.corpus, w.term::VARCHAR AS term, w.row, w.pos
-FROM read_parquet('index/*/words.parquet', filename = true) AS w
+FROM read_parquet('index/*/words/*.parquet', filename = true) AS w
 JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
   ON i.key = regexp_extract(w.filename, '/index/([^/]+)/', 1);
 
