@@ -240,7 +240,6 @@ def match(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Match captions to concepts; matches and concept frequencies land in the catalog for `tailstudy sql`."""
-    from tailstudy import catalog
     from tailstudy.matching import MATCHERS
     from tailstudy.stages import match_captions
 
@@ -264,6 +263,8 @@ def match(
 
             results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force, url_col,
                                               hash_col))
+        from tailstudy import catalog  # duckdb: imported while the match workers ran (matching.sharded), not before
+
         catalog.refresh(ws)
     for stage, result in results.items():
         out.print(f"  {result.status:<7} {stage:<10} {result.key}", highlight=False)
