@@ -213,6 +213,22 @@ def _exclusive(ws):
     return ws.lock(None, stderr_say)
 
 
+def _check_match_options(method: str, threshold: Optional[float], workers: Optional[int], index: bool,
+                         dedup_col: Optional[str]) -> None:
+    from tailstudy.matching import MATCHERS
+
+    if method not in MATCHERS:
+        _fail(f"--method {method}: use {' | '.join(MATCHERS)}")
+    if threshold is not None and method != "semantic":
+        _fail("--threshold applies only to --method semantic")
+    if threshold is not None and not 0 <= threshold <= 1:
+        _fail(f"--threshold {threshold}: must be between 0 and 1")
+    if workers is not None and workers < 1:
+        _fail(f"--workers {workers}: must be at least 1")
+    if dedup_col and not index:
+        _fail("--url-col / --hash-col apply only with --index")
+
+
 @app.command()
 def match(
     captions: Path = typer.Argument(..., help="Caption file (.parquet, .csv, .tsv, .jsonl; text formats may be .gz) "
@@ -240,19 +256,9 @@ def match(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Match captions to concepts; matches and concept frequencies land in the catalog for `tailstudy sql`."""
-    from tailstudy.matching import MATCHERS
     from tailstudy.stages import match_captions
 
-    if method not in MATCHERS:
-        _fail(f"--method {method}: use {' | '.join(MATCHERS)}")
-    if threshold is not None and method != "semantic":
-        _fail("--threshold applies only to --method semantic")
-    if threshold is not None and not 0 <= threshold <= 1:
-        _fail(f"--threshold {threshold}: must be between 0 and 1")
-    if workers is not None and workers < 1:
-        _fail(f"--workers {workers}: must be at least 1")
-    if (url_col or hash_col) and not index:
-        _fail("--url-col / --hash-col apply only with --index")
+    _check_match_options(method, threshold, workers, index, url_col or hash_col)
     ws = _workspace(workspace)
     with _exclusive(ws):
         with _caption_bar(f"match {captions.name}") as advance:
