@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         stats = build_index(batches, out)
         print(f"{n:,} captions ({captions.nbytes / 1e6:.0f} MB): index built in {time.perf_counter() - t0:.1f} s wall, "
               f"{time.process_time() - c0:.1f} s CPU, peak RSS {peak_rss_mb():,.0f} MB; {stats['words']:,} word "
-              f"postings, {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.0f} MB on disk; load average "
-              f"{os.getloadavg()[0]:.1f}")
+              f"postings, {stats['shards']} shards, {sum(f.stat().st_size for f in out.rglob('*.parquet')) / 1e6:.0f} "
+              f"MB on disk; load average {os.getloadavg()[0]:.1f}")
         t0 = time.process_time()
         normalised = [_normalised(chunk) for chunk in captions.chunks]
         normalise_cpu = time.process_time() - t0
