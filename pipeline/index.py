@@ -45,6 +45,7 @@ from tailstudy.text import NORMALISER_VERSION, PAPER_CONTRACTIONS, PAPER_TOKENIS
 
 INDEX_VERSION = 2  # 2: sharded (one file per SHARD_ROWS captions in each folder)
 ROW_GROUP = 1 << 17
+TERMS_GROUP = 1 << 13  # small row groups in the terms files: a look-up reads a few KB of terms per shard
 SHARD_ROWS = 1_000_000  # captions per index shard: bounds the build's memory (about 1.5 GB per shard)
 FOLDERS = ("words", "words_terms", "lemmas", "lemmas_terms", "captions")
 
@@ -138,7 +139,7 @@ class _Shard:
         name = f"{number:05d}.parquet"
         # the stage writes into a fresh directory it renames into place when done, so plain writes are atomic enough
         for kind, table in (("words", word_table), ("lemmas", lemma_table)):
-            for folder, data, group in ((kind, table, ROW_GROUP), (f"{kind}_terms", term_ranges(table), ROW_GROUP)):
+            for folder, data, group in ((kind, table, ROW_GROUP), (f"{kind}_terms", term_ranges(table), TERMS_GROUP)):
                 (out / folder).mkdir(exist_ok=True)
                 pq.write_table(data, out / folder / name, compression="zstd", row_group_size=group)
         (out / "captions").mkdir(exist_ok=True)
