@@ -331,3 +331,20 @@ def test_url_duplicates_of_a_study_corpus(tmp_path):
     for cid, want in expected.iterrows():
         assert got.loc[cid, "count"] == want["count"]
         _assert_dedup_equal(got.loc[cid], want)
+
+
+def test_dedup_column_options_on_the_command_line(tmp_path):
+    from tests.conftest import cli
+
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"caption": ["a red fox", "a red fox"], "link": ["u", "u"]}), path)
+    ws = str(tmp_path / "ws")
+    alone = cli("match", str(path), "--vocab", "imagenet1k", "--url-col", "link", "-w", ws)
+    assert alone.returncode == 2 and "apply only with --index" in alone.stderr
+    missing = cli("match", str(path), "--vocab", "imagenet1k", "--index", "--hash-col", "sha", "-w", ws)
+    assert missing.returncode == 2 and "no image-hash column 'sha'" in missing.stderr
+    done = cli("match", str(path), "--vocab", "imagenet1k", "--index", "--url-col", "link", "-j", "1", "-w", ws)
+    assert done.returncode == 0, done.stderr
+    got = catalog.query(Workspace(tmp_path / "ws"), "select * from corpus_dedup")
+    assert got[["captions", "distinct_urls", "url_duplicate_rate"]].values.tolist() == [[2, 1, 0.5]]
+    assert got["distinct_hashes"].isna().all()
