@@ -53,14 +53,17 @@ def captions_of(n: int) -> pa.ChunkedArray:
                              for start in range(0, n, CHUNK)])
 
 
-def cli_seconds(out: Path, phrase: str) -> float:
-    """`tailstudy count` in a fresh process on an index directory laid out as a workspace's."""
+def cli_seconds(out: Path, phrase: str) -> tuple[float, float]:
+    """`tailstudy count` in a fresh process on an index directory laid out as a workspace's -> (wall, CPU) seconds."""
+    import resource
     import subprocess
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([str(Path(sys.executable).with_name("tailstudy")), "count", phrase, "-w", str(out.parent.parent),
                     "--examples", "0"], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t0, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.process_time()
         normalised = [_normalised(chunk) for chunk in captions.chunks]
         normalise_cpu = time.process_time() - t0
-        print(f"\n{'phrase':<20}{'count':>10}{'index ms':>10}{'(CPU)':>8}{'CLI ms':>8}{'scan ms':>10}{'x':>8}  same"
+        print(f"\n{'phrase':<20}{'count':>10}{'index ms':>10}{'(CPU)':>8}{'CLI ms':>8}{'(CPU)':>7}{'scan ms':>10}"
+              f"{'x':>8}  same"
               "  10M est.")
         for phrase in PHRASES:
             best, best_cpu = 1e9, 1e9
@@ -94,16 +98,19 @@ def main(argv: list[str] | None = None) -> None:
                 w0, c0 = time.perf_counter(), time.process_time()
                 found = count(out, phrase, examples=0)
                 best, best_cpu = min(best, time.perf_counter() - w0), min(best_cpu, time.process_time() - c0)
-            cli = min(cli_seconds(out, phrase) for _ in range(args.repeats))
+            runs = [cli_seconds(out, phrase) for _ in range(args.repeats)]
+            cli, cli_cpu = min(r[0] for r in runs), min(r[1] for r in runs)
             s0 = time.process_time()
             expected = brute(normalised, phrase)
             scan = time.process_time() - s0 + normalise_cpu
             print(f"{phrase:<20}{found['count']:>10,}{best * 1000:>10.0f}{best_cpu * 1000:>8.0f}{cli * 1000:>8.0f}"
+                  f"{cli_cpu * 1000:>7.0f}"
                   f"{scan * 1000:>10.0f}"
                   f"{scan / best_cpu:>7.0f}x  {'yes' if found['count'] == expected else 'NO'}"
                   f"{best_cpu * 10_000_000 / n:>8.2f} s")
         print("\n(scan = normalising every caption + one substring search, CPU time; index ms = best of "
-              f"{args.repeats}, wall and CPU; CLI ms = `tailstudy count` as a subprocess, process start included; "
+              f"{args.repeats}, wall and CPU; CLI ms = `tailstudy count` as a subprocess, process start included (wall, "
+              "then CPU); "
               f"load average {os.getloadavg()[0]:.1f})")
     finally:
         shutil.rmtree(root, ignore_errors=True)
