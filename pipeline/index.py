@@ -114,7 +114,8 @@ class _Shard:
     """The postings and captions of one index shard, accumulated batch by batch."""
 
     def __init__(self):
-        self.words, self.word_rows, self.word_pos, self.lemma_rows, self.lemma_ids, self.captions = [], [], [], [], [], []
+        self.words, self.word_rows, self.word_pos = [], [], []
+        self.lemma_rows, self.lemma_ids, self.captions = [], [], []
         self.rows = 0
 
     def add(self, ids: pa.Array, captions: pa.Array, dedup: dict, row: int, lemmas: "_Lemmas") -> None:
