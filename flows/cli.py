@@ -469,7 +469,8 @@ def submit(
                                               "processes[:N], dask[:N] or tcp://HOST:PORT of a Dask scheduler."),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="train: GPUs per run (sets the flow parameter and the "
                                                             "work pool's `gpus` job variable)."),
-    models: List[str] = typer.Option([], "--model", help="train: only this learner (repeatable)."),
+    learners: List[str] = typer.Option([], "--learner", "--model", help="train: only this learner (repeatable; "
+                                       "--model: its old name)."),
     levels: List[str] = typer.Option([], "--level", help="train: only this factor level (repeatable)."),
     seeds: List[int] = typer.Option([], "--seed", help="train: only this seed (repeatable)."),
     dispatch: Optional[str] = typer.Option(None, "--dispatch", help="study: FLOW/DEPLOYMENT that trains each run as "
@@ -486,9 +487,10 @@ def submit(
     load_spec(spec_path)  # a bad spec fails here, not on the worker
     check_force(force)
     kind, full = _resolve_deployment(deployment)
+    # "models": the train flow's parameter keeps its old name, which deployments already registered take
     params = {"spec_yaml": Path(spec_path).read_text(encoding="utf-8"), "workspace": workspace,
               "force": list(force) or None, "task_runner": task_runner, "dispatch": dispatch, "gpus": gpus,
-              "models": list(models) or None, "levels": list(levels) or None, "seeds": list(seeds) or None}
+              "models": list(learners) or None, "levels": list(levels) or None, "seeds": list(seeds) or None}
     params = _check_submit_params(kind, {k: v for k, v in params.items() if v is not None})
     flow_run = _trigger(full, url, params, {"gpus": gpus} if gpus is not None else None)
     out.print(f"submitted {full}: flow run {flow_run.name} ({flow_run.id})", highlight=False)
@@ -514,8 +516,8 @@ def _resolve_deployment(deployment: str) -> tuple[str, str]:
 
 
 SUBMIT_OPTIONS = {"task_runner": ("--task-runner", ("study", "match")), "dispatch": ("--dispatch", ("study",)),
-                  "gpus": ("--gpus", ("train",)), "models": ("--model", ("train",)), "levels": ("--level", ("train",)),
-                  "seeds": ("--seed", ("train",))}
+                  "gpus": ("--gpus", ("train",)), "models": ("--learner", ("train",)),
+                  "levels": ("--level", ("train",)), "seeds": ("--seed", ("train",))}
 
 
 def _check_submit_params(kind: str, params: dict) -> dict:

@@ -88,7 +88,7 @@ CREATE OR REPLACE VIEW runs AS
 SELECT run_id, study, factor, level, model, seed, subset_key, train_key, status
 FROM read_parquet('studies/*/runs.parquet');
 
--- per-class evaluation of every run over the study's fixed evaluation classes (eval.classes): train_count = the
+-- per-class evaluation of every run over the study's fixed evaluation classes (evaluate.classes): train_count = the
 -- subset's count (0: not in the subset), corpus_count = the pre-training corpus's natural count; nc1, nc2_mean,
 -- nc2_weight = per-class neural collapse (pipeline/evaluate.py). Undefined values are NULL (NaN never reaches SQL).
 CREATE OR REPLACE VIEW per_class AS

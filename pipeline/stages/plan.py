@@ -73,7 +73,7 @@ def plan_study(spec: StudySpec) -> StudyGraph:
     evaluations = []
     for cell in expand(spec):
         curate = curate_node(cell, spec.corpus.seed, corpus, match)
-        for learner in spec.models:
+        for learner in spec.learners:
             for seed in spec.seeds:
                 evaluations.append(evaluate_node(train_node(spec, learner, seed, curate, corpus), cell, frequency))
     graph = StudyGraph(spec, report_node(spec.name, evaluations, frequency))
