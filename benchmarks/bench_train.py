@@ -49,7 +49,7 @@ import tailstudy  # noqa: E402,F401  (sets HF_HUB_OFFLINE=1 etc. before open_cli
 def ensure_corpus(args, model_image_size: int) -> tuple[Path, float]:
     """-> (corpus dir, seconds spent generating it; 0 when reused)."""
     from tailstudy.corpus.synthetic import generate
-    from tailstudy.spec import CorpusSpec, EvalSpec
+    from tailstudy.spec import CorpusSpec, EvaluateSpec
 
     out = Path(args.corpus)
     if (out / "world.json").is_file():
@@ -60,7 +60,7 @@ def ensure_corpus(args, model_image_size: int) -> tuple[Path, float]:
     cfg = CorpusSpec(concepts=args.concepts, open_concepts=0, samples=args.samples, open_samples=0,
                      profile="uniform", min_count=1, image_size=size, seed=args.seed)
     started = time.perf_counter()
-    generate(cfg, EvalSpec(per_class=1), out)
+    generate(cfg, EvaluateSpec(per_class=1), out)
     return out, time.perf_counter() - started
 
 

@@ -65,7 +65,7 @@ for name, arch in archs.items():
 
 say("[gpu_check] mini study (clip + sl) ...")
 spec = {"name": "gpu_check", "corpus": {"source": "synthetic", "profile": "laion400m", "seed": 0, **study["corpus"]},
-        "eval": {"per_class": 5}, "models": ["clip", "sl"], "train": study["train"], "seeds": [0]}
+        "evaluate": {"per_class": 5}, "learners": ["clip", "sl"], "train": study["train"], "seeds": [0]}
 (work / "study.yaml").write_text(json.dumps(spec))
 started = time.perf_counter()
 run = subprocess.run([str(Path(sys.executable).parent / "tailstudy"), "run", str(work / "study.yaml"), "-w",

@@ -44,7 +44,7 @@ def predict(learner, images: torch.Tensor, class_names: list[str], prompts: str,
 
 
 def evaluation_classes(targets: list[int], choice, names: dict[int, str]) -> list[int]:
-    """The study's fixed evaluation class list (`eval.classes`): all targets, a named list, or class names."""
+    """The study's fixed evaluation class list (`evaluate.classes`): all targets, a named list, or class names."""
     from tailstudy.curate import select_concepts
 
     return select_concepts(targets, choice, names, seed=0)

@@ -26,12 +26,12 @@ VENV_BIN = Path(sys.executable).parent
 TINY_SPEC = """\
 name: tiny
 corpus: {concepts: 10, open_concepts: 5, samples: 1200, open_samples: 150, profile: laion400m, min_count: 8, seed: 0}
-eval: {per_class: 8}
+evaluate: {per_class: 8}
 base: {imbalance: natural, caption: full}
 factors:
   imbalance: [natural, balanced]
   caption: [a_cname, full]
-models: [clip, sl]
+learners: [clip, sl]
 train: {arch: tiny, epochs: 2, batch_size: 128}
 seeds: [0]
 """

@@ -192,8 +192,8 @@ def test_a_subset_shared_by_two_studies_has_one_stage_key(tmp_path):
 
     a = tmp_path / "a.yaml"
     b = tmp_path / "b.yaml"
-    a.write_text("name: first\nfactors:\n  imbalance: [natural, balanced]\nmodels: [sl]\n")
-    b.write_text("name: second\nfactors:\n  imbalance: [balanced, {zipf: 2.0}]\nmodels: [clip]\n")
+    a.write_text("name: first\nfactors:\n  imbalance: [natural, balanced]\nlearners: [sl]\n")
+    b.write_text("name: second\nfactors:\n  imbalance: [balanced, {zipf: 2.0}]\nlearners: [clip]\n")
     ka, kb = plan_study(load_spec(a)).subset_keys, plan_study(load_spec(b)).subset_keys
     assert ka["imbalance=balanced"] == kb["imbalance=balanced"]
     assert ka["imbalance=natural"] not in kb.values()

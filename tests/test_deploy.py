@@ -157,7 +157,7 @@ def micro_spec() -> str:
     """conftest's TINY_SPEC world, one subset and one 1-epoch SL run: every stage, in seconds."""
     data = yaml.safe_load(TINY_SPEC)
     data["factors"] = {"imbalance": ["natural"]}
-    data["models"] = ["sl"]
+    data["learners"] = ["sl"]
     data["train"]["epochs"] = 1
     return yaml.safe_dump(data, sort_keys=False)
 

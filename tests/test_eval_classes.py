@@ -14,11 +14,11 @@ pytestmark = pytest.mark.slow
 SPEC = """\
 name: evalclasses
 corpus: {concepts: 12, open_concepts: 0, samples: 1200, open_samples: 0, profile: laion400m, min_count: 5, seed: 0}
-eval: {per_class: 5, prompts: a_cname}
+evaluate: {per_class: 5, prompts: a_cname}
 factors:
   concepts: [all, 6]
   imbalance: [balanced]
-models: [clip, sl]
+learners: [clip, sl]
 train: {arch: tiny, epochs: 1, batch_size: 64}
 seeds: [0]
 """

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.slow
 SPEC = """\
 name: faults
 corpus: {concepts: 10, open_concepts: 5, samples: 600, open_samples: 50, profile: laion400m, min_count: 8, seed: 0}
-eval: {per_class: 4}
+evaluate: {per_class: 4}
 base: {imbalance: natural, caption: full}
 factors:
   imbalance: [natural, balanced]
-models: [sl, clip]
+learners: [sl, clip]
 train: {arch: tiny, epochs: 3, batch_size: 64}
 seeds: [0]
 """

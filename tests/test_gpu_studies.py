@@ -39,11 +39,11 @@ def test_gpu_study_specs_parse_and_plan(name, tmp_path):
     spec = load_spec(DATA_DIR / "studies" / f"{name}.yaml")
     train = spec.train
     assert (train.arch, train.epochs, train.batch_size, train.lr, train.weight_decay) == ("RN50", 32, 1024, 1e-3, 0.2)
-    assert spec.models == ["clip", "sl"] and spec.eval.prompts == "templates" and spec.eval.per_class == 50
+    assert spec.learners == ["clip", "sl"] and spec.evaluate.prompts == "templates" and spec.evaluate.per_class == 50
     paths = stand_ins(tmp_path)
     data = spec.model_dump(mode="json")
     data["corpus"]["path"] = paths[spec.corpus.source]
-    data["eval"]["folder"] = paths["eval"]
+    data["evaluate"]["folder"] = paths["eval"]
     graph = plan_study(parse_spec(data))
     assert graph.key("corpus") and graph.key("match") and len(graph.subset_keys) >= 1
     assert {n.config["learner"] for n in graph.of("train")} == {"clip", "sl"}

@@ -248,9 +248,9 @@ def loopback(server, net_guard, tmp_path_factory):
 name: loopback
 corpus: {{source: urls, path: {urls}, preset: datacomp, image_size: 32, shard_size: 10, threads: 4, timeout: 2,
          retry_rounds: 1, retry_wait: 0, targets: eval}}
-eval: {{folder: {eval_folder(root / 'eval')}, per_class: 3}}
+evaluate: {{folder: {eval_folder(root / 'eval')}, per_class: 3}}
 base: {{imbalance: natural, caption: full}}
-models: [sl, clip]
+learners: [sl, clip]
 train: {{arch: tiny, epochs: 1, batch_size: 16}}
 seeds: [0]
 """)
@@ -520,7 +520,7 @@ def test_folder_source_with_eval_folder_builds_a_study_corpus(tmp_path):
     meta.append({"filename": "gone.JPEG", "title": "lost", "tags": [], "description": ""})
     (root / "imagenet_captions.json").write_text(json.dumps(meta))
     spec = parse_spec({"name": "incaps", "corpus": {"source": "folder", "path": str(root), "targets": "eval"},
-                       "eval": {"folder": str(eval_folder(tmp_path / "eval")), "per_class": 2}})
+                       "evaluate": {"folder": str(eval_folder(tmp_path / "eval")), "per_class": 2}})
     ws = Workspace(tmp_path / "ws")
     plan = plan_study(spec)
     result = build_corpus(ws, plan)
@@ -542,20 +542,20 @@ def test_folder_source_with_eval_folder_builds_a_study_corpus(tmp_path):
 def test_synthetic_corpus_config_is_unchanged_and_sources_are_validated(tmp_path):
     spec = parse_spec({"name": "x"})
     assert corpus_config(spec) == {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": 30}
-    assert "folder" not in spec.eval.model_dump()  # evaluate keys of existing studies do not move
+    assert "folder" not in spec.evaluate.model_dump()  # evaluate keys of existing studies do not move
     with pytest.raises(SpecError, match=r"corpus\.url_column: unknown key"):
         parse_spec({"name": "x", "corpus": {"source": "urls", "path": "a.csv", "url_column": "u"}})
     with pytest.raises(SpecError, match=r"corpus\.source: Input should be"):
         parse_spec({"name": "x", "corpus": {"source": "ftp"}})
     urls = tmp_path / "u.csv"
     urls.write_text("url,caption\nhttp://127.0.0.1:9/a.jpg,a\n")
-    with pytest.raises(SpecError, match="eval.folder: a urls corpus needs an ImageNet-style evaluation folder"):
+    with pytest.raises(SpecError, match="evaluate.folder: a urls corpus needs an ImageNet-style evaluation folder"):
         plan_study(parse_spec({"name": "x", "corpus": {"source": "urls", "path": str(urls)}}))
-    with pytest.raises(SpecError, match="eval.folder: only for"):
-        plan_study(parse_spec({"name": "x", "eval": {"folder": str(tmp_path)}}))
+    with pytest.raises(SpecError, match="evaluate.folder: only for"):
+        plan_study(parse_spec({"name": "x", "evaluate": {"folder": str(tmp_path)}}))
     with pytest.raises(TailstudyError, match="no such URL list"):
         plan_study(parse_spec({"name": "x", "corpus": {"source": "urls", "path": str(tmp_path / "nope.csv")},
-                               "eval": {"folder": str(tmp_path)}}))
+                               "evaluate": {"folder": str(tmp_path)}}))
     assert FolderCorpusSpec(source="folder", path="p").targets == "vocabulary"
 
 

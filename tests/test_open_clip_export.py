@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 SPEC = """\
 name: export
 corpus: {concepts: 8, open_concepts: 0, samples: 400, open_samples: 0, profile: uniform, min_count: 8, seed: 0}
-eval: {per_class: 6}
-models: [clip]
+evaluate: {per_class: 6}
+learners: [clip]
 train: {arch: tiny, epochs: 2, batch_size: 64, device: cpu}
 """
 

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 SPEC = """\
 name: directions
 corpus: {concepts: 30, open_concepts: 0, samples: 6000, open_samples: 0, profile: laion400m, min_count: 5, seed: 0}
-eval: {per_class: 20}
-models: [clip, sl, sl_sampled_vocab]
+evaluate: {per_class: 20}
+learners: [clip, sl, sl_sampled_vocab]
 train: {arch: tiny, epochs: 6, batch_size: 128, lr: 2.0e-3, num_to_sample: 4, vocab_chunk: 16}
 seeds: [0, 1]
 """

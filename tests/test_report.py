@@ -16,11 +16,11 @@ from conftest import cli
 SHARED_SPEC = """\
 name: shared
 corpus: {concepts: 8, open_concepts: 3, samples: 700, open_samples: 60, profile: laion400m, min_count: 8, seed: 0}
-eval: {per_class: 6}
+evaluate: {per_class: 6}
 base: {imbalance: natural, caption: full}
 factors:
   caption: [a_cname, full]
-models: [clip, sl]
+learners: [clip, sl]
 train: {arch: tiny, epochs: 1, batch_size: 128}
 seeds: [0]
 """

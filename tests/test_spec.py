@@ -50,11 +50,11 @@ def test_zipf_level_is_parsed_and_labelled(tmp_path):
     ("name: x\nfactors:\n  imbalanse: [natural]\n", "factors.imbalanse: unknown factor"),
     ("name: x\nfactors:\n  imbalance: [natural, {zipf: -1}]\n", "factors.imbalance[1]"),
     ("name: x\nfactors:\n  caption: [shouting]\n", "factors.caption[0]"),
-    ("name: x\nmodels: [clip, resnet_magic]\n", "unknown learner 'resnet_magic'"),
+    ("name: x\nlearners: [clip, resnet_magic]\n", "unknown learner 'resnet_magic'"),
     ("name: x\nfactors:\n  scale: [2.5]\n", "whole number"),
     ("name: x\nfactors:\n  imbalance: []\n", "at least one level"),
     ("corpus: {}\n", "name"),
-    ("name: x\neval: {classes: imagenet999}\n", "eval.classes"),
+    ("name: x\nevaluate: {classes: imagenet999}\n", "evaluate.classes"),
     ("name: x\ntrain: {head: bilinear}\n", "train.head"),
     ("name: x\ncorpus: {world: 1}\n", "corpus.world"),
 ])
@@ -81,7 +81,31 @@ def test_the_paper_setup_is_the_default():
     from tailstudy.spec import StudySpec
 
     spec = StudySpec(name="d")
-    assert spec.train.head == "cosine" and spec.eval.prompts == "templates" and spec.eval.classes == "all"
+    assert spec.train.head == "cosine" and spec.evaluate.prompts == "templates" and spec.evaluate.classes == "all"
     assert spec.base.caption == "full" and spec.base.name_prefix
     paper = load_spec(Path(__file__).resolve().parent.parent / "data" / "studies" / "paper.yaml")
     assert len(paper.seeds) >= 3 and len(load_spec(default_spec_path()).seeds) == 3
+
+
+def test_old_section_names_are_read_the_same_with_one_line_each(tmp_path, capsys):
+    """`eval:` and `models:` are the old names of `evaluate:` and `learners:`: same spec, same stage keys."""
+    from tailstudy.stages import plan_study
+
+    body = "corpus: {concepts: 10, samples: 200}\nfactors: {imbalance: [natural, balanced]}\nseeds: [0]\n"
+    new = load_spec(write(tmp_path, f"name: x\nevaluate: {{per_class: 4}}\nlearners: [sl, clip]\n{body}"))
+    assert capsys.readouterr().err == ""
+    old_path = tmp_path / "old.yaml"
+    old_path.write_text(f"name: x\neval: {{per_class: 4}}\nmodels: [sl, clip]\n{body}")
+    old = load_spec(old_path)
+    assert old == new and old.evaluate.per_class == 4 and old.learners == ["sl", "clip"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "'eval:'" in lines[0] and "'evaluate:'" in lines[0] and "'learners:'" in lines[1]
+    load_spec(old_path)  # said once per spec and process
+    assert capsys.readouterr().err == ""
+    keys = [[(n.stage, n.key) for n in plan_study(spec).nodes] for spec in (old, new)]
+    assert keys[0] == keys[1] and any(key for _, key in keys[0])
+
+
+def test_old_and_new_name_together_is_an_error():
+    with pytest.raises(SpecError, match="both learners: and models:"):
+        parse_spec({"name": "x", "models": ["sl"], "learners": ["sl"]})

@@ -19,11 +19,11 @@ from conftest import REPO, _PREFECT_HOME
 MINI_SPEC = """\
 name: mini
 corpus: {concepts: 6, open_concepts: 2, samples: 400, open_samples: 40, profile: laion400m, min_count: 8, seed: 0}
-eval: {per_class: 4}
+evaluate: {per_class: 4}
 base: {imbalance: natural, caption: full}
 factors:
   caption: [a_cname]
-models: [sl]
+learners: [sl]
 train: {arch: tiny, epochs: 1, batch_size: 128}
 seeds: [0]
 """

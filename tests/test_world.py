@@ -17,7 +17,7 @@ from tailstudy.corpus import synthetic
 from tailstudy.corpus.shards import decode_image, iter_shard
 from tailstudy.corpus.synthetic import generate
 from tailstudy.matching.phrase import PhraseMatcher
-from tailstudy.spec import CorpusSpec, EvalSpec
+from tailstudy.spec import CorpusSpec, EvaluateSpec
 from tailstudy.vocab import imagenet1k
 
 CORPUS = dict(concepts=10, open_concepts=5, samples=1200, open_samples=150, min_count=8, image_size=24,
@@ -26,7 +26,7 @@ PER_CLASS = 5
 
 
 def _generate(out: Path, **overrides) -> Path:
-    generate(CorpusSpec(**{**CORPUS, **overrides}), EvalSpec(per_class=PER_CLASS), out)
+    generate(CorpusSpec(**{**CORPUS, **overrides}), EvaluateSpec(per_class=PER_CLASS), out)
     return out
 
 

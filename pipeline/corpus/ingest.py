@@ -13,24 +13,24 @@ Work happens in a resumable directory (``WORKSPACE/corpus/.work-<key>/``):
 - ``state.json``: which phases are done.
 
 Assembly picks one attempt per sample id (its success, else its latest failure), so a retried sample is never
-duplicated; the shards holding successes are hard-linked into the artifact.
+duplicated; the shards holding successes are hard-linked into the artifact. How img2dataset itself is called (in this
+process, output to a log, no signal handler, a size cap): ``download_run``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tailstudy.corpus.download_run import SHARD_DIGITS, run_img2dataset
 from tailstudy.corpus.readers import CAPTION_COLUMNS, STATUS_SCHEMA, UrlList
 from tailstudy.errors import TailstudyError
 from tailstudy.store import atomic_write_text, write_parquet
@@ -39,7 +39,6 @@ INGEST_VERSION = 1
 DOWNLOAD_DIR = "download"
 STATE_FILE = "state.json"
 LOG_FILE = "img2dataset.log"
-SHARD_DIGITS = 5  # img2dataset's oom_shard_count
 
 
 class DownloadError(TailstudyError):
@@ -95,94 +94,6 @@ def is_transient(status: Optional[str], kind: Optional[str]) -> bool:
         code = int(kind[5:])
         return code in (408, 425, 429) or code >= 500
     return kind in ("timeout", "connection", "dns", "other")
-
-
-# ---------------------------------------------------------------- running img2dataset
-
-def _offline_env() -> None:
-    from tailstudy.env import configure_offline_env
-
-    configure_offline_env()  # NO_ALBUMENTATIONS_UPDATE=1 etc., inherited by img2dataset's spawned processes
-    for name, value in (("WANDB_MODE", "disabled"), ("WANDB_SILENT", "true"), ("WANDB_DISABLED", "true")):
-        os.environ.setdefault(name, value)
-
-
-@contextlib.contextmanager
-def _output_to(log: Optional[Path]) -> Iterator[None]:
-    """Send fds 1 and 2 (ours and those of the processes img2dataset spawns) to `log` for the duration."""
-    if log is None:
-        yield
-        return
-    try:
-        saved = (os.dup(1), os.dup(2))
-    except OSError:  # no stdout/stderr to redirect
-        yield
-        return
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:
-        os.dup2(fh.fileno(), 1)
-        os.dup2(fh.fileno(), 2)
-        try:
-            yield
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-class _NoSignals:
-    """Stands in for the `signal` module inside img2dataset.main: its SIGINT handler would delete the work files and
-    exit 0 (an interrupted ingest would look like a success), and installing it fails outside the main thread
-    (Prefect runs tasks in worker threads). Without it Ctrl-C raises KeyboardInterrupt as everywhere else."""
-
-    SIGINT = 2
-
-    @staticmethod
-    def signal(*_args, **_kwargs):
-        return None
-
-
-def run_img2dataset(url_list: Path, output: Path, cfg, mode: str, log: Optional[Path]) -> None:
-    """One img2dataset.download call: webdataset shards of `cfg.image_size` images into `output`."""
-    _offline_env()
-    import multiprocessing
-
-    import img2dataset  # noqa: F401  (its package exports a function named `main`, hiding the module)
-
-    from tailstudy.corpus.download_cap import capped
-
-    i2d = sys.modules["img2dataset.main"]
-    real_signal = i2d.signal
-    i2d.signal = _NoSignals
-    try:
-        with _output_to(log), capped(i2d, cfg.max_image_mb):
-            i2d.download(
-                url_list=str(url_list), input_format="parquet", url_col="url", caption_col="caption",
-                save_additional_columns=["sample_id"], output_folder=str(output), output_format="webdataset",
-                image_size=cfg.image_size, resize_mode=cfg.resize_mode, encode_format=cfg.encode_format,
-                processes_count=cfg.processes, thread_count=cfg.threads, number_sample_per_shard=cfg.shard_size,
-                timeout=cfg.timeout, retries=cfg.retries, incremental_mode=mode, extract_exif=False,
-                compute_hash="sha256", enable_wandb=False, distributor="multiprocessing", max_shard_retry=1,
-                oom_shard_count=SHARD_DIGITS,
-            )
-    except BaseException:
-        # img2dataset joins its logger process only on success; stop the one this call started
-        from img2dataset.logger import LoggerProcess
-
-        for child in multiprocessing.active_children():
-            if isinstance(child, LoggerProcess):
-                child.terminate()
-                child.join(5)
-        raise
-    finally:
-        i2d.signal = real_signal
 
 
 # ---------------------------------------------------------------- state of a download directory
@@ -356,11 +267,11 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def assemble(urls: UrlList, cfg, work: Path, out: Path, progress=None) -> dict:
-    """Write captions.parquet, downloads.parquet, metadata.parquet and shards/ of a finished download into `out`."""
+def sample_status(urls: UrlList, cfg, download_dir: Path):
+    """One row per input row (DataFrame): its final attempt, or why it has none (invalid URL, never attempted), its
+    shard and image size; a success whose image is missing from its tar counts as a failure."""
     import pandas as pd
 
-    download_dir = work / DOWNLOAD_DIR
     final = final_attempts(read_attempts(download_dir))
     frame = urls.table.select(["sample_id", "url"]).to_pandas().join(final, on="sample_id")
     invalid = pd.Series(False, index=frame.index)
@@ -383,12 +294,13 @@ def assemble(urls: UrlList, cfg, work: Path, out: Path, progress=None) -> dict:
     missing = ok & frame["bytes"].isna()  # listed as a success, not in its tar: lost
     frame.loc[missing, ["status", "error_message", "shard"]] = ["failed_to_download", "image missing from its shard",
                                                                 None]
-    ok = frame["status"] == "success"
-    frame.loc[~ok, "key"] = None
+    frame.loc[frame["status"] != "success", "key"] = None
     frame["error_kind"] = [error_kind(st, msg) for st, msg in zip(frame["status"], frame["error_message"])]
-    if progress:
-        progress(len(frame), len(frame))
+    return frame
 
+
+def status_rows(frame) -> dict[str, list]:
+    """The status frame as downloads.parquet's columns of plain Python values (None, never NaN)."""
     def column(name: str) -> list:
         return [None if v is None or (isinstance(v, float) and v != v) else v for v in frame[name].tolist()]
 
@@ -396,20 +308,24 @@ def assemble(urls: UrlList, cfg, work: Path, out: Path, progress=None) -> dict:
     for name in ("attempts", "bytes", "width", "height", "original_width", "original_height"):
         rows[name] = [None if v is None else int(v) for v in rows[name]]
     rows["key"] = [None if v is None else str(v) for v in rows["key"]]
-    if not ok.any():
-        summary = status_summary(rows)
-        raise DownloadError(f"{urls.path}: no image could be downloaded ("
-                            + ", ".join(f"{k} x{v}" for k, v in summary["errors"].items()) + ")")
+    return rows
+
+
+def link_downloads(frame, ok, download_dir: Path, out: Path) -> None:
+    """Hard-link the shards holding successes into shards/, and img2dataset's per-shard records (every attempt) into
+    download/: what a later `refetch` generation starts from."""
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True)
     for shard in sorted(frame.loc[ok, "shard"].unique()):
         link_or_copy(download_dir / shard, shard_dir / shard)
-    # img2dataset's per-shard records (every attempt): what a later `refetch` generation starts from
     for shard_id in finished_shards(download_dir):
         for name in (f"{shard_name(shard_id)}.parquet", f"{shard_name(shard_id)}_stats.json"):
             link_or_copy(download_dir / name, out / DOWNLOAD_DIR / name)
-    success_rows = [int(i) for i in frame.index[ok]]
-    picked = urls.table.take(pa.array(success_rows, pa.int64()))
+
+
+def caption_table(urls: UrlList, frame, ok) -> pa.Table:
+    """captions.parquet: the input's caption fields of every success, with where its image is."""
+    picked = urls.table.take(pa.array([int(i) for i in frame.index[ok]], pa.int64()))
     captions = pa.table({
         "sample_id": picked.column("sample_id"), "caption": picked.column("caption"),
         "title": picked.column("title"), "tags": picked.column("tags"), "description": picked.column("description"),
@@ -418,6 +334,23 @@ def assemble(urls: UrlList, cfg, work: Path, out: Path, progress=None) -> dict:
     }).select(CAPTION_COLUMNS)
     if len(set(captions.column("sample_id").to_pylist())) != captions.num_rows:  # by construction; never ship one
         raise DownloadError(f"{urls.path}: duplicate sample ids after merging retries")
+    return captions
+
+
+def assemble(urls: UrlList, cfg, work: Path, out: Path, progress=None) -> dict:
+    """Write captions.parquet, downloads.parquet, metadata.parquet and shards/ of a finished download into `out`."""
+    download_dir = work / DOWNLOAD_DIR
+    frame = sample_status(urls, cfg, download_dir)
+    ok = frame["status"] == "success"
+    if progress:
+        progress(len(frame), len(frame))
+    rows = status_rows(frame)
+    if not ok.any():
+        summary = status_summary(rows)
+        raise DownloadError(f"{urls.path}: no image could be downloaded ("
+                            + ", ".join(f"{k} x{v}" for k, v in summary["errors"].items()) + ")")
+    link_downloads(frame, ok, download_dir, out)
+    captions = caption_table(urls, frame, ok)
     write_parquet(captions, out / "captions.parquet")
     status = pa.table({k: pa.array(v, STATUS_SCHEMA.field(k).type) for k, v in rows.items()}, schema=STATUS_SCHEMA)
     write_parquet(status, out / "downloads.parquet")

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,14 +128,11 @@ def url_problem(url) -> Optional[str]:
     return None
 
 
-def read_url_list(cfg) -> UrlList:
-    """Read and validate a `source: urls` list (cfg: UrlsCorpusSpec)."""
-    path = Path(cfg.path)
+def _read_list_table(path: Path, cfg, url_col: str, caption_col: str) -> pa.Table:
+    """The file as a table with at least one row; an unreadable file is one InputError line."""
     if not path.is_file():
         raise InputError(f"{path}: no such URL list")
     fmt = list_format(path, cfg.format)
-    cols = cfg.columns()
-    url_col, caption_col, id_col = cols["url_col"], cols["caption_col"], cols["id_col"]
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (no header, no rows)")
     try:
@@ -142,14 +140,19 @@ def read_url_list(cfg) -> UrlList:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{path}: cannot read as {fmt}: {first}") from None
-    names = table.column_names
     if table.num_rows == 0:
         raise InputError(f"{path}: no rows")
-    for role, col in (("url_col", url_col), ("caption_col", caption_col)):
-        if col not in names:
-            raise InputError(f"{path}: no column {col!r} for {role} (columns: {', '.join(names[:12])}"
+    return table
+
+
+def _check_columns(path: Path, cfg, names: list[str], cols: dict[str, Optional[str]]) -> Optional[str]:
+    """Every configured column exists; returns the id column (a preset's one only where the file has it)."""
+    for role in ("url_col", "caption_col"):
+        if cols[role] not in names:
+            raise InputError(f"{path}: no column {cols[role]!r} for {role} (columns: {', '.join(names[:12])}"
                              f"{', ...' if len(names) > 12 else ''})")
-    preset_id = cfg.preset and not cfg.id_col  # a preset's id column is used only where the file has it
+    id_col = cols["id_col"]
+    preset_id = cfg.preset and not cfg.id_col
     if id_col and id_col not in names:
         if not preset_id:
             raise InputError(f"{path}: no column {id_col!r} for id_col (columns: {', '.join(names[:12])})")
@@ -158,27 +161,49 @@ def read_url_list(cfg) -> UrlList:
         col = getattr(cfg, role)
         if col and col not in names:
             raise InputError(f"{path}: no column {col!r} for {role} (columns: {', '.join(names[:12])})")
+    return id_col
 
+
+def _sample_ids(path: Path, table: pa.Table, id_col: Optional[str]) -> list[str]:
+    """The id column's values (each present and unique), else the row number (r000000001, ...)."""
+    if not id_col:
+        width = max(9, len(str(table.num_rows)))
+        return [f"r{row:0{width}d}" for row in range(table.num_rows)]
+    ids = _as_text(table.column(id_col))
+    seen: dict[str, int] = {}
+    for row, value in enumerate(ids):
+        if value is None or value == "":
+            raise InputError(f"{path}: empty id in column {id_col!r} (row {row + 1})")
+        if value in seen:
+            raise InputError(f"{path}: duplicate id {value!r} in column {id_col!r} (rows {seen[value] + 1} and "
+                             f"{row + 1})")
+        seen[value] = row
+    return ids
+
+
+def _extra_columns(table: pa.Table, used: set, sample_ids: pa.ChunkedArray) -> pa.Table:
+    """The columns we do not read, by sample id (metadata.parquet); an input `sample_id` becomes input_sample_id."""
+    extra_cols = {}
+    for name in table.column_names:
+        if name in used:
+            continue
+        extra_cols[name if name != "sample_id" else f"input_{name}"] = table.column(name)
+    return pa.table({"sample_id": sample_ids, **extra_cols})
+
+
+def read_url_list(cfg) -> UrlList:
+    """Read and validate a `source: urls` list (cfg: UrlsCorpusSpec)."""
+    path = Path(cfg.path)
+    cols = cfg.columns()
+    url_col, caption_col = cols["url_col"], cols["caption_col"]
+    table = _read_list_table(path, cfg, url_col, caption_col)
+    id_col = _check_columns(path, cfg, table.column_names, cols)
     n = table.num_rows
-    if id_col:
-        ids = _as_text(table.column(id_col))
-        seen: dict[str, int] = {}
-        for row, value in enumerate(ids):
-            if value is None or value == "":
-                raise InputError(f"{path}: empty id in column {id_col!r} (row {row + 1})")
-            if value in seen:
-                raise InputError(f"{path}: duplicate id {value!r} in column {id_col!r} (rows {seen[value] + 1} and "
-                                 f"{row + 1})")
-            seen[value] = row
-    else:
-        width = max(9, len(str(n)))
-        ids = [f"r{row:0{width}d}" for row in range(n)]
+    ids = _sample_ids(path, table, id_col)
     urls = _as_text(table.column(url_col))
     captions = [c if c is not None else "" for c in _as_text(table.column(caption_col))]
-    fields = {}
-    for field in TEXT_FIELDS:
-        col = getattr(cfg, f"{field}_col")
-        fields[field] = _as_text(table.column(col)) if col else [None] * n
+    text_cols = {field: getattr(cfg, f"{field}_col") for field in TEXT_FIELDS}
+    fields = {field: _as_text(table.column(col)) if col else [None] * n for field, col in text_cols.items()}
     invalid = {row: problem for row, url in enumerate(urls) if (problem := url_problem(url))}
     if len(invalid) == n:
         row, why = next(iter(invalid.items()))
@@ -189,15 +214,8 @@ def read_url_list(cfg) -> UrlList:
         "caption": pa.array(captions, pa.string()),
         **{f: pa.array(v, pa.string()) for f, v in fields.items()},
     })
-    used = {url_col, caption_col, id_col, *(getattr(cfg, f"{f}_col") for f in TEXT_FIELDS)}
-    extra_cols = {}
-    for name in names:
-        if name in used:
-            continue
-        out_name = name if name not in ("sample_id",) else f"input_{name}"
-        extra_cols[out_name] = table.column(name)
-    extra = pa.table({"sample_id": normal.column("sample_id"), **extra_cols})
-    return UrlList(path, normal, extra, invalid)
+    used = {url_col, caption_col, id_col, *text_cols.values()}
+    return UrlList(path, normal, _extra_columns(table, used, normal.column("sample_id")), invalid)
 
 
 # ---------------------------------------------------------------- webdataset shards
@@ -289,7 +307,8 @@ def decode_problem(data: bytes) -> Optional[str]:
             img.load()
         return None
     except Exception as err:  # PIL raises many types for broken files
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'undecodable'}"[:200]
+        why = re.sub(r" object at 0x[0-9a-fA-F]+", "", str(err).splitlines()[0]) if str(err) else "undecodable"
+        return f"{type(err).__name__}: {why}"[:200]  # no memory address: the status table is deterministic
 
 
 # ---------------------------------------------------------------- image folders

@@ -88,15 +88,16 @@ def vocabulary_fingerprint(vocabulary: str) -> str:
 def study_corpus_config(spec) -> dict:
     """The study corpus key's config slice for a non-synthetic corpus (see the module doc)."""
     cfg = spec.corpus
-    if not spec.eval.folder:
-        raise SpecError(f"eval.folder: a {cfg.source} corpus needs an ImageNet-style evaluation folder "
+    if not spec.evaluate.folder:
+        raise SpecError(f"evaluate.folder: a {cfg.source} corpus needs an ImageNet-style evaluation folder "
                         "(one sub-folder of images per class, named by wnid or class name)")
-    folder = Path(spec.eval.folder)
+    folder = Path(spec.evaluate.folder)
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such evaluation folder (eval.folder)")
+        raise InputError(f"{folder}: no such evaluation folder (evaluate.folder)")
+    # "eval": the evaluate section's old name, kept: the study corpus key hashes this dict (keys are a promise)
     return {"version": STUDY_CORPUS_VERSION, "source": source_key(cfg), "image_size": cfg.image_size,
             "targets": cfg.targets, "vocabulary": vocabulary_fingerprint(spec.vocabulary),
-            "eval": {"folder": tree_fingerprint(image_files(folder), folder), "per_class": spec.eval.per_class}}
+            "eval": {"folder": tree_fingerprint(image_files(folder), folder), "per_class": spec.evaluate.per_class}}
 
 
 # ---------------------------------------------------------------- per-sample status rows
@@ -152,6 +153,21 @@ class _ShardSink:
             self.writer = None
 
 
+def _add_sample(sink: _ShardSink, captions: dict[str, list], prefix: str, sample_id: str, fields: dict, ext: str,
+                data: bytes, size: tuple[int, int]) -> dict:
+    """One decodable sample (image bytes as given + its caption) into the shards and the caption rows, under a new
+    key (prefix + its row number); returns its success status row."""
+    key = f"{prefix}{len(captions['sample_id']):09d}"
+    shard = sink.add(key, {ext: data, "txt": fields["caption"].encode()})
+    for name, value in (("sample_id", sample_id), ("caption", fields["caption"]), ("title", fields["title"]),
+                        ("tags", fields["tags"]), ("description", fields["description"]),
+                        ("url", fields["url"]), ("shard", shard), ("key", key)):
+        captions[name].append(value)
+    return status_row(sample_id=sample_id, url=fields["url"], status="success", attempts=1, bytes=len(data),
+                      width=size[0], height=size[1], original_width=size[0], original_height=size[1], shard=shard,
+                      key=key)
+
+
 def _write_source_tables(source: str, out: Path, captions: dict[str, list], status: list[dict]) -> dict:
     if not captions["sample_id"]:
         errors = summarize(status)["errors"]
@@ -190,15 +206,7 @@ def build_webdataset(cfg, out: Path, progress=None) -> dict:
                     status.append(status_row(sample_id=key, url=fields["url"], status="failed_to_decode",
                                              error_kind="decode", error_message=problem, attempts=1))
                     continue
-                new_key = f"w{len(captions['sample_id']):09d}"
-                shard = sink.add(new_key, {ext: members[ext], "txt": fields["caption"].encode()})
-                for name, value in (("sample_id", key), ("caption", fields["caption"]), ("title", fields["title"]),
-                                    ("tags", fields["tags"]), ("description", fields["description"]),
-                                    ("url", fields["url"]), ("shard", shard), ("key", new_key)):
-                    captions[name].append(value)
-                status.append(status_row(sample_id=key, url=fields["url"], status="success", attempts=1,
-                                         bytes=len(members[ext]), width=size[0], height=size[1],
-                                         original_width=size[0], original_height=size[1], shard=shard, key=new_key))
+                status.append(_add_sample(sink, captions, "w", key, fields, ext, members[ext], size))
                 if progress:
                     progress(1, None)  # the number of samples is not known up front
     finally:
@@ -208,23 +216,26 @@ def build_webdataset(cfg, out: Path, progress=None) -> dict:
 
 # ---------------------------------------------------------------- source: folder (ImageNet-Captions style)
 
-def build_folder(cfg, out: Path, progress=None) -> dict:
-    root = Path(cfg.path)
-    meta_path = Path(cfg.metadata) if cfg.metadata else default_metadata(root)
-    if meta_path is None:
-        raise InputError(f"{root}: no metadata file (metadata.json, .jsonl, .tsv or .csv; or set corpus.metadata)")
-    meta = read_folder_metadata(meta_path)
+def _folder_files(root: Path, meta: dict, meta_path: Path) -> list[tuple[str, Path]]:
+    """(class folder name, image) of every image under `root`'s class folders; a bare file name that the metadata
+    uses must name one image only."""
     dirs = class_dirs(root)
     if not dirs:
         raise InputError(f"{root}: no class folders (images go in one sub-folder per class)")
     files = [(d.name, f) for d in dirs for f in image_files(d)]
     by_base: dict[str, str] = {}
-    for cls, f in files:
+    for _cls, f in files:
         rel = f.relative_to(root).as_posix()
         if f.name in by_base and f.name in meta:
             raise InputError(f"{meta_path}: filename {f.name!r} is ambiguous ({by_base[f.name]} and {rel}); "
                              "use paths relative to the folder")
         by_base[f.name] = rel
+    return files
+
+
+def _copy_folder(files: list[tuple[str, Path]], root: Path, meta: dict, meta_path: Path, out: Path, progress):
+    """Every image with a metadata row (by relative path, else file name) into the shards; returns the caption rows,
+    status rows, each sample's class folder and the metadata rows used."""
     sink = _ShardSink(out / "shards", "train")
     captions: dict[str, list] = {name: [] for name in CAPTION_COLUMNS}
     status: list[dict] = []
@@ -248,22 +259,27 @@ def build_folder(cfg, out: Path, progress=None) -> dict:
                                          error_kind="decode", error_message=problem, attempts=1))
                 continue
             ext = f.suffix.lower().lstrip(".")
-            ext = "jpg" if ext == "jpeg" else ext
-            key = f"f{len(captions['sample_id']):09d}"
-            shard = sink.add(key, {ext: data, "txt": fields["caption"].encode()})
-            for name, value in (("sample_id", sample_id), ("caption", fields["caption"]), ("title", fields["title"]),
-                                ("tags", fields["tags"]), ("description", fields["description"]),
-                                ("url", fields["url"]), ("shard", shard), ("key", key)):
-                captions[name].append(value)
+            status.append(_add_sample(sink, captions, "f", sample_id, fields, "jpg" if ext == "jpeg" else ext, data,
+                                      size))
             classes["sample_id"].append(sample_id)
             classes["folder"].append(cls)
-            status.append(status_row(sample_id=sample_id, url=fields["url"], status="success", attempts=1,
-                                     bytes=len(data), width=size[0], height=size[1], original_width=size[0],
-                                     original_height=size[1], shard=shard, key=key))
             if progress:
                 progress(1, len(files))
     finally:
         sink.close()
+    return captions, status, classes, used
+
+
+def build_folder(cfg, out: Path, progress=None) -> dict:
+    """Class folders of images + a metadata file of their captions -> shards, caption and status tables, and
+    classes.parquet (each sample's folder); a metadata row without its image is a `missing_file` status row."""
+    root = Path(cfg.path)
+    meta_path = Path(cfg.metadata) if cfg.metadata else default_metadata(root)
+    if meta_path is None:
+        raise InputError(f"{root}: no metadata file (metadata.json, .jsonl, .tsv or .csv; or set corpus.metadata)")
+    meta = read_folder_metadata(meta_path)
+    files = _folder_files(root, meta, meta_path)
+    captions, status, classes, used = _copy_folder(files, root, meta, meta_path, out, progress)
     for name in sorted(set(meta) - used):
         status.append(status_row(sample_id=name.rsplit(".", 1)[0], status="missing_file", error_kind="missing_file",
                                  error_message=f"{meta_path.name} lists {name}, the folder has no such image",
@@ -344,7 +360,7 @@ def assemble_study_corpus(source_dir: Path, out: Path, spec, vocab) -> dict:
     for path in sorted(source_dir.rglob("*")):
         if path.is_file() and path.name != "manifest.json":
             link_or_copy(path, out / path.relative_to(source_dir))
-    eval_table, eval_stats = build_eval(Path(spec.eval.folder), vocab, spec.eval.per_class, out / "shards")
+    eval_table, eval_stats = build_eval(Path(spec.evaluate.folder), vocab, spec.evaluate.per_class, out / "shards")
     write_parquet(eval_table, out / "eval.parquet")
     targets = resolve_targets(spec.corpus.targets, vocab, eval_table.column("concept_id").to_pylist())
     (out / "targets.json").write_text(json.dumps({"targets": targets, "rule": spec.corpus.targets}))

@@ -22,7 +22,7 @@ from tailstudy.corpus.shards import ShardWriter, encode_png
 from tailstudy.errors import SpecError
 from tailstudy.frequency import reference_counts
 from tailstudy.matching.phrase import PhraseMatcher
-from tailstudy.spec import CorpusSpec, EvalSpec, ZipfProfile
+from tailstudy.spec import CorpusSpec, EvaluateSpec, ZipfProfile
 from tailstudy.store import write_parquet
 from tailstudy.vocab import VOCAB_DIR, Concept, Vocabulary, imagenet1k
 
@@ -275,11 +275,25 @@ def full_caption(fields: dict[str, str]) -> str:
 
 # ---------------------------------------------------------------- the corpus artifact
 
-def generate(cfg: CorpusSpec, eval_cfg: EvalSpec, out: Path, progress=None) -> dict:
-    """Write the world into `out`: shards/, captions.parquet, truth.parquet, eval.parquet, world.json."""
-    vocab = imagenet1k()
+@dataclass(frozen=True)
+class Draw:
+    """Who is in the corpus: the concepts (targets first), their counts, each sample's concept and whether its
+    caption names it."""
+    targets: list[WorldConcept]
+    opens: list[WorldConcept]
+    counts: np.ndarray
+    owner: np.ndarray
+    named: np.ndarray
+
+    @property
+    def ordered(self) -> list[WorldConcept]:
+        return self.targets + self.opens
+
+
+def draw_samples(cfg: CorpusSpec) -> Draw:
+    """Concepts, their counts under the profile, and a shuffled sample order (the rng is consumed in this order)."""
     rng = np.random.default_rng([cfg.seed, 0])
-    concepts = choose_concepts(cfg, vocab, rng)
+    concepts = choose_concepts(cfg, imagenet1k(), rng)
     targets = [c for c in concepts if c.is_target]
     opens = [c for c in concepts if not c.is_target]
     counts = np.concatenate([
@@ -287,41 +301,45 @@ def generate(cfg: CorpusSpec, eval_cfg: EvalSpec, out: Path, progress=None) -> d
         profile_counts(cfg.profile, opens, cfg.open_samples, 1, rng) if opens and cfg.open_samples else
         np.zeros(len(opens), np.int64),
     ])
-    ordered = targets + opens
-    owner = np.repeat(np.arange(len(ordered)), counts)
+    owner = np.repeat(np.arange(len(targets) + len(opens)), counts)
     owner = owner[rng.permutation(len(owner))]  # shards mix concepts, as web shards do
     named = rng.random(len(owner)) >= cfg.unnamed_frac
+    return Draw(targets, opens, counts, owner, named)
 
-    shard_dir = out / "shards"
-    shard_dir.mkdir(parents=True)
+
+def write_train_shards(cfg: CorpusSpec, draw: Draw, shard_dir: Path, tick) -> tuple[dict, dict]:
+    """Render and caption every training sample (each from its own seeded rng) into shards of SHARD_SIZE; returns
+    the caption rows and the ground truth rows."""
     rows: dict[str, list] = {k: [] for k in ("sample_id", "caption", "title", "tags", "description", "shard", "key")}
     truth: dict[str, list] = {"sample_id": [], "concept_id": [], "is_target": [], "named": []}
-    total = len(owner) + len(targets) * eval_cfg.per_class
-    for start in range(0, len(owner), SHARD_SIZE):
+    ordered = draw.ordered
+    for start in range(0, len(draw.owner), SHARD_SIZE):
         shard = f"train-{start // SHARD_SIZE:05d}.tar"
         with ShardWriter(shard_dir / shard) as writer:
-            for i in range(start, min(start + SHARD_SIZE, len(owner))):
-                concept = ordered[owner[i]]
+            for i in range(start, min(start + SHARD_SIZE, len(draw.owner))):
+                concept, named = ordered[draw.owner[i]], bool(draw.named[i])
                 sample_rng = np.random.default_rng([cfg.seed, 1, i])
                 pixels, look = render(concept, cfg.image_size, cfg.variation, sample_rng)
-                fields = caption_fields(concept, look, bool(named[i]), sample_rng)
+                fields = caption_fields(concept, look, named, sample_rng)
                 caption = full_caption(fields)
                 key = f"s{i:08d}"
                 writer.add(key, {"png": encode_png(pixels), "txt": caption.encode(), "json": json.dumps(fields).encode()})
-                for col, val in (("sample_id", key), ("caption", caption), ("shard", shard), ("key", key)):
+                for col, val in (("sample_id", key), ("caption", caption), ("shard", shard), ("key", key),
+                                 *((col, fields[col]) for col in ("title", "tags", "description"))):
                     rows[col].append(val)
-                for col in ("title", "tags", "description"):
-                    rows[col].append(fields[col])
-                truth["sample_id"].append(key)
-                truth["concept_id"].append(concept.concept_id)
-                truth["is_target"].append(concept.is_target)
-                truth["named"].append(bool(named[i]))
-                if progress:
-                    progress(1, total)
+                for col, val in (("sample_id", key), ("concept_id", concept.concept_id),
+                                 ("is_target", concept.is_target), ("named", named)):
+                    truth[col].append(val)
+                tick()
+    return rows, truth
+
+
+def write_eval_shard(cfg: CorpusSpec, targets: list[WorldConcept], per_class: int, shard_dir: Path, tick) -> dict:
+    """`per_class` fresh images of every target concept (no captions) in one shard; returns its rows."""
     eval_rows: dict[str, list] = {"sample_id": [], "concept_id": [], "shard": [], "key": []}
     with ShardWriter(shard_dir / "eval-00000.tar") as writer:
-        for t, concept in enumerate(targets):
-            for j in range(eval_cfg.per_class):
+        for concept in targets:
+            for j in range(per_class):
                 sample_rng = np.random.default_rng([cfg.seed, 2, concept.concept_id, j])
                 pixels, _ = render(concept, cfg.image_size, cfg.variation, sample_rng)
                 key = f"e{concept.concept_id:04d}{j:05d}"
@@ -329,9 +347,12 @@ def generate(cfg: CorpusSpec, eval_cfg: EvalSpec, out: Path, progress=None) -> d
                 for col, val in (("sample_id", key), ("concept_id", concept.concept_id), ("shard", "eval-00000.tar"),
                                  ("key", key)):
                     eval_rows[col].append(val)
-                if progress:
-                    progress(1, total)
+                tick()
+    return eval_rows
 
+
+def write_tables(rows: dict, truth: dict, eval_rows: dict, out: Path) -> None:
+    """captions.parquet (what a web corpus would give), truth.parquet (who is really in each image), eval.parquet."""
     captions = pa.table({**{k: pa.array(v, pa.string()) for k, v in rows.items()},
                          "url": pa.nulls(len(rows["sample_id"]), pa.string())})
     write_parquet(captions.select(["sample_id", "caption", "title", "tags", "description", "url", "shard", "key"]),
@@ -344,15 +365,35 @@ def generate(cfg: CorpusSpec, eval_cfg: EvalSpec, out: Path, progress=None) -> d
                             "concept_id": pa.array(eval_rows["concept_id"], pa.int32()),
                             "shard": pa.array(eval_rows["shard"], pa.string()),
                             "key": pa.array(eval_rows["key"], pa.string())}), out / "eval.parquet")
-    world = {
+
+
+def world_record(cfg: CorpusSpec, draw: Draw) -> dict:
+    """world.json: every concept's look and count."""
+    return {
         "version": WORLD_VERSION,
         **({"world": cfg.world} if cfg.world >= 3 else {}),  # world 2's file stays as it was
         "image_size": cfg.image_size,
-        "targets": [c.concept_id for c in targets],
-        "open": [c.concept_id for c in opens],
+        "targets": [c.concept_id for c in draw.targets],
+        "open": [c.concept_id for c in draw.opens],
         "concepts": [{**asdict(c), "count": int(n), "shape": SHAPES[c.shape], "colour": list(COLOURS)[c.colour],
-                      "texture": TEXTURES[c.texture]} for c, n in zip(ordered, counts)],
+                      "texture": TEXTURES[c.texture]} for c, n in zip(draw.ordered, draw.counts)],
     }
-    (out / "world.json").write_text(json.dumps(world, indent=1))
-    return {"samples": len(owner), "eval_samples": len(eval_rows["sample_id"]), "targets": len(targets),
-            "open_concepts": len(opens), "shards": len(list(shard_dir.iterdir()))}
+
+
+def generate(cfg: CorpusSpec, eval_cfg: EvaluateSpec, out: Path, progress=None) -> dict:
+    """Write the world into `out`: shards/, captions.parquet, truth.parquet, eval.parquet, world.json."""
+    draw = draw_samples(cfg)
+    total = len(draw.owner) + len(draw.targets) * eval_cfg.per_class
+
+    def tick() -> None:
+        if progress:
+            progress(1, total)
+
+    shard_dir = out / "shards"
+    shard_dir.mkdir(parents=True)
+    rows, truth = write_train_shards(cfg, draw, shard_dir, tick)
+    eval_rows = write_eval_shard(cfg, draw.targets, eval_cfg.per_class, shard_dir, tick)
+    write_tables(rows, truth, eval_rows, out)
+    (out / "world.json").write_text(json.dumps(world_record(cfg, draw), indent=1))
+    return {"samples": len(draw.owner), "eval_samples": len(eval_rows["sample_id"]), "targets": len(draw.targets),
+            "open_concepts": len(draw.opens), "shards": len(list(shard_dir.iterdir()))}

@@ -12,10 +12,11 @@ from tailstudy.stages.base import BuildContext, Node, Stage
 def corpus_config(spec) -> dict:
     """The corpus key's config slice (see the module doc)."""
     if spec.corpus.source == "synthetic":
-        if spec.eval.folder:
-            raise SpecError("eval.folder: only for urls / webdataset / folder corpora (the synthetic world has its own "
-                            "evaluation split)")
-        return {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": spec.eval.per_class}
+        if spec.evaluate.folder:
+            raise SpecError("evaluate.folder: only for urls / webdataset / folder corpora (the synthetic world has "
+                            "its own evaluation split)")
+        # "eval_per_class": the spec section's old name, kept: the corpus key hashes this dict (keys are a promise)
+        return {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": spec.evaluate.per_class}
     from tailstudy.corpus.sources import study_corpus_config
 
     return study_corpus_config(spec)
@@ -25,7 +26,7 @@ def _build_synthetic(ctx: BuildContext, out: Path) -> dict:
     from tailstudy.corpus.synthetic import generate
 
     spec = ctx.config["spec"]
-    stats = generate(spec.corpus, spec.eval, out, ctx.progress)
+    stats = generate(spec.corpus, spec.evaluate, out, ctx.progress)
     return {"rows": {"captions": stats["samples"], "eval": stats["eval_samples"]}, "world": stats}
 
 
@@ -56,7 +57,8 @@ class CorpusStage(Stage):
         spec = node.config["spec"]
         if spec.corpus.source == "synthetic":
             return node.config["key"]
-        return {"source": spec.corpus.source, "path": str(spec.corpus.path), "eval": spec.eval.folder}
+        # "eval": the evaluate section's old name, kept so that manifests read as before
+        return {"source": spec.corpus.source, "path": str(spec.corpus.path), "eval": spec.evaluate.folder}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
         synthetic = ctx.config["spec"].corpus.source == "synthetic"

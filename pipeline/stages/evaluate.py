@@ -1,4 +1,4 @@
-"""evaluate: one trained learner on the study's fixed evaluation classes (eval.classes) -> per_class.parquet and
+"""evaluate: one trained learner on the study's fixed evaluation classes (evaluate.classes) -> per_class.parquet and
 metrics.parquet (top-1, rho against the subset's and the corpus's frequency, head/tail accuracy, per-class neural
 collapse, ...; rules in tailstudy.evaluate). Key = the eval options + the train, corpus and frequency keys; it is the
 run's `run_id`."""
@@ -26,10 +26,11 @@ class EvaluateStage(Stage):
         return EVALUATE_VERSION
 
     def key_config(self, config: dict) -> dict:
-        return {"eval": config["spec"].eval.model_dump(mode="json")}
+        # "eval": the section's old name, kept in keys and manifests (keys are a promise)
+        return {"eval": config["spec"].evaluate.model_dump(mode="json")}
 
     def inputs(self, node: Node) -> dict:
-        return {"train": node.upstream["train"].key, "eval": node.config["spec"].eval.model_dump()}
+        return {"train": node.upstream["train"].key, "eval": node.config["spec"].evaluate.model_dump()}
 
     def resources(self, node: Node) -> dict[str, int]:
         return {"gpu": 1} if uses_gpu(node.config["spec"].train.device) else {"cpu": 1}
@@ -50,19 +51,20 @@ class EvaluateStage(Stage):
         learner = build_learner(learner_name, spec.train, counts, [names[c] for c in class_ids])
         learner.load_state_dict(state["model"])
         learner.to(device)
-        eval_ids = evaluation_classes(target_concepts(ctx.path("corpus")), spec.eval.classes, names)
+        eval_ids = evaluation_classes(target_concepts(ctx.path("corpus")), spec.evaluate.classes, names)
         index = eval_index(ctx.path("corpus"), eval_ids)
         concepts = np.asarray(eval_ids)[index.label]
         freq = pq.read_table(ctx.path("frequency") / "concept_freq.parquet")
         corpus_freq = dict(zip(freq.column("concept_id").to_pylist(), freq.column("count").to_pylist()))
         trimmed = ctx.artifact("curate").manifest()["achieved"].get("trimmed_classes", [])
         per_class, metrics = evaluate_learner(learner, index, concepts, eval_ids, class_ids, counts, corpus_freq, names,
-                                              spec.eval.prompts, device, trimmed,
+                                              spec.evaluate.prompts, device, trimmed,
                                               stream_predictor(spec.train.batch_size, spec.train.workers))
         del learner, state
         release_memory()
         write_parquet(per_class_arrow(run_id, eval_ids, [names[c] for c in eval_ids], per_class),
                       out / "per_class.parquet")
+        # "model" (the learner): metrics.parquet keeps its column, so evaluate outputs stay byte-identical
         write_parquet(metrics_arrow({"run_id": run_id, "model": learner_name, "seed": ctx.config["seed"],
                                      "train_key": ctx.node.upstream["train"].key}, metrics), out / "metrics.parquet")
         return {"rows": {"eval": int(len(concepts))}, "metrics": json_metrics(metrics)}

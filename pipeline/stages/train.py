@@ -19,6 +19,7 @@ def train_config(learner: str, cfg, seed: int) -> dict:
     from tailstudy.models import learner_options
 
     options = cfg.model_dump(mode="json")
+    # "model": the learner under its old name, kept: train keys hash this dict (keys are a promise)
     return {"model": learner, "train": {k: options[k] for k in learner_options(learner)}, "seed": seed}
 
 

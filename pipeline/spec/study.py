@@ -1,0 +1,172 @@
+"""The study: its sections (corpus, vocabulary, matching, evaluate, base, factors, learners, train, seeds), and
+reading one from YAML."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, ValidationError, model_validator
+
+from tailstudy.errors import SpecError
+from tailstudy.spec.base import _first_error, _Strict
+from tailstudy.spec.corpus import AnyCorpusSpec, CorpusSpec
+from tailstudy.spec.subset import DiversityThreshold, SubsetSpec, level_label
+
+
+class MatchingSpec(_Strict):
+    """How captions are matched to concepts (pipeline/matching): phrase | bag | semantic."""
+
+    method: Literal["phrase", "bag", "semantic"] = "phrase"
+    # semantic only: the caption <-> "name: definition" similarity a phrase candidate needs (default 0.45)
+    threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _threshold_is_semantic(self) -> "MatchingSpec":
+        if self.threshold is not None and self.method != "semantic":
+            raise ValueError("threshold applies only to method semantic")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options of the matcher (make_matcher(method, vocab, **options))."""
+        return {"threshold": self.threshold} if self.threshold is not None else {}
+
+
+class EvaluateSpec(_Strict):
+    """The `evaluate:` section: what every run is evaluated on, and how."""
+
+    per_class: int = Field(30, ge=1)  # the synthetic world's eval split; at most this many per class from `folder`
+    # CLIP zero-shot prompts: the paper's 80 OpenAI ImageNet templates (averaged per class), or ours, "a {name}"
+    prompts: Literal["a_cname", "templates"] = "templates"
+    # one evaluation class list for every run of the study: 'all' target concepts, a named list ('imagenet100'), or
+    # class names; CLIP scores all of them zero-shot, a supervised learner those of its head (the rest count as wrong)
+    classes: Union[Literal["all"], Literal["imagenet100"], list[str]] = "all"
+    # an ImageNet-style folder (one sub-folder per class, named by wnid/key or class name) for non-synthetic corpora.
+    # It becomes part of the corpus artifact, so the corpus key hashes its content; excluded from this model's dump so
+    # that evaluate keys (which hash the dump) stay as they were.
+    folder: Optional[str] = Field(None, exclude=True)
+
+
+class TrainSpec(_Strict):
+    arch: str = "tiny"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # sl_sampled_vocab: classes in the per-step vocabulary (present ones always included)
+    num_to_sample: int = Field(16, ge=2)
+    vocab_weights: Literal["uniform", "linear", "sqrt"] = "uniform"
+    # sl_sampled_vocab: build one vocabulary per chunk of this many samples (0 = one per batch)
+    vocab_chunk: int = Field(0, ge=0)
+    # supervised heads: the paper's cosine similarity to learned class prototypes (scale init 1/0.07, <= 100); ours: a
+    # linear layer with bias; frozen_text: fixed MiniLM text embeddings of the class names + a trained projection
+    head: Literal["cosine", "linear", "frozen_text"] = "cosine"
+    # clip: text tower trained from scratch, or the packaged MiniLM sentence encoder frozen / fine-tuned
+    text_tower: Literal["scratch", "minilm_frozen", "minilm_finetune"] = "scratch"
+    # a cap on optimisation steps over the whole run (smoke checks); the schedule is cut, not rescaled
+    max_steps: Optional[int] = Field(None, ge=1)
+    # data loader worker processes (None: none for model inputs <= 64 px, else up to 4); any value gives the same
+    # batches (tailstudy.data), so like `device`, `workers`, `compile` and `channels_last` are not part of a run's key
+    workers: Optional[int] = Field(None, ge=0, le=64)
+    compile: bool = False  # torch.compile the learner
+    channels_last: bool = False  # channels-last memory format for images and the image tower
+    # how many training runs may overlap on CPU (each in its own process, with cores / parallel torch threads);
+    # on GPUs the executor runs one per visible GPU instead. Never part of a key: results do not depend on it.
+    parallel: int = Field(1, ge=1)
+
+
+class StudySpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    corpus: AnyCorpusSpec = CorpusSpec()
+    vocabulary: str = "imagenet1k"
+    matching: MatchingSpec = MatchingSpec()
+    evaluate: EvaluateSpec = EvaluateSpec()
+    base: SubsetSpec = SubsetSpec()
+    factors: dict[str, list[Any]] = {}
+    grid: bool = False
+    learners: list[str] = ["clip", "sl"]
+    train: TrainSpec = TrainSpec()
+    seeds: list[int] = [0]
+
+    @model_validator(mode="after")
+    def _check_factors_and_learners(self) -> "StudySpec":
+        from tailstudy.models import known_learners
+
+        for learner in self.learners:
+            if learner not in known_learners():
+                raise ValueError(f"learners: unknown learner {learner!r} (known: {', '.join(known_learners())})")
+        for factor, levels in self.factors.items():
+            if factor not in SubsetSpec.model_fields:
+                raise ValueError(f"factors.{factor}: unknown factor (known: {', '.join(SubsetSpec.model_fields)})")
+            if not levels:
+                raise ValueError(f"factors.{factor}: needs at least one level")
+            labels = [level_label(level) for level in levels]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"factors.{factor}: repeated level")
+            for i, level in enumerate(levels):
+                try:
+                    SubsetSpec.model_validate({**self.base.model_dump(), factor: level})
+                except ValidationError as err:
+                    raise ValueError(f"factors.{factor}[{i}]: {_first_error(err)}") from None
+        levels = [self.base] + [SubsetSpec.model_validate({**self.base.model_dump(), f: lvl})
+                                for f, lvls in self.factors.items() for lvl in lvls]
+        if self.matching.method != "semantic" and any(isinstance(lv.diversity, DiversityThreshold) for lv in levels):
+            raise ValueError("diversity: {threshold: t} needs matching: {method: semantic} (it filters on the "
+                             "semantic matcher's caption-definition similarity)")
+        if not self.seeds:
+            raise ValueError("seeds: needs at least one seed")
+        for field_name, values in (("seeds", self.seeds), ("learners", self.learners)):
+            repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if repeated is not None:  # a repeated seed would silently share one run and halve the replicates
+                raise ValueError(f"{field_name}: {repeated!r} is listed twice")
+        return self
+
+
+# old spec keys -> their names now: one name per thing (`evaluate` is the stage, a learner is a learner). Specs that
+# still use an old name are read as before, with one line on stderr; the parsed spec (and so every key) is the same.
+RENAMED_KEYS = {"eval": "evaluate", "models": "learners"}
+_said: set[tuple[str, str]] = set()
+
+
+def _new_key_names(data: dict, source: str) -> dict:
+    """`data` with old top-level keys under their new names; an old and a new name together is an error."""
+    for old, new in RENAMED_KEYS.items():
+        if old not in data:
+            continue
+        if new in data:
+            raise SpecError(f"{source}: both {new}: and {old}: (its old name) are given; keep {new}: only")
+        if (source, old) not in _said:  # once per spec and process, however often it is parsed
+            _said.add((source, old))
+            sys.stderr.write(f"{source}: '{old}:' is deprecated, call it '{new}:' (read the same)\n")
+        data = {new if key == old else key: value for key, value in data.items()}
+    return data
+
+
+def parse_spec(data: Any, source: str = "spec") -> StudySpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a study spec must be a YAML mapping")
+    data = _new_key_names(data, source)
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(f"{source}: {_first_error(err)}") from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    from tailstudy.preflight import load_yaml
+
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))  # a repeated key is an error, not dropped
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text") from None
+    return parse_spec(data, str(path))
+
+
+def default_spec_path() -> Path:
+    from tailstudy.paths import DATA_DIR
+
+    return DATA_DIR / "studies" / "default.yaml"
