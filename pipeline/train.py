@@ -255,7 +255,7 @@ LARGE_BATCH_MB = 8  # input batches at least this large (e.g. 16 x 224 px): big 
 def map_large_blocks(batch_bytes: int) -> None:
     """glibc keeps freed blocks below its mmap threshold (which raises itself up to 32 MB) in the heap, where the next
     step's activations, interleaved with the optimiser state, cannot all reuse them: a 224 px RN50 step on CPU left the
-    training process ~0.75 GB above its live data. A run whose input batch is large maps blocks of 1 MB and more
+    training process ~0.5 GB above its live data. A run whose input batch is large maps blocks of 1 MB and more
     directly, so freed activations go back to the system at once; the page faults that costs are small beside such a
     step. Runs with small inputs keep glibc's default (their short steps would pay the faults every step)."""
     import ctypes
