@@ -213,6 +213,22 @@ def _exclusive(ws):
     return ws.lock(None, stderr_say)
 
 
+def _check_match_options(method: str, threshold: Optional[float], workers: Optional[int], index: bool,
+                         dedup_col: Optional[str]) -> None:
+    from tailstudy.matching import MATCHERS
+
+    if method not in MATCHERS:
+        _fail(f"--method {method}: use {' | '.join(MATCHERS)}")
+    if threshold is not None and method != "semantic":
+        _fail("--threshold applies only to --method semantic")
+    if threshold is not None and not 0 <= threshold <= 1:
+        _fail(f"--threshold {threshold}: must be between 0 and 1")
+    if workers is not None and workers < 1:
+        _fail(f"--workers {workers}: must be at least 1")
+    if dedup_col and not index:
+        _fail("--url-col / --hash-col apply only with --index")
+
+
 @app.command()
 def match(
     captions: Path = typer.Argument(..., help="Caption file (.parquet, .csv, .tsv, .jsonl; text formats may be .gz) "
@@ -233,21 +249,16 @@ def match(
     force: bool = typer.Option(False, "--force", help="Match again even when the artifact exists."),
     index: bool = typer.Option(False, "--index", help="Also build the captions' token index (for tailstudy count, "
                                                       "the tokens view, duplicate-aware counts and descriptiveness)."),
+    url_col: Optional[str] = typer.Option(None, "--url-col", help="--index: image URL column for duplicate-aware "
+                                                                  "counts (default: url, URL or image_url if present)."),
+    hash_col: Optional[str] = typer.Option(None, "--hash-col", help="--index: image-hash column (default: sha256, md5, "
+                                                                    "sha512 or image_hash if present)."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Match captions to concepts; matches and concept frequencies land in the catalog for `tailstudy sql`."""
-    from tailstudy import catalog
-    from tailstudy.matching import MATCHERS
     from tailstudy.stages import match_captions
 
-    if method not in MATCHERS:
-        _fail(f"--method {method}: use {' | '.join(MATCHERS)}")
-    if threshold is not None and method != "semantic":
-        _fail("--threshold applies only to --method semantic")
-    if threshold is not None and not 0 <= threshold <= 1:
-        _fail(f"--threshold {threshold}: must be between 0 and 1")
-    if workers is not None and workers < 1:
-        _fail(f"--workers {workers}: must be at least 1")
+    _check_match_options(method, threshold, workers, index, url_col or hash_col)
     ws = _workspace(workspace)
     with _exclusive(ws):
         with _caption_bar(f"match {captions.name}") as advance:
@@ -256,7 +267,10 @@ def match(
         if index:
             from tailstudy.describe import index_and_describe
 
-            results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force))
+            results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force, url_col,
+                                              hash_col))
+        from tailstudy import catalog  # duckdb: imported while the match workers ran (matching.sharded), not before
+
         catalog.refresh(ws)
     for stage, result in results.items():
         out.print(f"  {result.status:<7} {stage:<10} {result.key}", highlight=False)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -83,6 +82,8 @@ def build_index(shard_paths: list[Path], wanted: dict[str, list[tuple[int, str]]
 
 def subset_index(corpus_dir: Path, subset_dir: Path, class_ids: list[int]) -> ItemIndex:
     """The subset manifest's items (sample_id, copy -> one item each; the manifest's label and caption)."""
+    import pyarrow.parquet as pq  # here, not at the top: data workers import this module and never read parquet
+
     manifest = pq.read_table(subset_dir / "subset.parquet", columns=["sample_id", "copy", "label", "caption"])
     manifest = manifest.sort_by([("sample_id", "ascending"), ("copy", "ascending")])
     ids = set(manifest.column("sample_id").to_pylist())
@@ -105,6 +106,8 @@ def subset_index(corpus_dir: Path, subset_dir: Path, class_ids: list[int]) -> It
 
 def eval_index(corpus_dir: Path, class_ids: list[int]) -> ItemIndex:
     """The evaluation images of the given classes, labelled by class index, in shard order."""
+    import pyarrow.parquet as pq
+
     table = pq.read_table(corpus_dir / "eval.parquet", columns=["concept_id", "shard", "key"]).to_pandas()
     index_of = {cid: i for i, cid in enumerate(class_ids)}
     table = table[table.concept_id.isin(index_of)]
@@ -180,6 +183,10 @@ class BatchStream(IterableDataset):
     def __len__(self) -> int:
         return num_batches(len(self.index), self.batch_size, self.shuffle)
 
+    def __getstate__(self) -> dict:
+        """What a data worker unpickles: the transform in its portable form (no open_clip import in the worker)."""
+        return {**self.__dict__, "transform": portable_transform(self.transform)}
+
     def __iter__(self) -> Iterator[dict]:
         """One epoch; each new iteration is the next epoch. Persistent DataLoader workers keep their own copy and
         start one iteration per epoch, so every copy counts epochs in step without being told."""
@@ -251,6 +258,31 @@ def split_transform(transform) -> tuple[Callable, Callable | None]:
     return T.Compose([*pil, to_rgb]), normalize
 
 
+class MaybeConvertMode:
+    """open_clip.transform.MaybeConvertMode's rule (a PIL image converted to `mode`; arrays and tensors as they are),
+    under its name: a data worker unpickles it without importing open_clip (and with it timm, transformers, ...)."""
+
+    def __init__(self, mode: str = "RGB"):
+        self.mode = mode
+
+    def __call__(self, pic):
+        return pic if isinstance(pic, (np.ndarray, torch.Tensor)) else pic.convert(self.mode)
+
+
+def portable_transform(transform):
+    """open_clip's transform as a worker receives it: the same steps, its PIL mode step and its to-tensor step (which
+    `split_transform` replaces anyway) swapped for same-rule stand-ins that need no open_clip import. Any other step
+    is kept as it is (the worker then imports what that step needs)."""
+    steps = getattr(transform, "transforms", None)
+    if not steps or not any(type(t).__module__.startswith("open_clip") for t in steps):
+        return transform
+    from torchvision import transforms as T
+
+    swap = {"MaybeConvertMode": lambda t: MaybeConvertMode(t.mode), "MaybeToTensor": lambda t: T.ToTensor()}
+    return T.Compose([swap[type(t).__name__](t) if type(t).__module__.startswith("open_clip")
+                      and type(t).__name__ in swap else t for t in steps])
+
+
 def resolve_workers(workers: int | None, image_size: int) -> int:
     """`train.workers` (None = auto): no workers for small images (their decode is cheaper than starting processes),
     else up to 4, leaving a core to the training loop. Any value gives the same batches."""
@@ -262,18 +294,16 @@ def resolve_workers(workers: int | None, image_size: int) -> int:
 
 
 def make_loader(stream: BatchStream, workers: int, pin: bool = False, persistent: bool = False) -> DataLoader:
-    """Workers start from a fork server, not as forks of the training process: a fork would carry the model, the
-    optimiser state and a CUDA context into every worker (and count them in its RSS); these need only the index."""
+    """Workers are fresh interpreters (spawn), not forks of the training process: a fork would carry the model, the
+    optimiser state and a CUDA context into every worker (and count them in its RSS). Nor a fork server that preloads
+    torch: it stays resident, a second copy of torch, for as long as the process lives. A spawned worker imports what
+    unpickling the stream needs (torch, the transforms, PIL), starts once per loader (workers persist across epochs)
+    and ends with it."""
     context = None
     if workers:
         import multiprocessing
 
-        context = multiprocessing.get_context("forkserver")
-        # torch and PIL, not the CLI (Prefect); open_clip (its tokenizer) only where a worker tokenises: importing it
-        # costs each new worker seconds, forking a server that has it costs nothing (image-only workers need neither
-        # it nor torchvision: they unpickle tailstudy.augment's parts of the transform)
-        text = getattr(stream, "tokenize", None) is not None
-        context.set_forkserver_preload(["tailstudy.data", *(["open_clip"] if text else [])])
+        context = multiprocessing.get_context("spawn")
     return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
                       prefetch_factor=2 if workers else None, persistent_workers=persistent and workers > 0,
                       multiprocessing_context=context)

@@ -86,7 +86,8 @@ def concept_descriptiveness(matches: pa.Table, captions: pa.Table, vocab: Vocabu
 
 
 def index_and_describe(ws, captions: str | Path, vocab_ref: str, results: dict, caption_col: str | None = None,
-                       id_col: str | None = None, force: bool = False) -> dict:
+                       id_col: str | None = None, force: bool = False, url_col: str | None = None,
+                       hash_col: str | None = None) -> dict:
     """What ``tailstudy match --index`` adds after matching: the index stage, then the describe stage (both in
     pipeline/stages/); `results` = match_captions's artifacts."""
     from tailstudy.matching.inputs import input_digest, resolve_sources
@@ -97,7 +98,7 @@ def index_and_describe(ws, captions: str | Path, vocab_ref: str, results: dict, 
 
     freq = results["frequency"].manifest()
     labels = {k: freq[k] for k in ("corpus", "vocab", "method")}
-    sources = resolve_sources(captions, caption_col, id_col)
+    sources = resolve_sources(captions, caption_col, id_col, url_col, hash_col)
     index = index_node(sources, input_digest(sources), labels["corpus"])
     match = Node("match", label=labels["method"], key=results["match"].key)  # built already
     describe = describe_node(match, index, load_vocab(vocab_ref), labels)

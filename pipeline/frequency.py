@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tailstudy.arrays import arrow_ints, arrow_strings, numpy_ints
 from tailstudy.errors import SpecError
 from tailstudy.paths import REFERENCE_FREQ_DIR
 
@@ -49,12 +50,26 @@ def concept_freq(concept_ids: np.ndarray, names: list[str], matched_ids: np.ndar
     total = counts.sum()
     share = counts / total if total else np.zeros(len(counts))
     return pa.table({
-        "concept_id": pa.array(concept_ids, pa.int32()),
-        "name": pa.array(names, pa.string()),
-        "count": pa.array(counts, pa.int64()),
-        "rank": pa.array(ranks, pa.int32()),
-        "share": pa.array(share, pa.float64()),
+        "concept_id": arrow_ints(concept_ids, np.int32),
+        "name": arrow_strings(names),
+        "count": arrow_ints(counts, np.int64),
+        "rank": arrow_ints(ranks, np.int32),
+        "share": arrow_ints(share, np.float64),
     })
+
+
+def one_row_table(values: dict) -> pa.Table:
+    """{column: str | int | float} -> a one-row table typed as pa.table({k: [v]}) would type it (string, int64,
+    double), without pyarrow's pandas import (tailstudy.arrays)."""
+    columns = {}
+    for name, value in values.items():
+        if isinstance(value, str):
+            columns[name] = arrow_strings([value])
+        elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            columns[name] = pa.array([value])  # not used by the frequency stage; the general (pandas-importing) path
+        else:
+            columns[name] = arrow_ints([value], np.int64 if isinstance(value, (int, np.integer)) else np.float64)
+    return pa.table(columns)
 
 
 def gini(counts: np.ndarray) -> float:
@@ -101,7 +116,7 @@ def caption_coverage(n_captions: int, match_sample_ids: pa.Array) -> dict[str, i
     """How many captions matched no concept, exactly one, or several."""
     if len(match_sample_ids) == 0:
         return {"captions": n_captions, "no_concept": n_captions, "one_concept": 0, "several_concepts": 0}
-    per_caption = pc.value_counts(match_sample_ids).field("counts").to_numpy()
+    per_caption = numpy_ints(pc.value_counts(match_sample_ids).field("counts"))
     return {
         "captions": n_captions,
         "no_concept": int(n_captions - len(per_caption)),

@@ -1,14 +1,17 @@
 """Token index of a caption corpus, and exact ad-hoc counts from it (``tailstudy count``).
 
 The index stage (key: the captions' content digest, the caption/id columns, INDEX_VERSION, the tokenisers' versions)
-writes three Parquet files, each sorted so that a term's postings are contiguous and row groups can be skipped:
+writes the index in shards of SHARD_ROWS captions (``words/00000.parquet``, ``words/00001.parquet``, ... and the same in
+``words_terms/``, ``lemmas/``, ``lemmas_terms/``, ``captions/``), so building holds one shard in memory, not the corpus.
+In each shard, postings are sorted by term so that a term's postings are contiguous and row groups can be skipped:
 
-- ``words.parquet``  (term, row, pos): every word of every caption as ``tailstudy.text.normalise`` splits it, with its
+- ``words``  (term, row, pos): every word of every caption as ``tailstudy.text.normalise`` splits it, with its
   caption row (0-based, input order) and its position among the caption's words;
-- ``lemmas.parquet`` (term, row): every distinct WordNet noun lemma of every caption, tokenised as the paper's bag rule
+- ``lemmas`` (term, row): every distinct WordNet noun lemma of every caption, tokenised as the paper's bag rule
   does (``tailstudy.text.paper_words``, ``tailstudy.matching.wordnet``);
-- ``captions.parquet`` (row, sample_id, caption, normalised): the captions themselves, for examples and for
-  duplicate-aware counts (``normalised`` = ``normalise(caption)``).
+- ``captions`` (row, sample_id, caption, normalised[, url][, image_hash]): the captions themselves, for
+  examples and for duplicate-aware counts (``normalised`` = ``normalise(caption)``; ``url`` / ``image_hash`` only
+  when the input has such a column, tailstudy.matching.inputs: empty values are null).
 
 The count rules:
 
@@ -18,8 +21,9 @@ The count rules:
 - bag: captions whose lemma set holds every lemma of the phrase (``tailstudy.matching.bag.phrase_lemmas``), anywhere,
   in any order; a phrase without letters has no lemmas and counts nothing (as in the bag matcher).
 
-Counting reads only the postings of the phrase's words and intersects them (positions shifted by the word's place in
-the phrase), so its cost grows with those words' frequencies, not with the corpus.
+Counting reads, shard by shard, only the postings of the phrase's words (``<kind>_terms`` says where they lie) and
+intersects them (positions shifted by the word's place in the phrase), so its cost grows with those words'
+frequencies, not with the corpus.
 """
 from __future__ import annotations
 
@@ -33,15 +37,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tailstudy.matching.bag import phrase_lemmas
-from tailstudy.matching.base import Csr, sorted_unique
+from tailstudy.matching.base import Csr, arrow_ints, arrow_strings, numpy_ints, sorted_unique
 from tailstudy.matching.phrase import inflections
 from tailstudy.matching.wordnet import noun_lemmatiser
 from tailstudy.text import NORMALISER_VERSION, PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, normalise, paper_tokens, \
     phrase_tokens
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: sharded (one file per SHARD_ROWS captions in each folder)
 ROW_GROUP = 1 << 17
-FILES = ("words.parquet", "words_terms.parquet", "lemmas.parquet", "lemmas_terms.parquet", "captions.parquet")
+TERMS_GROUP = 1 << 13  # small row groups in the terms files: a look-up reads a few KB of terms per shard
+SHARD_ROWS = 1_000_000  # captions per index shard: bounds the build's memory (about 1.5 GB per shard)
+FOLDERS = ("words", "words_terms", "lemmas", "lemmas_terms", "captions")
 
 
 def index_config() -> dict:
@@ -88,7 +94,7 @@ class _Lemmas:
         return (keys // (len(self.lemma_id) + 1) + first_row).astype(np.int32), keys % (len(self.lemma_id) + 1)
 
     def names(self) -> pa.Array:
-        return pa.array(sorted(self.lemma_id, key=self.lemma_id.get), pa.string())
+        return arrow_strings(sorted(self.lemma_id, key=self.lemma_id.get))
 
 
 def _sorted_by_term(terms: pa.Array, columns: dict[str, np.ndarray]) -> pa.Table:
@@ -104,36 +110,72 @@ def _sorted_by_term(terms: pa.Array, columns: dict[str, np.ndarray]) -> pa.Table
     return pa.table({"term": term, **{k: pa.array(v[perm]) for k, v in columns.items()}})
 
 
-def build_index(batches: Iterable[tuple[pa.Array, pa.Array]], out: Path, progress=None) -> dict:
-    """(ids, captions) batches in input order -> the three index files in `out`; returns counts."""
-    words, word_rows, word_pos, lemma_rows, lemma_ids, caption_tables = [], [], [], [], [], []
-    lemmas, row = _Lemmas(), 0
-    for ids, captions in batches:
-        captions = pc.fill_null(captions, "") if captions.null_count else captions
+class _Shard:
+    """The postings and captions of one index shard, accumulated batch by batch."""
+
+    def __init__(self):
+        self.words, self.word_rows, self.word_pos = [], [], []
+        self.lemma_rows, self.lemma_ids, self.captions = [], [], []
+        self.rows = 0
+
+    def add(self, ids: pa.Array, captions: pa.Array, dedup: dict, row: int, lemmas: "_Lemmas") -> None:
         terms, rows, pos = _word_postings(captions, row)
-        words.append(terms), word_rows.append(rows), word_pos.append(pos)
-        rows, ids_ = lemmas.postings(captions, row)
-        lemma_rows.append(rows), lemma_ids.append(ids_)
-        caption_tables.append(pa.table({"row": pa.array(np.arange(row, row + len(captions), dtype=np.int64)),
-                                        "sample_id": ids.cast(pa.string()), "caption": captions}))
+        self.words.append(terms), self.word_rows.append(rows), self.word_pos.append(pos)
+        rows, lemma_ids = lemmas.postings(captions, row)
+        self.lemma_rows.append(rows), self.lemma_ids.append(lemma_ids)
+        self.captions.append(pa.table({"row": arrow_ints(np.arange(row, row + len(captions))),
+                                       "sample_id": ids.cast(pa.string()), "caption": captions, **dedup}))
+        self.rows += len(captions)
+
+    def write(self, out: Path, number: int, lemmas: "_Lemmas") -> dict:
+        """words/, words_terms/, lemmas/, lemmas_terms/, captions/ NNNNN.parquet of this shard -> its counts."""
+        words = pa.chunked_array(self.words, pa.string()).combine_chunks()
+        word_table = _sorted_by_term(words, {"row": _cat(self.word_rows, np.int32),
+                                             "pos": _cat(self.word_pos, np.int32)})
+        lemma_terms = lemmas.names().take(arrow_ints(_cat(self.lemma_ids, np.int64)))
+        lemma_table = _sorted_by_term(lemma_terms, {"row": _cat(self.lemma_rows, np.int32)})
+        captions = pa.concat_tables(self.captions, promote_options="default") if self.captions else pa.table(
+            {"row": arrow_ints([]), "sample_id": arrow_strings([]), "caption": arrow_strings([])})
+        captions = captions.append_column("normalised", _normalised(captions.column("caption")))
+        name = f"{number:05d}.parquet"
+        # the stage writes into a fresh directory it renames into place when done, so plain writes are atomic enough
+        for kind, table in (("words", word_table), ("lemmas", lemma_table)):
+            for folder, data, group in ((kind, table, ROW_GROUP), (f"{kind}_terms", term_ranges(table), TERMS_GROUP)):
+                (out / folder).mkdir(exist_ok=True)
+                pq.write_table(data, out / folder / name, compression="zstd", row_group_size=group)
+        (out / "captions").mkdir(exist_ok=True)
+        pq.write_table(captions, out / "captions" / name, compression="zstd", row_group_size=1 << 16)
+        return {"words": word_table.num_rows, "lemma_postings": lemma_table.num_rows, "distinct": pc.unique(words)}
+
+
+def build_index(batches: Iterable[tuple], out: Path, progress=None, shard_rows: int = SHARD_ROWS) -> dict:
+    """(ids, captions[, {"url": ..., "image_hash": ...}]) batches in input order -> the index, one shard per
+    `shard_rows` captions (memory is bounded by a shard, not the corpus); returns counts."""
+    lemmas, row, number, shard = _Lemmas(), 0, 0, _Shard()
+    totals = {"words": 0, "lemma_postings": 0}
+    distinct = []
+    for ids, captions, *dedup in batches:
+        captions = pc.fill_null(captions, "") if captions.null_count else captions
+        shard.add(ids, captions, dedup[0] if dedup else {}, row, lemmas)
         row += len(captions)
         if progress:
             progress(len(captions), None)
-    all_words = pa.chunked_array(words, pa.string()).combine_chunks()
-    word_table = _sorted_by_term(all_words, {"row": _cat(word_rows, np.int32), "pos": _cat(word_pos, np.int32)})
-    lemma_names = lemmas.names()
-    lemma_terms = lemma_names.take(pa.array(_cat(lemma_ids, np.int64)))
-    lemma_table = _sorted_by_term(lemma_terms, {"row": _cat(lemma_rows, np.int32)})
-    captions_table = pa.concat_tables(caption_tables) if caption_tables else pa.table(
-        {"row": pa.array([], pa.int64()), "sample_id": pa.array([], pa.string()), "caption": pa.array([], pa.string())})
-    captions_table = captions_table.append_column("normalised", _normalised(captions_table.column("caption")))
-    # the stage writes into a fresh directory it renames into place when done, so plain writes are atomic enough
-    for name, table in (("words", word_table), ("lemmas", lemma_table)):
-        pq.write_table(table, out / f"{name}.parquet", compression="zstd", row_group_size=ROW_GROUP)
-        pq.write_table(term_ranges(table), out / f"{name}_terms.parquet", compression="zstd")
-    pq.write_table(captions_table, out / "captions.parquet", compression="zstd", row_group_size=1 << 16)
-    return {"captions": row, "words": word_table.num_rows, "distinct_words": len(pc.unique(all_words)),
-            "lemma_postings": lemma_table.num_rows, "distinct_lemmas": len(lemma_names)}
+        if shard.rows >= shard_rows:
+            number = _flush(shard, out, number, lemmas, totals, distinct)
+            shard = _Shard()
+    if shard.rows or number == 0:
+        number = _flush(shard, out, number, lemmas, totals, distinct)
+    words = len(pc.unique(pa.chunked_array(distinct, pa.string()).combine_chunks())) if distinct else 0
+    return {"captions": row, "shards": number, "words": totals["words"], "distinct_words": words,
+            "lemma_postings": totals["lemma_postings"], "distinct_lemmas": len(lemmas.lemma_id)}
+
+
+def _flush(shard: _Shard, out: Path, number: int, lemmas: _Lemmas, totals: dict, distinct: list) -> int:
+    stats = shard.write(out, number, lemmas)
+    totals["words"] += stats["words"]
+    totals["lemma_postings"] += stats["lemma_postings"]
+    distinct.append(stats["distinct"])
+    return number + 1
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
@@ -161,19 +203,42 @@ def term_ranges(table: pa.Table) -> pa.Table:
     return pa.table({"term": names, "start": pa.array(starts, pa.int64()), "postings": pa.array(lengths, pa.int64())})
 
 
-def _postings(index_dir: Path, kind: str, terms: list[str], columns: list[str]) -> dict[str, pa.Table]:
-    """Each term's postings: the term's place comes from ``<kind>_terms.parquet``, then only the row groups that hold
-    it are read (an unknown term has none)."""
+def _sorted_lookup(path: Path, column: str, wanted: list, columns: list[str]) -> pa.Table:
+    """The rows of a Parquet file sorted by `column` whose value is in `wanted`: only the row groups whose min / max
+    statistics can hold one are read (ParquetFile, not pyarrow.dataset, whose import costs more than the look-up)."""
+    handle = pq.ParquetFile(path)
+    index = handle.schema_arrow.get_field_index(column)
+    groups = []
+    for g in range(handle.num_row_groups):
+        stats = handle.metadata.row_group(g).column(index).statistics
+        if stats is None or not stats.has_min_max or any(stats.min <= w <= stats.max for w in wanted):
+            groups.append(g)
+    table = handle.read_row_groups(groups, columns=columns) if groups else handle.schema_arrow.empty_table().select(
+        columns)
+    values = arrow_strings(wanted) if isinstance(wanted[0], str) else arrow_ints(wanted)  # no pandas import
+    keep = pc.is_in(table.column(column), values.cast(table.schema.field(column).type))
+    return table.take(pc.indices_nonzero(keep))
+
+
+def shard_files(index_dir: Path, folder: str) -> list[Path]:
+    """The index's shard files of one kind (words, words_terms, lemmas, lemmas_terms, captions), in row order."""
+    return sorted((index_dir / folder).glob("*.parquet"))
+
+
+def _postings(index_dir: Path, kind: str, shard: str, terms: list[str], columns: list[str]) -> dict[str, pa.Table]:
+    """Each term's postings in one shard: the term's place comes from ``<kind>_terms/<shard>``, then only the row
+    groups of ``<kind>/<shard>`` that hold it are read (an unknown term has none)."""
     wanted = sorted(set(terms))
-    ranges = pq.read_table(index_dir / f"{kind}_terms.parquet", filters=[("term", "in", wanted)]) if wanted else None
+    ranges = _sorted_lookup(index_dir / f"{kind}_terms" / shard, "term", wanted, ["term", "start", "postings"]) \
+        if wanted else None
     found = {t: (s, n) for t, s, n in zip(*(ranges.column(c).to_pylist() for c in ("term", "start", "postings")))} \
         if ranges is not None else {}
-    postings = pq.ParquetFile(index_dir / f"{kind}.parquet")
+    postings = pq.ParquetFile(index_dir / kind / shard)
     bounds = np.cumsum([0] + [postings.metadata.row_group(g).num_rows for g in range(postings.num_row_groups)])
     out = {}
     for term in wanted:
         if term not in found:
-            out[term] = pa.table({c: pa.array([], pa.int32()) for c in columns})
+            out[term] = pa.table({c: arrow_ints([], np.int32) for c in columns})
             continue
         start, n = found[term]
         first, last = np.searchsorted(bounds, start, "right") - 1, np.searchsorted(bounds, start + n - 1, "right") - 1
@@ -182,15 +247,24 @@ def _postings(index_dir: Path, kind: str, terms: list[str], columns: list[str]) 
     return out
 
 
+def _each_shard(index_dir: Path, kind: str, rows_of) -> np.ndarray:
+    """rows_of(shard file name) over every shard, concatenated (shards hold increasing rows: the result is sorted)."""
+    return np.concatenate([np.zeros(0, np.int64), *(rows_of(f.name) for f in shard_files(index_dir, kind))])
+
+
 def phrase_rows(index_dir: Path, phrase: str, plurals: bool = False) -> np.ndarray:
     """Sorted rows of the captions in which the phrase occurs as whole words (see the module docstring)."""
     norm = normalise(phrase)
     if not norm:
         return np.zeros(0, np.int64)
     forms = [f.split() for f in (inflections(norm) if plurals else [norm])]
-    postings = _postings(index_dir, "words", [w for f in forms for w in f], ["row", "pos"])
+    return _each_shard(index_dir, "words", lambda shard: _phrase_rows_in(index_dir, shard, forms))
+
+
+def _phrase_rows_in(index_dir: Path, shard: str, forms: list[list[str]]) -> np.ndarray:
+    postings = _postings(index_dir, "words", shard, [w for f in forms for w in f], ["row", "pos"])
     width = np.int64(1 << 32)
-    keys = {w: t.column("row").to_numpy().astype(np.int64) * width + t.column("pos").to_numpy()
+    keys = {w: numpy_ints(t.column("row")).astype(np.int64) * width + numpy_ints(t.column("pos"))
             for w, t in postings.items()}  # sorted: each term's postings are in (row, pos) order
     found = [np.zeros(0, np.int64)]
     for form in forms:
@@ -206,10 +280,14 @@ def bag_rows(index_dir: Path, phrase: str) -> np.ndarray:
     wanted = list(phrase_lemmas(phrase))
     if not wanted:
         return np.zeros(0, np.int64)
-    postings = _postings(index_dir, "lemmas", wanted, ["row"])
-    rows = postings[wanted[0]].column("row").to_numpy().astype(np.int64)
+    return _each_shard(index_dir, "lemmas", lambda shard: _bag_rows_in(index_dir, shard, wanted))
+
+
+def _bag_rows_in(index_dir: Path, shard: str, wanted: list[str]) -> np.ndarray:
+    postings = _postings(index_dir, "lemmas", shard, wanted, ["row"])
+    rows = numpy_ints(postings[wanted[0]].column("row")).astype(np.int64)
     for lemma in wanted[1:]:
-        rows = rows[_sorted_isin(rows, postings[lemma].column("row").to_numpy().astype(np.int64))]
+        rows = rows[_sorted_isin(rows, numpy_ints(postings[lemma].column("row")).astype(np.int64))]
     return rows
 
 
@@ -225,27 +303,28 @@ def count(index_dir: Path, phrase: str, bag: bool = False, plurals: bool = False
     t0 = time.perf_counter()
     rows = bag_rows(index_dir, phrase) if bag else phrase_rows(index_dir, phrase, plurals)
     seconds = time.perf_counter() - t0
-    shown = []
-    if examples and len(rows):
-        wanted = pa.array(rows[:examples])
-        table = pq.read_table(index_dir / "captions.parquet", columns=["row", "sample_id", "caption"],
-                              filters=[("row", "<=", int(rows[min(examples, len(rows)) - 1]))])
-        table = table.filter(pc.is_in(table.column("row"), wanted))
-        shown = list(zip(table.column("sample_id").to_pylist(), table.column("caption").to_pylist()))
-    total = pq.ParquetFile(index_dir / "captions.parquet").metadata.num_rows
+    shown: list = []
+    files = shard_files(index_dir, "captions")
+    for path in files if examples and len(rows) else ():  # the first shards hold the first rows
+        table = _sorted_lookup(path, "row", rows[:examples].tolist(), ["row", "sample_id", "caption"])
+        shown += list(zip(table.column("sample_id").to_pylist(), table.column("caption").to_pylist()))
+        if len(shown) >= min(examples, len(rows)):
+            break
+    total = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
     return {"count": int(len(rows)), "captions": int(total), "seconds": seconds, "examples": shown}
 
 
 # ---------------------------------------------------------------- stage and look-up
 
 def build_caption_index(ws, captions: str | Path, corpus: str, caption_col: str | None = None,
-                        id_col: str | None = None, force: bool = False, progress=None):
+                        id_col: str | None = None, force: bool = False, progress=None, url_col: str | None = None,
+                        hash_col: str | None = None):
     """The index artifact of a caption file or folder (stage ``index``, pipeline/stages/index.py), built or reused."""
     from tailstudy.matching.inputs import input_digest, resolve_sources
     from tailstudy.stages import run_node
     from tailstudy.stages.index import index_node
 
-    sources = resolve_sources(captions, caption_col, id_col)
+    sources = resolve_sources(captions, caption_col, id_col, url_col, hash_col)
     return run_node(ws, index_node(sources, input_digest(sources), corpus), force, progress=progress)
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tailstudy.arrays import arrow_bools, arrow_ints, arrow_strings, numpy_bools, numpy_ints
+
 NORMALISER_VERSION = 3
 PAPER_TOKENISER_VERSION = 1
 
@@ -148,12 +150,12 @@ def _row_flags(arr: pa.Array, table: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def _replace_rows(arr: pa.Array, rows: np.ndarray, values: pa.Array) -> pa.Array:
     mask = np.zeros(len(arr), bool)
     mask[rows] = True
-    return pc.replace_with_mask(arr, pa.array(mask), values)
+    return pc.replace_with_mask(arr, arrow_bools(mask), values)
 
 
 def _map_rows(arr: pa.Array, rows: np.ndarray, fn) -> pa.Array:
     """A per-string Python function applied to a few rows -> their new values."""
-    return pa.array([fn(s) for s in arr.take(pa.array(rows)).to_pylist()], pa.string())
+    return arrow_strings([fn(s) for s in arr.take(arrow_ints(rows)).to_pylist()])
 
 
 def _decompose(text: str) -> str:
@@ -170,12 +172,12 @@ def _split_bytes(arr: pa.Array, lut: np.ndarray) -> tuple[np.ndarray, pa.Array]:
     tokens). A caption that starts or ends with a separator gives an empty token there (no word ever matches one)."""
     _validity, offsets, data = arr.buffers()
     if data is None or data.size == 0:
-        return np.zeros(0, np.int64), pa.array([], pa.string())
+        return np.zeros(0, np.int64), arrow_strings([])
     mapped = lut[np.frombuffer(data, np.uint8)]
     arr = pa.Array.from_buffers(pa.string(), len(arr), [None, offsets, pa.py_buffer(mapped)], null_count=0,
                                 offset=arr.offset)
     lists = pc.ascii_split_whitespace(arr)  # runs of separators count once
-    rows = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    rows = numpy_ints(pc.list_parent_indices(lists)).astype(np.int64)
     return rows, pc.list_flatten(lists)
 
 
@@ -201,19 +203,19 @@ def _fold_rows_vectorised(arr: pa.Array) -> pa.Array:
 def _fold_non_ascii_rows(arr: pa.Array, rows: np.ndarray, flags: np.ndarray) -> pa.Array:
     """Rows with entities or non-ASCII text -> as normalise folds them: Arrow kernels for most, Python's unicodedata
     and html.unescape for rows with '&' or with a code point the two Unicode databases decompose differently."""
-    sub = arr.take(pa.array(rows))
+    sub = arr.take(arrow_ints(rows))
     python = (flags & _FLAG_AMP) != 0
     if _ARROW_NFKD_AGREES:
-        python |= pc.match_substring_regex(sub, _ARROW_ONLY_RE).to_numpy(zero_copy_only=False)
+        python |= numpy_bools(pc.match_substring_regex(sub, _ARROW_ONLY_RE))
     else:  # another Unicode database: the per-string path for every row
         python[:] = True
-    out = _fold_rows_vectorised(sub.filter(pa.array(~python))) if not python.all() else None
+    out = _fold_rows_vectorised(sub.filter(arrow_bools(~python))) if not python.all() else None
     if python.any():
         slow = pc.replace_substring_regex(_map_rows(sub, np.flatnonzero(python), _decompose), _NON_ASCII_SEPARATORS,
                                           " ")
         slow = pc.replace_substring_regex(slow, r"[\x{0300}-\x{036f}]+", "")
         out = slow if out is None else pc.replace_with_mask(
-            pc.replace_with_mask(sub, pa.array(~python), out), pa.array(python), slow)
+            pc.replace_with_mask(sub, arrow_bools(~python), out), arrow_bools(python), slow)
     return _replace_rows(arr, rows, out)
 
 
@@ -227,7 +229,7 @@ def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -
         arr = _fold_non_ascii_rows(arr, rows[slow], flags[slow])
     rows = rows[slow | ((flags & _FLAG_APOSTROPHE) != 0)]  # folding may turn a curly apostrophe into '
     if len(rows):
-        sub = pc.replace_substring_regex(arr.take(pa.array(rows)), r"'[sS]\b", "")
+        sub = pc.replace_substring_regex(arr.take(arrow_ints(rows)), r"'[sS]\b", "")
         arr = _replace_rows(arr, rows, pc.replace_substring(sub, "'", ""))
     return _split_bytes(arr, _PHRASE_LUT)
 

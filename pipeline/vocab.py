@@ -10,6 +10,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import yaml
 
@@ -42,15 +43,19 @@ class Vocabulary:
         return {c.concept_id: c for c in self.concepts}
 
     def to_table(self) -> pa.Table:
+        """The concepts as a table (built through tailstudy.arrays: no pandas import on `tailstudy match`)."""
+        from tailstudy.arrays import arrow_ints, arrow_list_of_strings, arrow_optional_strings, arrow_repeat
+
+        concepts = self.concepts
         return pa.table(
             {
-                "vocab": pa.array([self.name] * len(self.concepts), pa.string()),
-                "concept_id": pa.array([c.concept_id for c in self.concepts], pa.int32()),
-                "key": pa.array([c.key for c in self.concepts], pa.string()),
-                "name": pa.array([c.name for c in self.concepts], pa.string()),
-                "synonyms": pa.array([list(c.synonyms) for c in self.concepts], pa.list_(pa.string())),
-                "definition": pa.array([c.definition for c in self.concepts], pa.string()),
-                "negatives": pa.array([list(c.negatives) for c in self.concepts], pa.list_(pa.string())),
+                "vocab": arrow_repeat(self.name, len(concepts)),
+                "concept_id": arrow_ints([c.concept_id for c in concepts], np.int32),
+                "key": arrow_optional_strings([c.key for c in concepts]),
+                "name": arrow_optional_strings([c.name for c in concepts]),
+                "synonyms": arrow_list_of_strings([list(c.synonyms) for c in concepts]),
+                "definition": arrow_optional_strings([c.definition for c in concepts]),
+                "negatives": arrow_list_of_strings([list(c.negatives) for c in concepts]),
             }
         )
 

@@ -9,8 +9,8 @@ CREATE OR REPLACE VIEW captions AS SELECT NULL::VARCHAR AS corpus_key, NULL::VAR
 CREATE OR REPLACE VIEW downloads AS SELECT NULL::VARCHAR AS corpus_key, NULL::VARCHAR AS sample_id,
     NULL::VARCHAR AS url, NULL::VARCHAR AS status, NULL::VARCHAR AS error_kind, NULL::VARCHAR AS error_message,
     NULL::INTEGER AS attempts, NULL::BIGINT AS bytes, NULL::INTEGER AS width, NULL::INTEGER AS height,
-    NULL::INTEGER AS original_width, NULL::INTEGER AS original_height, NULL::VARCHAR AS shard, NULL::VARCHAR AS key
-    WHERE false;
+    NULL::INTEGER AS original_width, NULL::INTEGER AS original_height, NULL::VARCHAR AS sha256, NULL::VARCHAR AS shard,
+    NULL::VARCHAR AS key WHERE false;
 
 CREATE OR REPLACE VIEW concepts AS SELECT NULL::VARCHAR AS vocab, NULL::INTEGER AS concept_id, NULL::VARCHAR AS key,
     NULL::VARCHAR AS name, NULL::VARCHAR[] AS synonyms, NULL::VARCHAR AS definition, NULL::VARCHAR[] AS negatives
@@ -80,17 +80,20 @@ CREATE OR REPLACE VIEW concept_pairs AS SELECT NULL::VARCHAR AS corpus, NULL::VA
     NULL::BIGINT AS count, NULL::BIGINT AS captions, NULL::DOUBLE AS pmi, NULL::DOUBLE AS npmi WHERE false;
 
 CREATE OR REPLACE VIEW indexed_captions AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS index_key,
-    NULL::BIGINT AS row, NULL::VARCHAR AS sample_id, NULL::VARCHAR AS caption, NULL::VARCHAR AS normalised WHERE false;
+    NULL::BIGINT AS row, NULL::VARCHAR AS sample_id, NULL::VARCHAR AS caption, NULL::VARCHAR AS normalised,
+    NULL::VARCHAR AS url, NULL::VARCHAR AS image_hash WHERE false;
 
 CREATE OR REPLACE VIEW tokens AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS term, NULL::INTEGER AS row,
     NULL::INTEGER AS pos WHERE false;
 
 CREATE OR REPLACE VIEW concept_freq_dedup AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
     NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::BIGINT AS count, NULL::BIGINT AS distinct_captions,
-    NULL::DOUBLE AS duplicate_rate WHERE false;
+    NULL::DOUBLE AS duplicate_rate, NULL::BIGINT AS distinct_urls, NULL::DOUBLE AS url_duplicate_rate,
+    NULL::BIGINT AS distinct_hashes, NULL::DOUBLE AS hash_duplicate_rate WHERE false;
 
 CREATE OR REPLACE VIEW corpus_dedup AS SELECT NULL::VARCHAR AS corpus, NULL::BIGINT AS captions,
-    NULL::BIGINT AS distinct_captions, NULL::DOUBLE AS duplicate_rate WHERE false;
+    NULL::BIGINT AS distinct_captions, NULL::DOUBLE AS duplicate_rate, NULL::BIGINT AS distinct_urls,
+    NULL::DOUBLE AS url_duplicate_rate, NULL::BIGINT AS distinct_hashes, NULL::DOUBLE AS hash_duplicate_rate WHERE false;
 
 CREATE OR REPLACE VIEW verified_freq AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
     NULL::INTEGER AS concept_id, NULL::VARCHAR AS name, NULL::BIGINT AS raw_count, NULL::BIGINT AS verified_count,
@@ -104,4 +107,4 @@ CREATE OR REPLACE VIEW concept_descriptiveness AS SELECT NULL::VARCHAR AS corpus
 
 CREATE OR REPLACE VIEW concept_freq_urls AS SELECT NULL::VARCHAR AS corpus, NULL::VARCHAR AS vocab,
     NULL::VARCHAR AS method, NULL::INTEGER AS concept_id, NULL::BIGINT AS count, NULL::BIGINT AS distinct_urls,
-    NULL::DOUBLE AS url_duplicate_rate WHERE false;
+    NULL::DOUBLE AS url_duplicate_rate, NULL::BIGINT AS distinct_hashes, NULL::DOUBLE AS hash_duplicate_rate WHERE false;

@@ -25,7 +25,7 @@ FROM read_parquet('corpus/*/captions.parquet', filename = true);
 CREATE OR REPLACE VIEW downloads AS
 SELECT regexp_extract(filename, '/corpus/([^/]+)/', 1) AS corpus_key,
        sample_id, url, status, error_kind, error_message, attempts, bytes, width, height, original_width,
-       original_height, shard, key
+       original_height, sha256, shard, key
 FROM read_parquet('corpus/*/downloads.parquet', filename = true);
 
 -- concept vocabularies used by the workspace's studies
@@ -156,10 +156,12 @@ JOIN single AS sb ON sb.match_key = p.match_key AND sb.concept_id = p.concept_b
 JOIN corpus_matches AS k ON k.match_key = p.match_key;
 
 -- captions of every corpus indexed by `tailstudy match --index` (h15): row = input order, normalised = the phrase
--- rule's normalised caption; index_key = the index artifact
+-- rule's normalised caption; url / image_hash = the input's URL and image-hash columns (NULL where it has none or the
+-- value is empty; pipeline/matching/inputs.py); index_key = the index artifact
 CREATE OR REPLACE VIEW indexed_captions AS
-SELECT i.corpus, i.key AS index_key, c.row, c.sample_id, c.caption, c.normalised
-FROM read_parquet('index/*/captions.parquet', filename = true) AS c
+SELECT i.corpus, i.key AS index_key, c.row, c.sample_id, c.caption, c.normalised, c.url, c.image_hash
+FROM (SELECT * FROM read_parquet('index/*/captions/*.parquet', filename = true, union_by_name = true)
+      UNION ALL BY NAME SELECT NULL::VARCHAR AS url, NULL::VARCHAR AS image_hash WHERE false) AS c
 JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
   ON i.key = regexp_extract(c.filename, '/index/([^/]+)/', 1);
 
@@ -169,7 +171,7 @@ JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name =
 --   b.pos = a.pos + 1 where a.term = 'red' and b.term = 'fox' and a.corpus = 'web'
 CREATE OR REPLACE VIEW tokens AS
 SELECT i.corpus, w.term::VARCHAR AS term, w.row, w.pos
-FROM read_parquet('index/*/words.parquet', filename = true) AS w
+FROM read_parquet('index/*/words/*.parquet', filename = true) AS w
 JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
   ON i.key = regexp_extract(w.filename, '/index/([^/]+)/', 1);
 
@@ -181,21 +183,33 @@ FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
 JOIN corpus_matches AS k USING (match_key);
 
 -- duplicate-aware concept counts of indexed corpora (h15): count = matched captions, distinct_captions = distinct
--- normalised captions among them, duplicate_rate = 1 - distinct_captions / count
+-- normalised captions among them, duplicate_rate = 1 - distinct_captions / count; where the input carries image URLs
+-- or image hashes, distinct_urls / distinct_hashes among the matched captions that have one and
+-- url_duplicate_rate / hash_duplicate_rate = 1 - distinct / (matched captions with one); NULL where none has one
 CREATE OR REPLACE VIEW concept_freq_dedup AS
 WITH keyed AS (SELECT DISTINCT inputs.match AS match_key, inputs.index AS index_key  -- which index covers which match
                FROM read_json('describe/*/manifest.json', union_by_name = true))
 SELECT m.corpus, m.vocab, m.method, m.concept_id, count(*) AS count, count(DISTINCT c.normalised) AS distinct_captions,
-       1 - count(DISTINCT c.normalised) / count(*) AS duplicate_rate
+       1 - count(DISTINCT c.normalised) / count(*) AS duplicate_rate,
+       CASE WHEN count(c.url) > 0 THEN count(DISTINCT c.url) END AS distinct_urls,
+       CASE WHEN count(c.url) > 0 THEN 1 - count(DISTINCT c.url) / count(c.url) END AS url_duplicate_rate,
+       CASE WHEN count(c.image_hash) > 0 THEN count(DISTINCT c.image_hash) END AS distinct_hashes,
+       CASE WHEN count(c.image_hash) > 0 THEN 1 - count(DISTINCT c.image_hash) / count(c.image_hash) END
+           AS hash_duplicate_rate
 FROM matched_samples AS m
 JOIN keyed USING (match_key)
 JOIN indexed_captions AS c ON c.index_key = keyed.index_key AND c.sample_id = m.sample_id
 GROUP BY ALL;
 
--- duplicates of each indexed corpus as a whole (h15)
+-- duplicates of each indexed corpus as a whole (h15), the same columns over all its captions
 CREATE OR REPLACE VIEW corpus_dedup AS
 SELECT corpus, count(*) AS captions, count(DISTINCT normalised) AS distinct_captions,
-       1 - count(DISTINCT normalised) / count(*) AS duplicate_rate
+       1 - count(DISTINCT normalised) / count(*) AS duplicate_rate,
+       CASE WHEN count(url) > 0 THEN count(DISTINCT url) END AS distinct_urls,
+       CASE WHEN count(url) > 0 THEN 1 - count(DISTINCT url) / count(url) END AS url_duplicate_rate,
+       CASE WHEN count(image_hash) > 0 THEN count(DISTINCT image_hash) END AS distinct_hashes,
+       CASE WHEN count(image_hash) > 0 THEN 1 - count(DISTINCT image_hash) / count(image_hash) END
+           AS hash_duplicate_rate
 FROM indexed_captions GROUP BY ALL;
 
 -- raw (phrase) and verified (semantic) counts side by side where both matchers ran on a corpus (h15);
@@ -214,15 +228,22 @@ SELECT corpus, vocab, method, concept_id, name, captions, mean_words, p10_words,
        mean_extra_words, median_extra_words, template_like, template_share
 FROM read_parquet('describe/*/concept_descriptiveness.parquet');
 
--- distinct URLs among each concept's matched captions, for study corpora whose captions carry URLs (h15):
--- url_duplicate_rate = 1 - distinct_urls / count (captions without a URL are left out)
+-- distinct URLs and image hashes among each concept's matched captions, for study corpora (h15): url from the
+-- corpus's captions, image_hash = the sha256 img2dataset computed for a downloaded image (the downloads view);
+-- count = matched captions, distinct_* / *_duplicate_rate over those that have one (as concept_freq_dedup; NULL where
+-- none has one)
 CREATE OR REPLACE VIEW concept_freq_urls AS
 WITH keyed AS (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, inputs.corpus AS corpus_key
-               FROM read_json('match/*/manifest.json', filename = true, union_by_name = true))
-SELECT m.corpus, m.vocab, m.method, m.concept_id, count(*) AS count, count(DISTINCT c.url) AS distinct_urls,
-       1 - count(DISTINCT c.url) / count(*) AS url_duplicate_rate
+               FROM read_json('match/*/manifest.json', filename = true, union_by_name = true)),
+     c AS (SELECT c.corpus_key, c.sample_id, nullif(c.url, '') AS url, nullif(d.sha256, '') AS image_hash
+           FROM captions AS c LEFT JOIN downloads AS d USING (corpus_key, sample_id))
+SELECT m.corpus, m.vocab, m.method, m.concept_id, count(*) AS count,
+       CASE WHEN count(c.url) > 0 THEN count(DISTINCT c.url) END AS distinct_urls,
+       CASE WHEN count(c.url) > 0 THEN 1 - count(DISTINCT c.url) / count(c.url) END AS url_duplicate_rate,
+       CASE WHEN count(c.image_hash) > 0 THEN count(DISTINCT c.image_hash) END AS distinct_hashes,
+       CASE WHEN count(c.image_hash) > 0 THEN 1 - count(DISTINCT c.image_hash) / count(c.image_hash) END
+           AS hash_duplicate_rate
 FROM matched_samples AS m
 JOIN keyed USING (match_key)
-JOIN captions AS c ON c.corpus_key = keyed.corpus_key AND c.sample_id = m.sample_id
-WHERE c.url IS NOT NULL
+JOIN c ON c.corpus_key = keyed.corpus_key AND c.sample_id = m.sample_id
 GROUP BY ALL;

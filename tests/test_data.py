@@ -3,6 +3,9 @@ is deterministic per seed; a CLIP run's export loads with open_clip's API alone 
 from __future__ import annotations
 
 import io
+import pickle
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -85,6 +88,18 @@ def test_eval_transform_is_open_clips_resize_and_centre_crop(tmp_path):
         f.seek(int(idx.offset[0]))
         expected = transform(Image.open(io.BytesIO(f.read(int(idx.size[0])))))
     assert got.shape == (4, 3, 32, 32) and torch.equal(got[0], expected)
+    in_worker = pickle.loads(pickle.dumps(BatchStream(idx, transform, 4, shuffle=False)))  # what a worker unpickles
+    assert torch.equal(next(iter(in_worker))["images"], got)
+
+
+def test_a_data_worker_imports_neither_open_clip_nor_pyarrow(index, tmp_path):
+    """A spawned worker unpickles the stream: torch, torchvision and PIL, not open_clip (timm, transformers, ...)."""
+    (tmp_path / "stream.pkl").write_bytes(pickle.dumps(BatchStream(index, open_clip_transform(CFG, True), 16)))
+    code = ("import pickle, sys; s = pickle.load(open(sys.argv[1], 'rb')); next(iter(s)); "
+            "print(sorted(m for m in ('open_clip', 'pyarrow', 'timm', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "stream.pkl")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def peak_python_memory(index: ItemIndex) -> int:

@@ -195,8 +195,101 @@ def test_descriptiveness_caption_levels_keep_the_samples():
             assert r["caption"] == expected, (level, r)
 
 
+def _expected_dedup(frame: pd.DataFrame, by: str | None) -> pd.DataFrame:
+    """pandas: per group, count, distinct non-empty URLs / hashes and their duplicate rates (None where none)."""
+    groups = frame.groupby(by) if by else [(None, frame)]
+    out = {}
+    for key, part in groups:
+        row = {"count": len(part)}
+        for col, name in (("url", "urls"), ("image_hash", "hashes")):
+            have = part[col].dropna()
+            row[f"distinct_{name}"] = have.nunique() if len(have) else None
+            row[f"{name[:-1] if name == 'urls' else 'hash'}_duplicate_rate"] = \
+                1 - have.nunique() / len(have) if len(have) else None
+        out[key] = row
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def _assert_dedup_equal(got: pd.Series, want: pd.Series) -> None:
+    for col in ("distinct_urls", "distinct_hashes", "url_duplicate_rate", "hash_duplicate_rate"):
+        if pd.isna(want[col]):
+            assert pd.isna(got[col]), col
+        else:
+            assert not pd.isna(got[col]) and got[col] == pytest.approx(want[col], rel=1e-12, abs=1e-12), col
+
+
+def test_url_and_hash_duplicates_of_caption_files(tmp_path):
+    """Caption files with img2dataset-style `url` and `md5` columns (repeated, missing, empty): per concept and per
+    corpus, distinct URLs / hashes and duplicate rates equal pandas's over the reference loop's matches."""
+    import yaml
+
+    rng = random.Random(11)
+    n = 1200
+    captions = corpus(n, seed=7)
+    urls = [rng.choice([None, ""]) if rng.random() < 0.1 else f"http://img/{rng.randrange(500)}.jpg" for _ in range(n)]
+    hashes = [None if rng.random() < 0.15 else f"{rng.randrange(350):032x}" for _ in range(n)]
+    path = tmp_path / "web.parquet"
+    pq.write_table(pa.table({"caption": captions, "url": pa.array(urls, pa.string()),
+                             "md5": pa.array(hashes, pa.string())}), path)
+    (tmp_path / "vocab.yaml").write_text(yaml.safe_dump(VOCAB))
+    vocab_path = str(tmp_path / "vocab.yaml")
+    ws = Workspace(tmp_path / "ws")
+    results = match_captions(ws, path, vocab_path, "phrase", workers=1)
+    built = index_and_describe(ws, path, vocab_path, results)
+    assert built["index"].manifest()["inputs"]  # the index key names the duplicate-key columns (below)
+    catalog.refresh(ws)
+    clean = [u or None for u in urls]
+    naive = NaivePhrase(load_vocab(vocab_path))
+    truth = pd.DataFrame([(clean[i], hashes[i], c) for i in range(n) for c in naive.match_one(captions[i])],
+                         columns=["url", "image_hash", "concept_id"])
+    expected = _expected_dedup(truth, "concept_id")
+    assert (expected.distinct_urls < expected["count"]).any() and (expected.distinct_hashes < expected["count"]).any()
+    got = catalog.query(ws, "select * from concept_freq_dedup where corpus = 'web'").set_index("concept_id")
+    assert sorted(got.index) == sorted(expected.index)
+    for cid, want in expected.iterrows():
+        assert got.loc[cid, "count"] == want["count"]
+        _assert_dedup_equal(got.loc[cid], want)
+    whole = catalog.query(ws, "select * from corpus_dedup where corpus = 'web'").iloc[0]
+    want = _expected_dedup(pd.DataFrame({"url": clean, "image_hash": hashes}), None).iloc[0]
+    assert whole["captions"] == n
+    _assert_dedup_equal(whole, want)
+
+
+def test_duplicate_keys_stay_null_and_keys_stay_put_without_those_columns(setup, tmp_path):
+    """A corpus without URL / hash columns: NULL columns, and an index key without them (the key of old indexes)."""
+    from tailstudy.matching.inputs import input_digest, resolve_sources
+    from tailstudy.stages.index import index_node
+
+    ws, _, _ = setup
+    got = catalog.query(ws, "select * from concept_freq_dedup where corpus = 'web'")
+    assert got[["distinct_urls", "url_duplicate_rate", "distinct_hashes", "hash_duplicate_rate"]].isna().all().all()
+    path = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"caption": ["a red fox"], "sample_id": ["x"]}), path)
+    sources = resolve_sources(path)
+    assert "dedup_columns" not in index_node(sources, input_digest(sources), "plain").config["key"]
+    pq.write_table(pa.table({"caption": ["a red fox"], "sample_id": ["x"], "sha256": ["ab"]}), path)
+    sources = resolve_sources(path)
+    assert index_node(sources, "d", "plain").config["key"]["dedup_columns"] == [["plain.parquet",
+                                                                                 {"image_hash": "sha256"}]]
+
+
+def test_dedup_key_columns_are_checked_and_read(tmp_path):
+    from tailstudy.errors import InputError
+    from tailstudy.matching.inputs import plan_shards, read_with_dedup_keys, resolve_sources
+
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"caption": ["a", "b", "c"], "link": ["u1", "", None],
+                             "digest": pa.array([b"\x01\xff", None, b"\x01\xff"], pa.binary())}), path)
+    with pytest.raises(InputError, match="no URL column 'url2'"):
+        resolve_sources(path, url_col="url2")
+    sources = resolve_sources(path, url_col="link", hash_col="digest")
+    _, _, keys = next(read_with_dedup_keys(plan_shards(sources)[0]))
+    assert keys["url"].to_pylist() == ["u1", None, None] and keys["image_hash"].to_pylist() == ["01ff", None, "01ff"]
+
+
 def test_url_duplicates_of_a_study_corpus(tmp_path):
-    """A corpus artifact with URLs (as ingest writes it), matched and counted by the study's own stage functions."""
+    """A corpus artifact with URLs and img2dataset's sha256 (as ingest writes them), matched and counted by the study's
+    own stage functions: concept_freq_urls equals pandas over the reference loop's matches."""
     from tailstudy.stages import Node, run_local
     from tailstudy.stages.frequency import frequency_node
     from tailstudy.stages.match import match_node
@@ -207,12 +300,20 @@ def test_url_duplicates_of_a_study_corpus(tmp_path):
     n = 800
     captions = [" ".join(rng.choice(FILLER + NAMED) for _ in range(rng.randint(1, 6))) for _ in range(n)]
     urls = [None if rng.random() < 0.1 else f"http://x/{rng.randrange(300)}.jpg" for _ in range(n)]
+    hashes = [None if rng.random() < 0.2 else f"{rng.randrange(200):064x}" for _ in range(n)]
     ws = Workspace(tmp_path / "ws")
-    table = pa.table({"sample_id": [f"s{i}" for i in range(n)], "caption": captions, "title": [None] * n,
+    ids = [f"s{i}" for i in range(n)]
+    table = pa.table({"sample_id": ids, "caption": captions, "title": [None] * n,
                       "tags": [None] * n, "description": [None] * n, "url": pa.array(urls, pa.string()),
                       "shard": ["0.tar"] * n, "key": [f"{i:06d}" for i in range(n)]})
+    from tailstudy.corpus.readers import STATUS_SCHEMA
+
+    given = {"sample_id": ids, "url": urls, "sha256": hashes, "status": ["success"] * n}
+    status = pa.table({f.name: pa.array(given.get(f.name, [None] * n), f.type) for f in STATUS_SCHEMA},
+                      schema=STATUS_SCHEMA)
     with ws.build("corpus", "ck", {"inputs": {}}) as out:
         write_parquet(table, out / "captions.parquet")
+        write_parquet(status, out / "downloads.parquet")
     import yaml
 
     (tmp_path / "vocab.yaml").write_text(yaml.safe_dump(VOCAB))
@@ -222,11 +323,28 @@ def test_url_duplicates_of_a_study_corpus(tmp_path):
     run_local(ws, [frequency_node(match, "webdataset-ck", keyed=False)], workers=1)
     catalog.refresh(ws)
     naive = NaivePhrase(vocab)
-    truth = pd.DataFrame([(urls[i], c) for i in range(n) for c in naive.match_one(captions[i]) if urls[i]],
-                         columns=["url", "concept_id"])
-    expected = truth.groupby("concept_id").agg(count=("url", "size"), distinct=("url", "nunique"))
+    truth = pd.DataFrame([(urls[i], hashes[i], c) for i in range(n) for c in naive.match_one(captions[i])],
+                         columns=["url", "image_hash", "concept_id"])
+    expected = _expected_dedup(truth, "concept_id")
     got = catalog.query(ws, "select * from concept_freq_urls where corpus = 'webdataset-ck'").set_index("concept_id")
-    assert sorted(got.index) == sorted(expected.index) and (expected["distinct"] < expected["count"]).any()
-    for cid, row in expected.iterrows():
-        assert (got.loc[cid, "count"], got.loc[cid, "distinct_urls"]) == (row["count"], row["distinct"])
-        assert got.loc[cid, "url_duplicate_rate"] == pytest.approx(1 - row["distinct"] / row["count"])
+    assert sorted(got.index) == sorted(expected.index) and (expected.distinct_urls < expected["count"]).any()
+    for cid, want in expected.iterrows():
+        assert got.loc[cid, "count"] == want["count"]
+        _assert_dedup_equal(got.loc[cid], want)
+
+
+def test_dedup_column_options_on_the_command_line(tmp_path):
+    from tests.conftest import cli
+
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"caption": ["a red fox", "a red fox"], "link": ["u", "u"]}), path)
+    ws = str(tmp_path / "ws")
+    alone = cli("match", str(path), "--vocab", "imagenet1k", "--url-col", "link", "-w", ws)
+    assert alone.returncode == 2 and "apply only with --index" in alone.stderr
+    missing = cli("match", str(path), "--vocab", "imagenet1k", "--index", "--hash-col", "sha", "-w", ws)
+    assert missing.returncode == 2 and "no image-hash column 'sha'" in missing.stderr
+    done = cli("match", str(path), "--vocab", "imagenet1k", "--index", "--url-col", "link", "-j", "1", "-w", ws)
+    assert done.returncode == 0, done.stderr
+    got = catalog.query(Workspace(tmp_path / "ws"), "select * from corpus_dedup")
+    assert got[["captions", "distinct_urls", "url_duplicate_rate"]].values.tolist() == [[2, 1, 0.5]]
+    assert got["distinct_hashes"].isna().all()

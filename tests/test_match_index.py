@@ -41,8 +41,8 @@ def index(tmp_path_factory) -> tuple[Path, list[str | None]]:
     out = tmp_path_factory.mktemp("index")
     batches = [(pa.array([f"s{i}" for i in range(start, min(start + 700, len(captions)))]),
                 pa.array(captions[start:start + 700], pa.string())) for start in range(0, len(captions), 700)]
-    stats = build_index(batches, out)
-    assert stats["captions"] == len(captions)
+    stats = build_index(batches, out, shard_rows=1000)  # shards of 1400, 1400 and 200 captions: counts span shards
+    assert stats["captions"] == len(captions) and stats["shards"] == 3
     return out, captions
 
 

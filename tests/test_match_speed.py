@@ -38,3 +38,33 @@ def test_phrase_tokens_equal_normalise_on_every_code_point():
             if t:
                 got[r].append(t)
         assert got == [normalise(c).split() for c in part]
+
+
+def test_match_and_count_never_import_pandas(tmp_path):
+    """pyarrow imports pandas (about 0.3 CPU-s per process) on the first conversion of a Python value; the match path
+    (planning, vocabulary, two forked workers, frequency, figure, catalog) and `tailstudy count` avoid every such
+    conversion (tailstudy.arrays). Checked in fresh processes, where nothing imported pandas before. (Building the
+    token index, --index, may import it: it costs seconds anyway.)"""
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"caption": ["a red fox &amp; a goldfish", "café crème", "dog's bowl"] * 400}), path)
+    code = f"""
+import sys
+from tailstudy.flows.cli import main
+sys.argv = ["tailstudy", *{{!r}}]
+try:
+    main()
+except SystemExit as done:
+    assert not done.code, done.code
+assert {{!r}} or "pandas" not in sys.modules, "pandas imported"
+"""
+    ws = str(tmp_path / "ws")
+    for argv, may in ((["match", str(path), "--vocab", "imagenet1k", "-j", "2", "-w", ws], False),
+                      (["match", str(path), "--vocab", "imagenet1k", "--index", "-j", "1", "-w", ws], True),
+                      (["count", "red fox", "-w", ws], False)):
+        run = subprocess.run([sys.executable, "-c", code.format(argv, may)], capture_output=True, text=True)
+        assert run.returncode == 0, (argv, run.stderr[-2000:])

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pyarrow as pa
 
+from tailstudy.arrays import arrow_ints, arrow_repeat
 from tailstudy.matching.base import Captions, Matcher
 from tailstudy.matching.bag import BagMatcher
 from tailstudy.matching.phrase import PhraseMatcher
@@ -33,8 +35,8 @@ def matches_table(sample_ids: Sequence[str] | pa.Array, captions: Captions, matc
     rows, concept_ids, scores = matcher.match(captions)
     ids = sample_ids if isinstance(sample_ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(sample_ids), pa.string())
     return pa.table({
-        "sample_id": ids.take(pa.array(rows, pa.int64())).cast(pa.string()),
-        "concept_id": pa.array(concept_ids, pa.int32()),
-        "method": pa.array([matcher.method] * len(rows), pa.string()),
-        "score": pa.array(scores, pa.float32()),
+        "sample_id": ids.take(arrow_ints(rows)).cast(pa.string()),
+        "concept_id": arrow_ints(concept_ids, np.int32),
+        "method": arrow_repeat(matcher.method, len(rows)),
+        "score": arrow_ints(scores, np.float32),
     })

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tailstudy.arrays import numpy_ints
 from tailstudy.matching.base import (Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, ranges,
                                    unique_pairs)
 from tailstudy.matching.wordnet import NounLemmatiser, noun_lemmatiser
@@ -100,7 +101,7 @@ class BagMatcher(MatchOne):
         rows, tokens = paper_tokens(captions)
         if len(tokens) == 0 or len(self.words) == 0:
             return empty_result()
-        word = pc.index_in(tokens, value_set=self.words).fill_null(-1).to_numpy().astype(np.int64)
+        word = numpy_ints(pc.index_in(tokens, value_set=self.words), null=-1).astype(np.int64)
         known = word >= 0
         rows, lemmas = self.word_lemmas.expand(rows[known], word[known])  # still sorted by row
         single_rows, single_ids = self.single.expand(rows, lemmas)

@@ -6,6 +6,8 @@ from typing import Protocol, Sequence
 import numpy as np
 import pyarrow as pa
 
+from tailstudy.arrays import arrow_bools, arrow_ints, arrow_strings, numpy_bools, numpy_ints  # noqa: F401 (re-export)
+
 Captions = Sequence[str | None] | pa.Array | pa.ChunkedArray
 MatchResult = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row index int64, concept_id int32, score float32)
 

@@ -5,6 +5,10 @@ Formats: Parquet, CSV, TSV (with a header row) and JSON lines (``.jsonl``/``.ndj
 
 Ids: the given id column, else a ``sample_id`` column when the file has one, else the row number (0-based; with
 several files ``<file name>:<row>``). Every problem with an input is one ``InputError`` line naming the file and column.
+
+Duplicate keys (read only by the token index, for duplicate-aware counts): an image URL column and an image-hash column
+(img2dataset's ``compute_hash`` output: ``sha256``, ``md5``, ``sha512``), the given ones or the first of
+URL_COLUMNS / HASH_COLUMNS present; matching never reads them.
 """
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
+from tailstudy.arrays import arrow_ints
 from tailstudy.errors import InputError
 from tailstudy.preflight import check_id_type
 
@@ -30,6 +36,8 @@ FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"
 COMPRESSIONS = {".gz", ".bz2", ".zst"}
 CAPTION_COLUMNS = ("caption", "text", "TEXT")  # tried in order when no caption column is given
 ID_COLUMN = "sample_id"
+URL_COLUMNS = ("url", "URL", "image_url")  # tried in order when no URL column is given
+HASH_COLUMNS = ("sha256", "md5", "sha512", "image_hash")  # img2dataset's compute_hash columns first
 SHARD_ROWS = 250_000  # Parquet row groups are grouped into shards of about this many rows
 BATCH_ROWS = 65_536  # rows matched at a time inside a shard (bounded memory)
 
@@ -42,6 +50,13 @@ class CaptionSource:
     caption_col: str
     id_col: str | None  # None: row numbers
     row_ids_prefixed: bool  # several files: row-number ids are "<name>:<row>"
+    url_col: str | None = None  # duplicate keys, for the token index only
+    hash_col: str | None = None
+
+    @property
+    def dedup_columns(self) -> dict[str, str]:
+        """The duplicate-key columns present: {"url": column, "image_hash": column}."""
+        return {k: v for k, v in (("url", self.url_col), ("image_hash", self.hash_col)) if v is not None}
 
 
 @dataclass(frozen=True)
@@ -127,8 +142,17 @@ def columns_of(path: Path, fmt: str) -> tuple[list[str], dict[str, pa.DataType]]
         raise InputError(f"{path}: not {what} ({_first_line(err)})") from None
 
 
+def _optional_column(path: Path, names: list[str], given: str | None, candidates: tuple[str, ...], what: str,
+                     shown: str) -> str | None:
+    if given is None:
+        return next((c for c in candidates if c in names), None)
+    if given not in names:
+        raise InputError(f"{path}: no {what} column {given!r} (columns: {shown})")
+    return given
+
+
 def resolve_source(path: Path, name: str, caption_col: str | None, id_col: str | None,
-                   prefixed: bool) -> CaptionSource:
+                   prefixed: bool, url_col: str | None = None, hash_col: str | None = None) -> CaptionSource:
     fmt = file_format(path)
     names, types = columns_of(path, fmt)
     shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
@@ -149,16 +173,19 @@ def resolve_source(path: Path, name: str, caption_col: str | None, id_col: str |
                                          or pa.types.is_binary(caption_type) or pa.types.is_large_binary(caption_type)
                                          or pa.types.is_null(caption_type)):
         raise InputError(f"{path}: column {caption_col!r} holds {caption_type}, not text")
-    return CaptionSource(path, name, fmt, caption_col, resolved_id, prefixed)
+    url = _optional_column(path, names, url_col, URL_COLUMNS, "URL", shown)
+    image_hash = _optional_column(path, names, hash_col, HASH_COLUMNS, "image-hash", shown)
+    return CaptionSource(path, name, fmt, caption_col, resolved_id, prefixed, url, image_hash)
 
 
-def resolve_sources(path: str | Path, caption_col: str | None = None, id_col: str | None = None
-                    ) -> list[CaptionSource]:
-    """Check every file of the input up front: readable, with the caption (and id) column."""
+def resolve_sources(path: str | Path, caption_col: str | None = None, id_col: str | None = None,
+                    url_col: str | None = None, hash_col: str | None = None) -> list[CaptionSource]:
+    """Check every file of the input up front: readable, with the caption (and id, URL, hash) column."""
     files = discover(path)
     root = Path(path) if Path(path).is_dir() else Path(path).parent
     prefixed = len(files) > 1
-    return [resolve_source(f, f.relative_to(root).as_posix(), caption_col, id_col, prefixed) for f in files]
+    return [resolve_source(f, f.relative_to(root).as_posix(), caption_col, id_col, prefixed, url_col, hash_col)
+            for f in files]
 
 
 def input_digest(sources: list[CaptionSource]) -> str:
@@ -201,22 +228,43 @@ def plan_shards(sources: list[CaptionSource], shard_rows: int = SHARD_ROWS) -> l
 
 def read_batches(shard: Shard, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[pa.Array, pa.Array]]:
     """(ids, captions) string arrays of a shard, `batch_rows` at a time, in file order."""
+    for ids, captions, _ in _read(shard, batch_rows, False):
+        yield ids, captions
+
+
+def read_with_dedup_keys(shard: Shard, batch_rows: int = BATCH_ROWS
+                         ) -> Iterator[tuple[pa.Array, pa.Array, dict[str, pa.Array]]]:
+    """(ids, captions, {"url": ..., "image_hash": ...}) of a shard: its duplicate-key columns as strings, an empty
+    value as null, binary hashes as lower-case hex."""
+    yield from _read(shard, batch_rows, True)
+
+
+def _dedup_key(column: pa.Array) -> pa.Array:
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type) or \
+            pa.types.is_fixed_size_binary(column.type):
+        return pa.array([None if v is None else v.hex() for v in column.to_pylist()], pa.string())
+    column = column.cast(pa.string())
+    return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+
+
+def _read(shard: Shard, batch_rows: int, dedup: bool) -> Iterator[tuple[pa.Array, pa.Array, dict[str, pa.Array]]]:
     source = shard.source
     row = shard.first_row
-    for batch in _raw_batches(shard, batch_rows):
+    extra = source.dedup_columns if dedup else {}
+    for batch in _raw_batches(shard, batch_rows, list(extra.values())):
         captions = _text_column(batch.column(source.caption_col), source, source.caption_col, row)
         if source.id_col is not None:
             ids = _id_column(batch.column(source.id_col), source, row)
         else:
-            numbers = pa.array(range(row, row + batch.num_rows), pa.int64()).cast(pa.string())
+            numbers = arrow_ints(np.arange(row, row + batch.num_rows)).cast(pa.string())
             ids = pc.binary_join_element_wise(f"{source.name}:", numbers, "") if source.row_ids_prefixed else numbers
         row += batch.num_rows
-        yield ids, captions
+        yield ids, captions, {k: _dedup_key(batch.column(c)) for k, c in extra.items()}
 
 
-def _raw_batches(shard: Shard, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _raw_batches(shard: Shard, batch_rows: int, extra: list[str] = ()) -> Iterator[pa.RecordBatch]:
     source = shard.source
-    columns = list(dict.fromkeys([source.caption_col, *([source.id_col] if source.id_col else [])]))
+    columns = list(dict.fromkeys([source.caption_col, *([source.id_col] if source.id_col else []), *extra]))
     try:
         if source.format == "parquet":
             if shard.row_groups:

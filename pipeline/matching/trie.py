@@ -12,12 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tailstudy.arrays import arrow_strings, numpy_ints
+
 
 class WordTrie:
     def __init__(self, patterns: Sequence[tuple[str, ...]]):
         """patterns: distinct, non-empty word tuples; a hit reports the pattern's index."""
         words = sorted({w for p in patterns for w in p})
-        self.words = pa.array(words, pa.string())
+        self.words = arrow_strings(words)
         self.n_words = len(words)
         word_id = {w: i for i, w in enumerate(words)}
         edges: dict[tuple[int, int], int] = {}
@@ -51,7 +53,7 @@ class WordTrie:
         """Index of each token in the trie's words, -1 for words no pattern uses."""
         if len(tokens) == 0 or self.n_words == 0:
             return np.full(len(tokens), -1, np.int64)
-        return pc.index_in(tokens, value_set=self.words).fill_null(-1).to_numpy().astype(np.int64)
+        return numpy_ints(pc.index_in(tokens, value_set=self.words), null=-1).astype(np.int64)
 
     def find(self, rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """rows: caption row of each token (non-decreasing); ids: word ids -> (row, pattern index) of every hit."""

@@ -23,7 +23,7 @@ class DescribeStage(Stage):
     def build(self, ctx: BuildContext, out: Path) -> dict:
         labels = ctx.config["labels"]
         matches = pq.read_table(ctx.path("match") / "matches", columns=["sample_id", "concept_id"])
-        captions = pq.read_table(ctx.path("index") / "captions.parquet", columns=["sample_id", "normalised"])
+        captions = pq.read_table(ctx.path("index") / "captions", columns=["sample_id", "normalised"])
         table = concept_descriptiveness(matches, captions, ctx.config["vocab"])
         n = table.num_rows
         table = pa.table({**{k: pa.array([v] * n, pa.string()) for k, v in labels.items()},

@@ -41,7 +41,7 @@ class EvaluateStage(Stage):
         from tailstudy.data import eval_index
         from tailstudy.data_eval import stream_predictor
         from tailstudy.evaluate import evaluate_learner, evaluation_classes, json_metrics, metrics_arrow, per_class_arrow
-        from tailstudy.train import build_learner, pick_device
+        from tailstudy.train import build_learner, pick_device, release_memory
 
         spec, learner_name, run_id = ctx.config["spec"], ctx.config["learner"], ctx.node.key
         state = torch.load(ctx.path("train") / "model.pt", map_location="cpu", weights_only=False)
@@ -60,6 +60,8 @@ class EvaluateStage(Stage):
         per_class, metrics = evaluate_learner(learner, index, concepts, eval_ids, class_ids, counts, corpus_freq, names,
                                               spec.evaluate.prompts, device, trimmed,
                                               stream_predictor(spec.train.batch_size, spec.train.workers))
+        del learner, state
+        release_memory()
         write_parquet(per_class_arrow(run_id, eval_ids, [names[c] for c in eval_ids], per_class),
                       out / "per_class.parquet")
         # "model" (the learner): metrics.parquet keeps its column, so evaluate outputs stay byte-identical

@@ -7,22 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from tailstudy.errors import InputError
-from tailstudy.spec import StudySpec, expand
 from tailstudy.stages.base import Node, resolve_all, run_local, walk
-from tailstudy.stages.corpus import corpus_node
-from tailstudy.stages.curate import cell_id, curate_node
-from tailstudy.stages.evaluate import evaluate_node
 from tailstudy.stages.frequency import frequency_node
 from tailstudy.stages.match import match_node
-from tailstudy.stages.report import report_node
-from tailstudy.stages.train import train_node
 from tailstudy.stages.vocab import vocab_node
 from tailstudy.store import Artifact, Workspace, canonical_json, write_parquet
 from tailstudy.vocab import load_vocab
+
+if TYPE_CHECKING:
+    from tailstudy.spec import StudySpec
 
 
 @dataclass
@@ -57,6 +55,15 @@ class StudyGraph:
 def plan_study(spec: StudySpec) -> StudyGraph:
     """Every node of the study; keys of vocab .. curate and report-less stages are computed now, train / evaluate /
     report keys once the subsets they hash exist (``resolve_all``)."""
+    # imported here, not at the top: `tailstudy match` plans through this module and needs none of them (spec's
+    # pydantic models alone take 0.2-0.4 s to import)
+    from tailstudy.spec import expand
+    from tailstudy.stages.corpus import corpus_node
+    from tailstudy.stages.curate import curate_node
+    from tailstudy.stages.evaluate import evaluate_node
+    from tailstudy.stages.report import report_node
+    from tailstudy.stages.train import train_node
+
     vocab = vocab_node(load_vocab(spec.vocabulary), spec.vocabulary)
     corpus = corpus_node(spec, vocab.config["vocab"])
     match = match_node(spec.matching.method, spec.matching.options(), vocab, corpus=corpus)
@@ -141,4 +148,4 @@ def write_study_records(ws: Workspace, graph: StudyGraph, statuses: dict[str, st
     return study_dir
 
 
-__all__ = ["StudyGraph", "plan_study", "plan_match", "match_captions", "cell_id", "write_study_records"]
+__all__ = ["StudyGraph", "plan_study", "plan_match", "match_captions", "write_study_records"]

@@ -76,7 +76,7 @@ class TrainStage(Stage):
 
         from tailstudy.integrity import discard_unreadable
         from tailstudy.locks import stderr_say
-        from tailstudy.train import CHECKPOINT, train
+        from tailstudy.train import CHECKPOINT, release_memory, train
 
         started = time.time()
         spec, learner_name, seed = ctx.config["spec"], ctx.config["learner"], ctx.config["seed"]
@@ -85,12 +85,15 @@ class TrainStage(Stage):
         work = ctx.ws.scratch_dir("train", ctx.node.key, fresh=ctx.force)  # --force train never resumes
         discard_unreadable(work / CHECKPOINT, lambda p: torch.load(p, map_location="cpu", weights_only=False),
                            stderr_say)  # a corrupt checkpoint restarts training instead of failing every run
+        release_memory()  # memory earlier stages freed (other threads' malloc arenas too) is not kept beside the peak
         learner, log = train(learner_name, data, counts, train_spec(ctx), seed, work, ctx.progress,
                              [names[c] for c in class_ids])
         torch.save({"model": learner.state_dict(), "class_ids": class_ids, "class_counts": counts}, out / "model.pt")
         write_parquet(pa.Table.from_pylist(log), out / "train_log.parquet")
         if hasattr(learner, "export_open_clip"):  # CLIP runs: a checkpoint open_clip loads by itself
             learner.export_open_clip(out)
+        del learner
+        release_memory()  # the next stage in this process (evaluate) starts without this run's model and heap
         return {"rows": {"train_samples": int(data.num_samples)}, "model": learner_name, "learner": learner_name,
                 "seed": seed, "class_ids": class_ids, "class_counts": counts, "final_loss": log[-1]["loss"],
                 "train_config": self.key_config(ctx.config), "started_at": started, "finished_at": time.time(),
