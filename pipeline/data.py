@@ -173,7 +173,7 @@ class BatchStream(IterableDataset):
                  memo: bool = False):
         self.index, self.batch_size = index, batch_size
         # split once, here: workers unpickle only these parts (no open_clip import for the transforms)
-        self.per_image, self.per_batch = split_transform(transform)
+        self.per_image, self.per_batch = split_transform(portable_transform(transform))
         self.seed, self.epoch, self.shuffle, self.tokenize = seed, epoch, shuffle, tokenize
         self.rank, self.world = rank, world
         self.images = ImageMemo() if memo else None
@@ -182,10 +182,6 @@ class BatchStream(IterableDataset):
 
     def __len__(self) -> int:
         return num_batches(len(self.index), self.batch_size, self.shuffle)
-
-    def __getstate__(self) -> dict:
-        """What a data worker unpickles: the transform in its portable form (no open_clip import in the worker)."""
-        return {**self.__dict__, "transform": portable_transform(self.transform)}
 
     def __iter__(self) -> Iterator[dict]:
         """One epoch; each new iteration is the next epoch. Persistent DataLoader workers keep their own copy and
