@@ -12,10 +12,20 @@ logs and its final checkpoint in a temporary directory that is deleted).
 
 Two figures per learner, both in samples/s:
 
-* ``end-to-end``: the whole call, samples trained / wall seconds. Ours: ``train`` (learner build, shard index, data
-  workers, every epoch incl. warm-up, a checkpoint per epoch). open_clip_train: the whole ``main()`` call (model
-  build, data pipeline, every epoch, its final checkpoint). Both decode and augment on the fly in their workers.
-* ``step``: the epochs after the warm-up epoch(s): samples / epoch wall time (data waits included, for both).
+* ``end-to-end``: samples trained / wall seconds of one call. Ours: the ``tailstudy.train.train`` call (building the
+  learner and its optimiser, starting the ``--workers`` data workers from a fork server, every epoch incl. warm-up,
+  the resumable checkpoint (model + optimiser state) written after every epoch). The shard index is built once,
+  before the timed calls (the train stage builds it from the subset manifest; open_clip_train lists shards instead).
+  open_clip_train: the whole ``main(argv)`` call (argument parsing, model and optimiser build, its webdataset
+  pipeline with ``--workers`` forked workers, every epoch, the one checkpoint it writes after the last epoch). Both
+  decode PNGs, RandomResizedCrop, normalise and tokenise on the fly in their workers, from the same shard files.
+* ``step``: the epochs after the warm-up epoch(s): samples / epoch wall time (waiting for data included, for both;
+  ours: ThroughputMeter's epoch time, theirs: a wrapper around its ``train_one_epoch``).
+
+Fairness: same shards, model config (open_clip's ``local-dir:`` of the config we train), batch, epochs, lr, weight
+decay, warm-up steps, workers, precision, seed and torch thread count (``--threads``) for both sides. Repetitions are
+interleaved (ours, theirs, ours, theirs, ...) so that a load change on a shared machine hits both sides alike, and
+the table reports the median of the per-repetition ratios.
 
 open_clip_train trains CLIP only; the ``sl`` row compares our supervised learner (image tower + linear head) against
 that same open_clip_train CLIP run, for reference, not like for like.
@@ -31,6 +41,7 @@ import logging
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -283,8 +294,9 @@ end-to-end  the whole call: model build, data pipeline, every epoch incl. warm-u
             augment and tokenise on the fly in --workers processes, from the same shards.
 step        the epochs after the warm-up: samples / epoch wall time (waiting for data included).
 sl rows     against the open_clip_train CLIP run (it has no supervised mode): a reference, not like for like.
-noise       one run each, in sequence. On a CPU shared with other processes the figures are noisy: torch's default
-            of one thread per core can slow down many-fold while another process holds a core (try --threads 1)."""
+ratio       the median of the per-repetition ratios; repetitions alternate which side runs first. On a CPU shared
+            with other processes the figures are noisy: torch's default of one thread per core can slow down
+            many-fold while another process holds a core (try --threads 1)."""
 
 
 def device_label(device) -> str:
@@ -297,10 +309,11 @@ def device_label(device) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ["learner", "device", "measure", "samples/s (ours)", "samples/s (open_clip_train)", "ratio ours/theirs"]
+    head = ["learner", "device", "measure", "samples/s (ours)", "samples/s (open_clip_train)",
+            "ratio ours/theirs (median)", "per repetition"]
     body = [[r["learner"], r["device"], r["measure"], f"{r['ours']:.1f}",
-             f"{r['theirs']:.1f}" + (" (clip)" if r["learner"] != "clip" else ""), f"{r['ratio']:.2f}"]
-            for r in rows]
+             f"{r['theirs']:.1f}" + (" (clip)" if r["learner"] != "clip" else ""), f"{r['ratio']:.2f}",
+             " ".join(f"{x:.2f}" for x in r["ratios"])] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
@@ -318,6 +331,8 @@ def parse_args(argv):
     p.add_argument("--learners", default="clip,sl", help="comma-separated tailstudy learners")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--warmup-epochs", type=int, default=1, help="epochs left out of the step figure")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="interleaved repetitions of both sides; the table shows medians (ratio: of the per-rep ratios)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -335,6 +350,42 @@ def parse_args(argv):
     if args.epochs <= args.warmup_epochs:
         p.error("--epochs must exceed --warmup-epochs (the step figure uses the epochs after the warm-up)")
     return args
+
+
+def interleaved(args, learners: list[str], ours_fn, theirs_fn) -> tuple[dict, list]:
+    """`--repeats` repetitions, alternating which side goes first (ours, theirs | theirs, ours | ...), so a load change
+    on a shared machine falls on both sides alike. -> ({learner: [result per repetition]}, [their result per rep])."""
+    ours: dict[str, list] = {kind: [] for kind in learners}
+    theirs: list = []
+
+    def run_ours_all(rep):
+        for kind in learners:
+            ours[kind].append(ours_fn(kind))
+            print(f"  rep {rep} ours {kind}: epochs {ours[kind][-1]['epoch_seconds']} s, data-wait fraction "
+                  f"{ours[kind][-1]['data_wait_frac']}", flush=True)
+
+    def run_theirs(rep):
+        theirs.append(theirs_fn())
+        print(f"  rep {rep} open_clip_train clip: epochs {theirs[-1]['epoch_seconds']} s, data-wait fraction "
+              f"{theirs[-1]['data_wait_frac']}", flush=True)
+
+    for rep in range(args.repeats):
+        for side in ((run_ours_all, run_theirs) if rep % 2 == 0 else (run_theirs, run_ours_all)):
+            side(rep)
+    return ours, theirs
+
+
+def median_rows(learners: list[str], ours: dict, theirs: list, label: str) -> list[dict]:
+    """Per learner and measure: median samples/s of each side and the median of the per-repetition ratios."""
+    rows = []
+    for kind in learners:
+        for measure, key in (("step", "step_samples_per_s"), ("end-to-end", "end_to_end_samples_per_s")):
+            pairs = [(o[key], t[key]) for o, t in zip(ours[kind], theirs)]
+            ratios = [o / t for o, t in pairs]
+            rows.append({"learner": kind, "device": label, "measure": measure, "ours": statistics.median(
+                o for o, _ in pairs), "theirs": statistics.median(t for _, t in pairs),
+                "ratio": statistics.median(ratios), "ratios": ratios})
+    return rows
 
 
 def main(argv=None) -> int:
@@ -367,23 +418,13 @@ def main(argv=None) -> int:
               f"({args.warmup_epochs} warm-up), lr {args.lr}, device {label}, data workers {args.workers} (both)",
               flush=True)
 
-        ours = {}
-        for kind in learners:
-            ours[kind] = run_ours(kind, data, counts, names, args, device)
-            print(f"  ours {kind}: epochs {ours[kind]['epoch_seconds']} s, data-wait fraction "
-                  f"{ours[kind]['data_wait_frac']}", flush=True)
-        theirs = run_open_clip_train(shards, n, args, device)
-        print(f"  open_clip_train clip: epochs {theirs['epoch_seconds']} s, data-wait fraction "
-              f"{theirs['data_wait_frac']}", flush=True)
+        ours, theirs = interleaved(args, learners, lambda kind: run_ours(kind, data, counts, names, args, device),
+                                   lambda: run_open_clip_train(shards, n, args, device))
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = []
-    for kind in learners:
-        for measure, key in (("step", "step_samples_per_s"), ("end-to-end", "end_to_end_samples_per_s")):
-            rows.append({"learner": kind, "device": label, "measure": measure, "ours": ours[kind][key],
-                         "theirs": theirs[key], "ratio": ours[kind][key] / theirs[key]})
+    rows = median_rows(learners, ours, theirs, label)
     print()
     print(format_table(rows))
     print()
@@ -392,7 +433,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps({
             "arch": args.arch, "image_size": model_size, "batch_size": args.batch_size, "epochs": args.epochs,
             "warmup_epochs": args.warmup_epochs, "samples": n, "device": label, "workers": args.workers,
-            "rows": rows, "ours": ours, "open_clip_train": theirs}, indent=1, default=str))
+            "repeats": args.repeats, "rows": rows, "ours": ours, "open_clip_train": theirs}, indent=1, default=str))
     return 0
 
 

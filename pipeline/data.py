@@ -14,10 +14,10 @@ near-sequential: a batch spans at most the shuffle buffer's window of the stream
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -26,8 +26,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from tailstudy.augment import BatchNormalize, FastRandomResizedCrop, RawStream, fast_train_transform, to_rgb
 from tailstudy.corpus.shards import index_shard
 from tailstudy.errors import InputError
+from tailstudy.memo import ImageMemo, TokenMemo, decode_fresh
 
 SHUFFLE_BUFFER = 4096  # items (references, a few bytes each), not images
 SMALL_IMAGE = 64  # model inputs up to this size decode faster than a worker process starts: no workers by default
@@ -163,20 +165,23 @@ class _Reader:
 
 
 class BatchStream(IterableDataset):
-    """Batches of one epoch (see the module's rule). `tokenize`: captions -> token tensor (text learners only)."""
+    """Batches of one epoch (see the module's rule). `tokenize`: captions -> token tensor (text learners only).
+    `memo`: keep decoded images and token rows from epoch to epoch (`tailstudy.memo`, bounded; small images)."""
 
     def __init__(self, index: ItemIndex, transform: Callable, batch_size: int, seed: int = 0, epoch: int = 0,
-                 shuffle: bool = True, tokenize: Callable | None = None, rank: int = 0, world: int = 1):
-        self.index, self.transform, self.batch_size = index, transform, batch_size
+                 shuffle: bool = True, tokenize: Callable | None = None, rank: int = 0, world: int = 1,
+                 memo: bool = False):
+        self.index, self.batch_size = index, batch_size
+        # split once, here: workers unpickle only these parts (no open_clip import for the transforms)
+        self.per_image, self.per_batch = split_transform(portable_transform(transform))
         self.seed, self.epoch, self.shuffle, self.tokenize = seed, epoch, shuffle, tokenize
         self.rank, self.world = rank, world
+        self.images = ImageMemo() if memo else None
+        if memo and tokenize is not None:
+            self.tokenize = TokenMemo(tokenize)
 
     def __len__(self) -> int:
         return num_batches(len(self.index), self.batch_size, self.shuffle)
-
-    def __getstate__(self) -> dict:
-        """What a data worker unpickles: the transform in its portable form (no open_clip import in the worker)."""
-        return {**self.__dict__, "transform": portable_transform(self.transform)}
 
     def __iter__(self) -> Iterator[dict]:
         """One epoch; each new iteration is the next epoch. Persistent DataLoader workers keep their own copy and
@@ -197,7 +202,8 @@ class BatchStream(IterableDataset):
                     yield self.batch(items, reader)
                     continue
                 with torch.random.fork_rng(devices=[]):  # the batch's crops depend on (seed, epoch, batch) alone
-                    torch.manual_seed(item_seed(self.seed, epoch, b * self.world + self.rank))
+                    # (they draw on the CPU generator only; torch.manual_seed would also seed every accelerator)
+                    torch.default_generator.manual_seed(item_seed(self.seed, epoch, b * self.world + self.rank))
                     batch = self.batch(items, reader)
                 yield batch
         finally:
@@ -205,9 +211,10 @@ class BatchStream(IterableDataset):
 
     def batch(self, items: np.ndarray, reader: _Reader) -> dict:
         ix = self.index
-        per_image, per_batch = split_transform(self.transform)
-        images = [self.image(reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i])), per_image)
-                  for i in items]
+        per_image, per_batch = self.per_image, self.per_batch
+        if isinstance(per_image, FastRandomResizedCrop):  # draws from the generator seeded for this batch
+            per_image = partial(per_image, raw=RawStream(torch.default_generator))
+        images = [self.image(self.decode(i, reader), per_image) for i in items.tolist()]
         if per_batch is None:
             images = torch.stack(images)
         else:
@@ -217,17 +224,21 @@ class BatchStream(IterableDataset):
             out["tokens"] = self.tokenize([ix.caption[i] for i in items.tolist()])
         return out
 
+    def decode(self, i: int, reader: _Reader) -> Image.Image:
+        ix = self.index
+        read = lambda: reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i]))  # noqa: E731
+        return self.images.decode(i, read) if self.images is not None else decode_fresh(read())
+
     @staticmethod
-    def image(data: bytes, transform: Callable):
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            out = transform(img)
-            return np.asarray(out) if isinstance(out, Image.Image) else out
+    def image(img: Image.Image, transform: Callable):
+        out = transform(img)
+        return np.asarray(out) if isinstance(out, Image.Image) else out
 
 
 def split_transform(transform) -> tuple[Callable, Callable | None]:
     """open_clip's Compose split at its to-tensor step: the PIL steps run per image, to-tensor (uint8 -> float / 255)
-    and Normalize run once per batch (the same arithmetic, element by element, without per-image overhead).
+    and Normalize run once per batch (the same arithmetic, element by element, without per-image overhead); the PIL
+    steps of a training transform run as `tailstudy.augment`'s exact replica where it has one.
     -> (per image, per batch); (transform, None) when the transform has no such shape."""
     from torchvision import transforms as T
 
@@ -235,7 +246,12 @@ def split_transform(transform) -> tuple[Callable, Callable | None]:
     names = [type(t).__name__ for t in steps or []]
     if len(names) < 2 or names[-2] not in ("MaybeToTensor", "ToTensor") or names[-1] != "Normalize":
         return transform, None
-    return T.Compose([*steps[:-2], lambda img: img.convert("RGB") if img.mode != "RGB" else img]), steps[-1]
+    normalize = BatchNormalize(steps[-1].mean, steps[-1].std)
+    fast = fast_train_transform(steps[:-2])
+    if fast is not None:
+        return fast, normalize
+    pil = [to_rgb if type(t).__name__ == "MaybeConvertMode" and t.mode == "RGB" else t for t in steps[:-2]]
+    return T.Compose([*pil, to_rgb]), normalize
 
 
 class MaybeConvertMode:
@@ -332,7 +348,7 @@ class ShardBatches:
         if self._loader is None or epoch != self._next_epoch:
             size = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
             stream = BatchStream(self.index, self.transform, batch_size, seed, epoch, True, self.tokenize, rank,
-                                 world)
+                                 world, memo=size <= SMALL_IMAGE)
             self._loader = make_loader(stream, resolve_workers(workers, size), pin, persistent=True)
         self._next_epoch = epoch + 1
         return self._loader
