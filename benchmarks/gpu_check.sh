@@ -76,7 +76,7 @@ if run.returncode != 0:
     say(run.stdout[-3000:] + run.stderr[-3000:])
     sys.exit(f"[gpu_check] tailstudy run failed ({run.returncode})")
 metrics = subprocess.run([str(Path(sys.executable).parent / "tailstudy"), "sql", "-w", str(work / "ws"), "--format",
-                          "json", "select model, top1, rho_pred from run_metrics order by model"],
+                          "json", "select learner, top1, rho_pred from run_metrics order by learner"],
                          capture_output=True, text=True, check=True).stdout
 log = subprocess.run([str(Path(sys.executable).parent / "tailstudy"), "sql", "-w", str(work / "ws"), "--format",
                       "json", "select max(samples_per_s_per_device) as samples_per_s_per_device, "

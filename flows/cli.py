@@ -53,13 +53,13 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-RESULT_COLUMNS = ["factor", "level", "model", "seed", "top1", "top5", "rho_acc", "rho_pred", "head_acc", "tail_acc"]
+RESULT_COLUMNS = ["factor", "level", "learner", "seed", "top1", "top5", "rho_acc", "rho_pred", "head_acc", "tail_acc"]
 
 
 def print_results(results: list[dict]) -> None:
     table = Table(title="Results (ρ = Spearman with training frequency; lower = less biased)")
     for col in RESULT_COLUMNS:
-        table.add_column(col, justify="right" if col not in ("factor", "level", "model") else "left")
+        table.add_column(col, justify="right" if col not in ("factor", "level", "learner") else "left")
     for row in results:
         table.add_row(*(_fmt(row.get(c)) for c in RESULT_COLUMNS))
     out.print(table)

@@ -24,7 +24,7 @@ def _artifact_key(*parts: str) -> str:
 def publish_artifacts(graph: S.StudyGraph, run_metrics, report_dir: Path) -> None:
     """Prefect artifacts: the study's runs table, one table per factor level, and the report."""
     name = graph.spec.name
-    cols = ["factor", "level", "model", "seed", "top1", "rho_acc", "rho_pred", "head_acc", "tail_acc"]
+    cols = ["factor", "level", "learner", "seed", "top1", "rho_acc", "rho_pred", "head_acc", "tail_acc"]
     rows = run_metrics[cols].round(4).to_dict("records")
     create_table_artifact(rows, key=_artifact_key("study", name), description=f"runs of {name}")
     for (factor, level), part in run_metrics.groupby(["factor", "level"], sort=False):
@@ -71,6 +71,8 @@ def finish_study(graph: S.StudyGraph, ws: Workspace) -> dict:
     S.write_study_records(ws, graph, {n.key: "completed" for n in graph.evaluations})
     catalog.refresh(ws)
     run_metrics, _ = S.collect_results(ws, graph.evaluations)
+    # users see "learner" (as the spec and the catalog's views say); the stored tables keep their keyed "model" column
+    run_metrics = run_metrics.rename(columns={"model": "learner"})
     report_dir = ws.artifact("report", graph.report.key).path
     publish_artifacts(graph, run_metrics, report_dir)
     return {"results": run_metrics.drop(columns=["cell"]).to_dict("records"),

@@ -85,7 +85,7 @@ FROM read_parquet('curate/*/subset_freq.parquet', filename = true);
 
 -- the current runs of every study in the workspace (rewritten on each study run)
 CREATE OR REPLACE VIEW runs AS
-SELECT run_id, study, factor, level, model, seed, subset_key, train_key, status
+SELECT run_id, study, factor, level, model AS learner, seed, subset_key, train_key, status
 FROM read_parquet('studies/*/runs.parquet');
 
 -- per-class evaluation of every run over the study's fixed evaluation classes (evaluate.classes): train_count = the
@@ -101,7 +101,7 @@ FROM read_parquet('evaluate/*/per_class.parquet', union_by_name = true);
 -- the subset's frequency (NULL on a flat subset), rho_*_corpus the corpus's natural frequency (defined on every
 -- level); rho_nc*_freq correlate per-class neural collapse with training frequency. NULL = undefined, never NaN.
 CREATE OR REPLACE VIEW run_metrics AS
-SELECT r.run_id, r.study, r.factor, r.level, r.model, r.seed,
+SELECT r.run_id, r.study, r.factor, r.level, r.model AS learner, r.seed,
        nullif(m.top1, 'NaN'::DOUBLE) AS top1, nullif(m.top5, 'NaN'::DOUBLE) AS top5,
        nullif(m.rho_acc, 'NaN'::DOUBLE) AS rho_acc, nullif(m.rho_pred, 'NaN'::DOUBLE) AS rho_pred,
        nullif(m.head_acc, 'NaN'::DOUBLE) AS head_acc, nullif(m.mid_acc, 'NaN'::DOUBLE) AS mid_acc,

@@ -263,7 +263,7 @@ def test_deployed_study_completes_on_a_process_worker(server, runs):
     assert list((ws / "specs").glob("tiny-*.yaml"))  # the submitted spec text, kept with the artifacts
     assert any((ws / ".prefect" / "results").iterdir())  # the stage cache lives in the workspace
     assert (ws / "catalog.duckdb").is_file()
-    metrics = catalog.query(Workspace(ws), "select model, level, top1 from run_metrics")
+    metrics = catalog.query(Workspace(ws), "select learner, level, top1 from run_metrics")
     assert metrics[["model", "level"]].values.tolist() == [["sl", "natural"]]
     assert int(catalog.query(Workspace(ws), "select count(*) as n from matches").n[0]) > 100
     assert int(catalog.query(Workspace(ws), "select count(*) as n from concept_freq").n[0]) > 0
@@ -487,7 +487,7 @@ def test_a_study_dispatches_its_training_runs_as_child_flow_runs_on_a_limited_po
     assert all(parent_id in chain for chain in ancestry) and all(c.state.is_completed() for c in children)
     assert most_at_once([(c.start_time, c.end_time) for c in children]) == 2
     assert len(stage_dirs(ws, "report")) == 1 and (stage_dirs(ws, "report")[0] / "report.html").is_file()
-    metrics = catalog.query(Workspace(ws), "select model, level from run_metrics")
+    metrics = catalog.query(Workspace(ws), "select learner, level from run_metrics")
     assert len(metrics) == 8
 
 

@@ -355,7 +355,7 @@ def test_study_runs_end_to_end_on_the_loopback_corpus(loopback):
     status = {r["stage"]: r["status"] for r in summary["stages"]}
     assert status["corpus"] == "reused"
     assert status["match"] == status["curate"] == status["train"] == status["evaluate"] == "ran"
-    assert {r["model"] for r in summary["results"]} == {"sl", "clip"}
+    assert {r["learner"] for r in summary["results"]} == {"sl", "clip"}
     per_class = catalog.query(loopback["ws"], "select name, n_eval from per_class where n_eval > 0")
     assert set(per_class["name"]) == set(CLASSES) and set(per_class["n_eval"]) == {3}
     freq = catalog.query(loopback["ws"], "select name, count from concept_freq where count > 0")

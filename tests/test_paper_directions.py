@@ -34,7 +34,7 @@ def rho_pred(tmp_path_factory) -> dict[str, list[float]]:
     summary = run_study(str(spec), str(root / "ws"))
     out: dict[str, list[float]] = {}
     for row in summary["results"]:
-        out.setdefault(row["model"], []).append(row["rho_pred"])
+        out.setdefault(row["learner"], []).append(row["rho_pred"])
     return out
 
 
