@@ -242,7 +242,7 @@ CAPTION_VARIANTS = {
     "full_unprefixed": lambda name, full, template, synonym, fields: full,
     "templates": lambda name, full, template, synonym, fields: template(name),
     "synonym_templates": lambda name, full, template, synonym, fields: template(synonym or name),
-    # ours (h15, pipeline/describe.py): same samples, each keeps its most / least descriptive text field
+    # ours (pipeline/describe.py): same samples, each keeps its most / least descriptive text field
     "most_descriptive": lambda name, full, template, synonym, fields: pick_by_descriptiveness([full, *fields], True),
     "least_descriptive": lambda name, full, template, synonym, fields: pick_by_descriptiveness([full, *fields], False),
 }

@@ -136,7 +136,7 @@ CREATE OR REPLACE VIEW corpus_matches AS
 SELECT DISTINCT inputs.match AS match_key, corpus, vocab, method, imbalance.captions AS captions
 FROM read_json('frequency/*/manifest.json', union_by_name = true);
 
--- co-occurrence of every pair of concepts matched in the same caption, per corpus (h15): count = captions matching
+-- co-occurrence of every pair of concepts matched in the same caption, per corpus (issue 15): count = captions matching
 -- both; pmi = ln(count * captions / (count_a * count_b)); npmi = pmi / -ln(count / captions) (1 when every caption
 -- holds both). Pairs that never co-occur are left out (their PMI is -infinity).
 CREATE OR REPLACE VIEW concept_pairs AS
@@ -155,7 +155,7 @@ JOIN single AS sa ON sa.match_key = p.match_key AND sa.concept_id = p.concept_a
 JOIN single AS sb ON sb.match_key = p.match_key AND sb.concept_id = p.concept_b
 JOIN corpus_matches AS k ON k.match_key = p.match_key;
 
--- captions of every corpus indexed by `tailstudy match --index` (h15): row = input order, normalised = the phrase
+-- captions of every corpus indexed by `tailstudy match --index` (issue 15): row = input order, normalised = the phrase
 -- rule's normalised caption; url / image_hash = the input's URL and image-hash columns (NULL where it has none or the
 -- value is empty; pipeline/matching/inputs.py); index_key = the index artifact
 CREATE OR REPLACE VIEW indexed_captions AS
@@ -165,7 +165,7 @@ FROM (SELECT * FROM read_parquet('index/*/captions/*.parquet', filename = true, 
 JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
   ON i.key = regexp_extract(c.filename, '/index/([^/]+)/', 1);
 
--- the token index (h15): every word of every indexed caption, with its caption row and its position among the
+-- the token index (issue 15): every word of every indexed caption, with its caption row and its position among the
 -- caption's words. e.g. captions holding "red fox":
 -- select count(distinct a.row) from tokens a join tokens b on b.corpus = a.corpus and b.row = a.row and
 --   b.pos = a.pos + 1 where a.term = 'red' and b.term = 'fox' and a.corpus = 'web'
@@ -182,7 +182,7 @@ SELECT k.corpus, k.vocab, k.method, m.match_key, m.sample_id, m.concept_id
 FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
 JOIN corpus_matches AS k USING (match_key);
 
--- duplicate-aware concept counts of indexed corpora (h15): count = matched captions, distinct_captions = distinct
+-- duplicate-aware concept counts of indexed corpora (issue 15): count = matched captions, distinct_captions = distinct
 -- normalised captions among them, duplicate_rate = 1 - distinct_captions / count; where the input carries image URLs
 -- or image hashes, distinct_urls / distinct_hashes among the matched captions that have one and
 -- url_duplicate_rate / hash_duplicate_rate = 1 - distinct / (matched captions with one); NULL where none has one
@@ -201,7 +201,7 @@ JOIN keyed USING (match_key)
 JOIN indexed_captions AS c ON c.index_key = keyed.index_key AND c.sample_id = m.sample_id
 GROUP BY ALL;
 
--- duplicates of each indexed corpus as a whole (h15), the same columns over all its captions
+-- duplicates of each indexed corpus as a whole (issue 15), the same columns over all its captions
 CREATE OR REPLACE VIEW corpus_dedup AS
 SELECT corpus, count(*) AS captions, count(DISTINCT normalised) AS distinct_captions,
        1 - count(DISTINCT normalised) / count(*) AS duplicate_rate,
@@ -212,7 +212,7 @@ SELECT corpus, count(*) AS captions, count(DISTINCT normalised) AS distinct_capt
            AS hash_duplicate_rate
 FROM indexed_captions GROUP BY ALL;
 
--- raw (phrase) and verified (semantic) counts side by side where both matchers ran on a corpus (h15);
+-- raw (phrase) and verified (semantic) counts side by side where both matchers ran on a corpus (issue 15);
 -- misalignment_rate = share of the phrase matches the semantic check rejected
 CREATE OR REPLACE VIEW verified_freq AS
 SELECT p.corpus, p.vocab, p.concept_id, p.name, p.count AS raw_count, s.count AS verified_count,
@@ -221,14 +221,14 @@ FROM concept_freq AS p
 JOIN concept_freq AS s ON s.corpus = p.corpus AND s.vocab = p.vocab AND s.concept_id = p.concept_id
 WHERE p.method = 'phrase' AND s.method = 'semantic';
 
--- how descriptive each concept's matched captions are (h15; pipeline/describe.py): caption length in words, words
+-- how descriptive each concept's matched captions are (issue 15; pipeline/describe.py): caption length in words, words
 -- beyond the concept's name, and the captions that are only a template around one of its names
 CREATE OR REPLACE VIEW concept_descriptiveness AS
 SELECT corpus, vocab, method, concept_id, name, captions, mean_words, p10_words, median_words, p90_words,
        mean_extra_words, median_extra_words, template_like, template_share
 FROM read_parquet('describe/*/concept_descriptiveness.parquet');
 
--- distinct URLs and image hashes among each concept's matched captions, for study corpora (h15): url from the
+-- distinct URLs and image hashes among each concept's matched captions, for study corpora (issue 15): url from the
 -- corpus's captions, image_hash = the sha256 img2dataset computed for a downloaded image (the downloads view);
 -- count = matched captions, distinct_* / *_duplicate_rate over those that have one (as concept_freq_dedup; NULL where
 -- none has one)

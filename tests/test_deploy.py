@@ -264,7 +264,7 @@ def test_deployed_study_completes_on_a_process_worker(server, runs):
     assert any((ws / ".prefect" / "results").iterdir())  # the stage cache lives in the workspace
     assert (ws / "catalog.duckdb").is_file()
     metrics = catalog.query(Workspace(ws), "select learner, level, top1 from run_metrics")
-    assert metrics[["model", "level"]].values.tolist() == [["sl", "natural"]]
+    assert metrics[["learner", "level"]].values.tolist() == [["sl", "natural"]]
     assert int(catalog.query(Workspace(ws), "select count(*) as n from matches").n[0]) > 100
     assert int(catalog.query(Workspace(ws), "select count(*) as n from concept_freq").n[0]) > 0
 

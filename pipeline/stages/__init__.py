@@ -17,7 +17,7 @@ _STAGE_CLASSES = {
     "vocab": ("vocab", "VocabStage"), "source": ("source", "SourceStage"), "corpus": ("corpus", "CorpusStage"),
     "match": ("match", "MatchStage"), "frequency": ("frequency", "FrequencyStage"), "curate": ("curate", "CurateStage"),
     "train": ("train", "TrainStage"), "evaluate": ("evaluate", "EvaluateStage"), "report": ("report", "ReportStage"),
-    "index": ("index", "IndexStage"), "describe": ("describe", "DescribeStage"),  # tailstudy match --index (h15)
+    "index": ("index", "IndexStage"), "describe": ("describe", "DescribeStage"),  # tailstudy match --index
 }
 
 
