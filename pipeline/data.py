@@ -170,12 +170,12 @@ class BatchStream(IterableDataset):
 
     def __init__(self, index: ItemIndex, transform: Callable, batch_size: int, seed: int = 0, epoch: int = 0,
                  shuffle: bool = True, tokenize: Callable | None = None, rank: int = 0, world: int = 1,
-                 memo: bool = False):
+                 memo: bool = False, captions: bool = False):
         self.index, self.batch_size = index, batch_size
         # split once, here: workers unpickle only these parts (no open_clip import for the transforms)
         self.per_image, self.per_batch = split_transform(portable_transform(transform))
         self.seed, self.epoch, self.shuffle, self.tokenize = seed, epoch, shuffle, tokenize
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.captions = rank, world, captions
         self.images = ImageMemo() if memo else None
         if memo and tokenize is not None:
             self.tokenize = TokenMemo(tokenize)
@@ -222,6 +222,8 @@ class BatchStream(IterableDataset):
         out = {"images": images, "labels": torch.from_numpy(ix.label[items]), "items": torch.from_numpy(items)}
         if self.tokenize is not None:
             out["tokens"] = self.tokenize([ix.caption[i] for i in items.tolist()])
+        elif self.captions:  # tokenised by the consumer (ParentTokens)
+            out["captions"] = [ix.caption[i] for i in items.tolist()]
         return out
 
     def decode(self, i: int, reader: _Reader) -> Image.Image:
@@ -328,6 +330,21 @@ class ShardData:
                             learner.tokenizer if text else None, learner.preprocess_cfg()["size"])
 
 
+class ParentTokens:
+    """A loader whose batches carry captions, tokenised in the consuming process as each batch arrives."""
+
+    def __init__(self, loader: DataLoader, tokenize: Callable):
+        self.loader, self.tokenize = loader, tokenize
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            batch["tokens"] = self.tokenize(batch.pop("captions"))
+            yield batch
+
+
 @dataclass
 class ShardBatches:
     """The epochs of one training run: one DataLoader whose workers persist across epochs (no start-up per epoch)."""
@@ -336,7 +353,7 @@ class ShardBatches:
     transform: Callable
     tokenize: Callable | None
     image_size: int | tuple
-    _loader: DataLoader | None = None
+    _loader: "DataLoader | ParentTokens | None" = None
     _next_epoch: int = -1
 
     @property
@@ -344,11 +361,17 @@ class ShardBatches:
         return len(self.index)
 
     def epoch(self, epoch: int, seed: int, batch_size: int, rank: int, world: int, workers: int | None,
-              pin: bool) -> DataLoader:
+              pin: bool) -> "DataLoader | ParentTokens":
         if self._loader is None or epoch != self._next_epoch:
             size = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
-            stream = BatchStream(self.index, self.transform, batch_size, seed, epoch, True, self.tokenize, rank,
-                                 world, memo=size <= SMALL_IMAGE)
-            self._loader = make_loader(stream, resolve_workers(workers, size), pin, persistent=True)
+            workers, memo = resolve_workers(workers, size), size <= SMALL_IMAGE
+            # with workers, captions are tokenised here, not in them: a spawned worker that unpickled open_clip's
+            # tokenizer would import all of open_clip first (seconds per worker); tokens are the same either way
+            in_parent = workers > 0 and self.tokenize is not None
+            stream = BatchStream(self.index, self.transform, batch_size, seed, epoch, True,
+                                 None if in_parent else self.tokenize, rank, world, memo=memo, captions=in_parent)
+            self._loader = make_loader(stream, workers, pin, persistent=True)
+            if in_parent:
+                self._loader = ParentTokens(self._loader, TokenMemo(self.tokenize) if memo else self.tokenize)
         self._next_epoch = epoch + 1
         return self._loader

@@ -144,6 +144,23 @@ def test_training_on_shards_is_deterministic_per_seed_for_any_worker_count(index
 
 
 @pytest.mark.slow
+def test_clip_tokens_made_beside_workers_give_the_same_weights(index, tmp_path, one_torch_thread):
+    """With data workers, a text learner's captions are tokenised in the training process (ParentTokens), without
+    them inside the stream: the weights are the same."""
+    from tailstudy.spec import TrainSpec
+    from tailstudy.train import train
+
+    def weights(workers: int, name: str):
+        cfg = TrainSpec(arch="tiny", epochs=2, batch_size=32, device="cpu", workers=workers)
+        (tmp_path / name).mkdir()
+        learner, _ = train("clip", ShardData(index), [36] * 4, cfg, 0, tmp_path / name)
+        return learner.state_dict()
+
+    a, b = weights(0, "a"), weights(2, "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
 def test_max_steps_caps_a_run(index, tmp_path, one_torch_thread):
     from tailstudy.spec import TrainSpec
     from tailstudy.train import train
