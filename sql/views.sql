@@ -182,6 +182,11 @@ SELECT k.corpus, k.vocab, k.method, m.match_key, m.sample_id, m.concept_id
 FROM (SELECT DISTINCT match_key, sample_id, concept_id FROM matches) AS m
 JOIN corpus_matches AS k USING (match_key);
 
+-- distinct non-NULL values of x, and the share of its non-NULL values that repeat one; NULL when x is NULL throughout
+-- (the corpus has no such column): the duplicate-aware views below use them per URL and per image hash
+CREATE OR REPLACE MACRO distinct_present(x) AS CASE WHEN count(x) > 0 THEN count(DISTINCT x) END;
+CREATE OR REPLACE MACRO duplicate_rate_present(x) AS CASE WHEN count(x) > 0 THEN 1 - count(DISTINCT x) / count(x) END;
+
 -- duplicate-aware concept counts of indexed corpora (issue 15): count = matched captions, distinct_captions = distinct
 -- normalised captions among them, duplicate_rate = 1 - distinct_captions / count; where the input carries image URLs
 -- or image hashes, distinct_urls / distinct_hashes among the matched captions that have one and
@@ -191,11 +196,8 @@ WITH keyed AS (SELECT DISTINCT inputs.match AS match_key, inputs.index AS index_
                FROM read_json('describe/*/manifest.json', union_by_name = true))
 SELECT m.corpus, m.vocab, m.method, m.concept_id, count(*) AS count, count(DISTINCT c.normalised) AS distinct_captions,
        1 - count(DISTINCT c.normalised) / count(*) AS duplicate_rate,
-       CASE WHEN count(c.url) > 0 THEN count(DISTINCT c.url) END AS distinct_urls,
-       CASE WHEN count(c.url) > 0 THEN 1 - count(DISTINCT c.url) / count(c.url) END AS url_duplicate_rate,
-       CASE WHEN count(c.image_hash) > 0 THEN count(DISTINCT c.image_hash) END AS distinct_hashes,
-       CASE WHEN count(c.image_hash) > 0 THEN 1 - count(DISTINCT c.image_hash) / count(c.image_hash) END
-           AS hash_duplicate_rate
+       distinct_present(c.url) AS distinct_urls, duplicate_rate_present(c.url) AS url_duplicate_rate,
+       distinct_present(c.image_hash) AS distinct_hashes, duplicate_rate_present(c.image_hash) AS hash_duplicate_rate
 FROM matched_samples AS m
 JOIN keyed USING (match_key)
 JOIN indexed_captions AS c ON c.index_key = keyed.index_key AND c.sample_id = m.sample_id
@@ -205,11 +207,8 @@ GROUP BY ALL;
 CREATE OR REPLACE VIEW corpus_dedup AS
 SELECT corpus, count(*) AS captions, count(DISTINCT normalised) AS distinct_captions,
        1 - count(DISTINCT normalised) / count(*) AS duplicate_rate,
-       CASE WHEN count(url) > 0 THEN count(DISTINCT url) END AS distinct_urls,
-       CASE WHEN count(url) > 0 THEN 1 - count(DISTINCT url) / count(url) END AS url_duplicate_rate,
-       CASE WHEN count(image_hash) > 0 THEN count(DISTINCT image_hash) END AS distinct_hashes,
-       CASE WHEN count(image_hash) > 0 THEN 1 - count(DISTINCT image_hash) / count(image_hash) END
-           AS hash_duplicate_rate
+       distinct_present(url) AS distinct_urls, duplicate_rate_present(url) AS url_duplicate_rate,
+       distinct_present(image_hash) AS distinct_hashes, duplicate_rate_present(image_hash) AS hash_duplicate_rate
 FROM indexed_captions GROUP BY ALL;
 
 -- raw (phrase) and verified (semantic) counts side by side where both matchers ran on a corpus (issue 15);
@@ -238,11 +237,8 @@ WITH keyed AS (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_ke
      c AS (SELECT c.corpus_key, c.sample_id, nullif(c.url, '') AS url, nullif(d.sha256, '') AS image_hash
            FROM captions AS c LEFT JOIN downloads AS d USING (corpus_key, sample_id))
 SELECT m.corpus, m.vocab, m.method, m.concept_id, count(*) AS count,
-       CASE WHEN count(c.url) > 0 THEN count(DISTINCT c.url) END AS distinct_urls,
-       CASE WHEN count(c.url) > 0 THEN 1 - count(DISTINCT c.url) / count(c.url) END AS url_duplicate_rate,
-       CASE WHEN count(c.image_hash) > 0 THEN count(DISTINCT c.image_hash) END AS distinct_hashes,
-       CASE WHEN count(c.image_hash) > 0 THEN 1 - count(DISTINCT c.image_hash) / count(c.image_hash) END
-           AS hash_duplicate_rate
+       distinct_present(c.url) AS distinct_urls, duplicate_rate_present(c.url) AS url_duplicate_rate,
+       distinct_present(c.image_hash) AS distinct_hashes, duplicate_rate_present(c.image_hash) AS hash_duplicate_rate
 FROM matched_samples AS m
 JOIN keyed USING (match_key)
 JOIN c ON c.corpus_key = keyed.corpus_key AND c.sample_id = m.sample_id
