@@ -323,7 +323,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--corpus", help="corpus directory to reuse (or to generate into and keep); default: a temp dir")
-    p.add_argument("--samples", type=int, default=2000, help="training images in a generated corpus")
+    p.add_argument("--samples", type=int, default=None,
+                   help="training images in a generated corpus (default: 2000; 64 for a model over 64 px on a CPU)")
     p.add_argument("--concepts", type=int, default=20, help="target concepts (classes) in a generated corpus")
     p.add_argument("--image-size", type=int, default=0,
                    help="pixels of a generated corpus (0: the model's input size)")
@@ -333,7 +334,9 @@ def parse_args(argv):
     p.add_argument("--warmup-epochs", type=int, default=1, help="epochs left out of the step figure")
     p.add_argument("--repeats", type=int, default=3,
                    help="interleaved repetitions of both sides; the table shows medians (ratio: of the per-rep ratios)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: 256; 16 for a model over 64 px on a CPU (RN50 at 224 px and batch 256 needs "
+                        "about 24 GB for its activations alone)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--workers", type=int, default=2, help="data loader worker processes, for both loops")
@@ -402,6 +405,9 @@ def main(argv=None) -> int:
         torch.zeros(1, device=device)  # create the CUDA context before anything is timed
     learners = [k.strip() for k in args.learners.split(",") if k.strip()]
     model_size = image_size_of(args.arch)
+    cpu_sized = device.type == "cpu" and model_size > 64  # RN50 / ViT-B-32 on a CPU: a few steps, not a GPU run
+    args.samples = args.samples or (64 if cpu_sized else 2000)
+    args.batch_size = args.batch_size or (16 if cpu_sized else 256)
 
     tmp = None
     if not args.corpus:
