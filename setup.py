@@ -1,7 +1,10 @@
 """Package layout (metadata is in pyproject.toml): one import package, `tailstudy`, mapped from the repository's folders:
 `pipeline/` is `tailstudy` (the library), `flows/` is `tailstudy.flows` (orchestration), and `data/` and `sql/` ship
-inside it as `tailstudy/data` and `tailstudy/sql`, found at run time with importlib.resources (pipeline/paths.py)."""
-from setuptools import find_namespace_packages, setup
+inside it as `tailstudy/data` and `tailstudy/sql`, found at run time with importlib.resources (pipeline/paths.py).
+
+One optional C extension, the phrase matcher's compiled core (pipeline/_core.c): where no C compiler is found
+the install still succeeds and the matcher runs its numpy path (same matches, slower)."""
+from setuptools import Extension, find_namespace_packages, setup
 
 FOLDERS = {"tailstudy": "pipeline", "tailstudy.flows": "flows", "tailstudy.data": "data", "tailstudy.sql": "sql"}
 
@@ -16,5 +19,7 @@ setup(
     packages=packages_in("tailstudy", "pipeline") + packages_in("tailstudy.flows", "flows") + ["tailstudy.data",
                                                                                               "tailstudy.sql"],
     package_dir=FOLDERS,
+    ext_modules=[Extension("tailstudy._core", ["pipeline/_core.c"], optional=True,
+                           extra_compile_args=["-O2"])],
     package_data={"tailstudy.models": ["configs/*.json"], "tailstudy.data": ["**/*"], "tailstudy.sql": ["**/*.sql"]},
 )

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tailstudy.arrays import arrow_bools, arrow_ints, arrow_strings, numpy_bools, numpy_ints
+from tailstudy.compiled import core
 
 NORMALISER_VERSION = 3
 PAPER_TOKENISER_VERSION = 1
@@ -102,7 +103,7 @@ def _lut(keep: str, lower: bool) -> np.ndarray:
     return table
 
 
-_PHRASE_LUT = _lut("0123456789abcdefghijklmnopqrstuvwxyz", lower=True)
+PHRASE_LUT = _lut("0123456789abcdefghijklmnopqrstuvwxyz", lower=True)
 _PAPER_LUT = _lut("abcdefghijklmnopqrstuvwxyz", lower=True)
 
 
@@ -126,12 +127,22 @@ def _words_with(words: np.ndarray, flag_bytes: bytes) -> np.ndarray:
     return found
 
 
-def _row_flags(arr: pa.Array, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """-> (rows holding a byte that `table` flags, OR of their byte flags), rows ascending. Only bytes >= 128 and the
-    bytes `table` flags below 128 are looked at, 8 at a time, then byte by byte inside the few words that hold one."""
+def _row_flags(arr: pa.Array, table: np.ndarray, compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """-> (rows holding a byte that `table` flags, OR of their byte flags), rows ascending: one pass of the compiled
+    core, or the numpy path (compiled=False, or no C extension)."""
     _validity, offsets, data = arr.buffers()
     if data is None or len(arr) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    if compiled and core is not None:
+        rows, flags = core.row_flags(offsets, data, arr.offset, len(arr), table.tobytes())
+        return np.frombuffer(rows, np.int64), np.frombuffer(flags, np.uint8)
+    return _row_flags_numpy(arr, table)
+
+
+def _row_flags_numpy(arr: pa.Array, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_row_flags with numpy: only bytes >= 128 and the bytes `table` flags below 128 are looked at, 8 at a time, then
+    byte by byte inside the few words that hold one."""
+    _validity, offsets, data = arr.buffers()
     ends = np.frombuffer(offsets, np.int32)[arr.offset: arr.offset + len(arr) + 1]
     raw = np.frombuffer(data, np.uint8)[ends[0]: ends[-1]]
     whole = len(raw) // 8 * 8
@@ -167,7 +178,7 @@ def _decompose(text: str) -> str:
     return unicodedata.normalize("NFKD", text).replace("\u2019", "'")
 
 
-def _split_bytes(arr: pa.Array, lut: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+def split_bytes(arr: pa.Array, lut: np.ndarray) -> tuple[np.ndarray, pa.Array]:
     """Map every byte through `lut` (kept bytes stay, the rest become spaces), split on spaces -> (row of each token,
     tokens). A caption that starts or ends with a separator gives an empty token there (no word ever matches one)."""
     _validity, offsets, data = arr.buffers()
@@ -219,11 +230,12 @@ def _fold_non_ascii_rows(arr: pa.Array, rows: np.ndarray, flags: np.ndarray) -> 
     return _replace_rows(arr, rows, out)
 
 
-def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Vectorised ``normalise(...).split()`` of every caption -> (row of each token, tokens), in caption order; an
-    empty token may start or end a caption's tokens (never sits between two words)."""
+def phrase_text(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray, compiled: bool = True) -> pa.Array:
+    """The captions with nulls as "" and their rare rows (entities, non-ASCII text, apostrophes) rewritten so that
+    mapping every byte through PHRASE_LUT and splitting on its spaces gives ``normalise(...).split()``: the input of
+    ``split_bytes`` here and of the phrase matcher's compiled core. compiled=False: numpy only."""
     arr = _no_nulls(as_string_array(captions))
-    rows, flags = _row_flags(arr, _BYTE_FLAGS)
+    rows, flags = _row_flags(arr, _BYTE_FLAGS, compiled)
     slow = (flags & (_FLAG_AMP | _FLAG_NON_ASCII)) != 0
     if slow.any():  # the rare rows: entities and non-ASCII text
         arr = _fold_non_ascii_rows(arr, rows[slow], flags[slow])
@@ -231,7 +243,13 @@ def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -
     if len(rows):
         sub = pc.replace_substring_regex(arr.take(arrow_ints(rows)), r"'[sS]\b", "")
         arr = _replace_rows(arr, rows, pc.replace_substring(sub, "'", ""))
-    return _split_bytes(arr, _PHRASE_LUT)
+    return arr
+
+
+def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Vectorised ``normalise(...).split()`` of every caption -> (row of each token, tokens), in caption order; an
+    empty token may start or end a caption's tokens (never sits between two words)."""
+    return split_bytes(phrase_text(captions), PHRASE_LUT)
 
 
 def paper_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -241,4 +259,4 @@ def paper_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) ->
     rows = _row_flags(arr, _BYTE_FLAGS & _FLAG_NON_ASCII)[0]
     if len(rows):
         arr = _replace_rows(arr, rows, _map_rows(arr, rows, str.lower))  # Python's Unicode lower, as the paper's
-    return _split_bytes(arr, _PAPER_LUT)
+    return split_bytes(arr, _PAPER_LUT)
