@@ -205,7 +205,7 @@ static int scan(const Core *c, const int32_t *offsets, const uint8_t *data, Py_s
             }
             w.ids[n++] = lookup(c, word, s - word, HASH_END(hash));
         }
-        if (rc == 0) rc = walk(c, w.ids, n, first + r, h);
+        if (rc == 0) rc = walk(c, w.ids, n, r, h);  /* rows counted from first */
     }
     free(w.ids);
     return rc;
@@ -290,7 +290,7 @@ static PyMethodDef module_methods[] = {
 static PyMethodDef Core_methods[] = {
     {"find", (PyCFunction)Core_find, METH_VARARGS,
      "find(offsets, data, first, n_rows) -> (rows, patterns) as int64 bytes: every hit in rows first..first+n_rows "
-     "of a string array (int32 offsets buffer, data buffer)"},
+     "of a string array (int32 offsets buffer, data buffer), rows counted from first"},
     {NULL, NULL, 0, NULL},
 };
 
