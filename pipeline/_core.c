@@ -21,7 +21,7 @@ typedef struct {
     int64_t n_words, n_nodes, n_edges, max_len;
     char *word_bytes;          /* the words, concatenated */
     int64_t *word_start;       /* n_words + 1 offsets into word_bytes */
-    int32_t *slots;            /* hash table of word ids, -1 = empty */
+    uint64_t *slots;           /* hash table: hash tag << 32 | word id; EMPTY where no word */
     uint64_t mask;             /* slots - 1 (a power of two minus one) */
     int64_t max_word;          /* longest word: longer runs are never looked up */
     int64_t *root_child, *terminal, *edge_keys, *edge_child;
@@ -36,7 +36,9 @@ typedef struct {
 /* A word's hash: a rotate-xor per byte (a short dependency chain: the scan computes it byte by byte as it finds the
  * word's end), then one multiply to spread the bits. */
 #define HASH_STEP(h, b) (((h) << 5 | (h) >> 59) ^ (b))
-#define HASH_END(h) (((h) * 0x9E3779B97F4A7C15ULL) >> 32)
+#define HASH_END(h) ((h) * 0x9E3779B97F4A7C15ULL ^ ((h) * 0x9E3779B97F4A7C15ULL) >> 32)
+#define TAG(hash) ((hash) >> 32 << 32)  /* the product's top bits: a probe rejects other words without reading them */
+#define EMPTY UINT64_MAX
 
 static uint64_t hash_bytes(const uint8_t *s, Py_ssize_t n) {
     uint64_t h = 0;
@@ -48,9 +50,10 @@ static uint64_t hash_bytes(const uint8_t *s, Py_ssize_t n) {
 static int64_t lookup(const Core *c, const uint8_t *s, Py_ssize_t n, uint64_t h) {
     if (c->n_words == 0 || n > c->max_word) return -1;
     for (uint64_t at = h & c->mask;; at = (at + 1) & c->mask) {
-        int32_t id = c->slots[at];
-        if (id < 0) return -1;
-        if (c->word_start[id + 1] - c->word_start[id] != n) continue;
+        uint64_t slot = c->slots[at];
+        if (slot == EMPTY) return -1;
+        int64_t id = (uint32_t)slot;
+        if (TAG(slot) != TAG(h) || c->word_start[id + 1] - c->word_start[id] != n) continue;
         const uint8_t *w = (const uint8_t *)c->word_bytes + c->word_start[id];
         Py_ssize_t i = 0;
         while (i < n && c->lut[s[i]] == w[i]) i++;
@@ -85,12 +88,12 @@ static int build_words(Core *c, PyObject *words) {
         total += PyBytes_GET_SIZE(w);
     }
     uint64_t size = 16;
-    while (size < (uint64_t)n * 2) size <<= 1;
+    while (size < (uint64_t)n * 4) size <<= 1;  /* at most a quarter full: most probes end at the first slot */
     c->n_words = n, c->mask = size - 1;
     c->word_bytes = PyMem_Malloc(total + 1), c->word_start = PyMem_Malloc((n + 1) * 8);
-    c->slots = PyMem_Malloc(size * sizeof(int32_t));
+    c->slots = PyMem_Malloc(size * sizeof(uint64_t));
     if (!c->word_bytes || !c->word_start || !c->slots) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
-    memset(c->slots, 0xff, size * sizeof(int32_t));
+    memset(c->slots, 0xff, size * sizeof(uint64_t));
     c->word_start[0] = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *w = PySequence_Fast_GET_ITEM(seq, i);
@@ -98,9 +101,9 @@ static int build_words(Core *c, PyObject *words) {
         memcpy(c->word_bytes + c->word_start[i], PyBytes_AS_STRING(w), len);
         c->word_start[i + 1] = c->word_start[i] + len;
         if (len > c->max_word) c->max_word = len;
-        uint64_t at = hash_bytes((const uint8_t *)PyBytes_AS_STRING(w), len) & c->mask;
-        while (c->slots[at] >= 0) at = (at + 1) & c->mask;
-        c->slots[at] = (int32_t)i;
+        uint64_t hash = hash_bytes((const uint8_t *)PyBytes_AS_STRING(w), len), at = hash & c->mask;
+        while (c->slots[at] != EMPTY) at = (at + 1) & c->mask;
+        c->slots[at] = TAG(hash) | (uint64_t)i;
     }
     Py_DECREF(seq);
     return 0;
