@@ -26,6 +26,7 @@ typedef struct {
     int64_t max_word;          /* longest word: longer runs are never looked up */
     int64_t *root_child, *terminal, *edge_keys, *edge_child;
     uint8_t *follows, lut[256];
+    uint64_t filter[1024];     /* one bit per FILTER_BIT of the words' hashes: most other words stop here, in L1 */
 } Core;
 
 typedef struct {
@@ -39,6 +40,7 @@ typedef struct {
 #define HASH_END(h) ((h) * 0x9E3779B97F4A7C15ULL ^ ((h) * 0x9E3779B97F4A7C15ULL) >> 32)
 #define TAG(hash) ((hash) >> 32 << 32)  /* the product's top bits: a probe rejects other words without reading them */
 #define EMPTY UINT64_MAX
+#define FILTER_BIT(hash) ((hash) >> 40 & 0xffff)
 
 static uint64_t hash_bytes(const uint8_t *s, Py_ssize_t n) {
     uint64_t h = 0;
@@ -48,7 +50,7 @@ static uint64_t hash_bytes(const uint8_t *s, Py_ssize_t n) {
 
 /* The id of the word whose bytes, mapped through the table, are s[0..n) (hash: of the mapped bytes), or -1 */
 static int64_t lookup(const Core *c, const uint8_t *s, Py_ssize_t n, uint64_t h) {
-    if (c->n_words == 0 || n > c->max_word) return -1;
+    if (n > c->max_word || !(c->filter[FILTER_BIT(h) >> 6] >> (FILTER_BIT(h) & 63) & 1)) return -1;
     for (uint64_t at = h & c->mask;; at = (at + 1) & c->mask) {
         uint64_t slot = c->slots[at];
         if (slot == EMPTY) return -1;
@@ -104,6 +106,7 @@ static int build_words(Core *c, PyObject *words) {
         uint64_t hash = hash_bytes((const uint8_t *)PyBytes_AS_STRING(w), len), at = hash & c->mask;
         while (c->slots[at] != EMPTY) at = (at + 1) & c->mask;
         c->slots[at] = TAG(hash) | (uint64_t)i;
+        c->filter[FILTER_BIT(hash) >> 6] |= 1ULL << (FILTER_BIT(hash) & 63);
     }
     Py_DECREF(seq);
     return 0;
