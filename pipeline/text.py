@@ -211,10 +211,10 @@ def _fold_rows_vectorised(arr: pa.Array) -> pa.Array:
                                       r"[\x{0300}-\x{036f}]+", "")
 
 
-def _fold_non_ascii_rows(arr: pa.Array, rows: np.ndarray, flags: np.ndarray) -> pa.Array:
-    """Rows with entities or non-ASCII text -> as normalise folds them: Arrow kernels for most, Python's unicodedata
-    and html.unescape for rows with '&' or with a code point the two Unicode databases decompose differently."""
-    sub = arr.take(arrow_ints(rows))
+def _fold_non_ascii_rows(sub: pa.Array, flags: np.ndarray) -> pa.Array:
+    """Rows with entities or non-ASCII text (and their byte flags) -> as normalise folds them: Arrow kernels for most,
+    Python's unicodedata and html.unescape for rows with '&' or with a code point the two Unicode databases decompose
+    differently."""
     python = (flags & _FLAG_AMP) != 0
     if _ARROW_NFKD_AGREES:
         python |= numpy_bools(pc.match_substring_regex(sub, _ARROW_ONLY_RE))
@@ -227,7 +227,7 @@ def _fold_non_ascii_rows(arr: pa.Array, rows: np.ndarray, flags: np.ndarray) -> 
         slow = pc.replace_substring_regex(slow, r"[\x{0300}-\x{036f}]+", "")
         out = slow if out is None else pc.replace_with_mask(
             pc.replace_with_mask(sub, arrow_bools(~python), out), arrow_bools(python), slow)
-    return _replace_rows(arr, rows, out)
+    return out
 
 
 def phrase_text(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray, compiled: bool = True) -> pa.Array:
@@ -236,14 +236,16 @@ def phrase_text(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray, com
     ``split_bytes`` here and of the phrase matcher's compiled core. compiled=False: numpy only."""
     arr = _no_nulls(as_string_array(captions))
     rows, flags = _row_flags(arr, _BYTE_FLAGS, compiled)
+    if len(rows) == 0:
+        return arr
+    # the rare rows (entities, non-ASCII text, apostrophes) are rewritten apart and put back at once
+    sub = arr.take(arrow_ints(rows))
     slow = (flags & (_FLAG_AMP | _FLAG_NON_ASCII)) != 0
-    if slow.any():  # the rare rows: entities and non-ASCII text
-        arr = _fold_non_ascii_rows(arr, rows[slow], flags[slow])
-    rows = rows[slow | ((flags & _FLAG_APOSTROPHE) != 0)]  # folding may turn a curly apostrophe into '
-    if len(rows):
-        sub = pc.replace_substring_regex(arr.take(arrow_ints(rows)), r"'[sS]\b", "")
-        arr = _replace_rows(arr, rows, pc.replace_substring(sub, "'", ""))
-    return arr
+    if slow.any():
+        folded = _fold_non_ascii_rows(sub.filter(arrow_bools(slow)), flags[slow])
+        sub = folded if slow.all() else pc.replace_with_mask(sub, arrow_bools(slow), folded)
+    sub = pc.replace_substring_regex(sub, r"'[sS]\b", "")  # every flagged row: folding may turn a curly ’ into '
+    return _replace_rows(arr, rows, pc.replace_substring(sub, "'", ""))
 
 
 def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
