@@ -104,7 +104,7 @@ def _lut(keep: str, lower: bool) -> np.ndarray:
 
 
 PHRASE_LUT = _lut("0123456789abcdefghijklmnopqrstuvwxyz", lower=True)
-_PAPER_LUT = _lut("abcdefghijklmnopqrstuvwxyz", lower=True)
+PAPER_LUT = _lut("abcdefghijklmnopqrstuvwxyz", lower=True)
 
 
 _AMP, _APOSTROPHE = ord("&"), ord("'")
@@ -254,11 +254,17 @@ def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -
     return split_bytes(phrase_text(captions), PHRASE_LUT)
 
 
+def paper_text(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray, compiled: bool = True) -> pa.Array:
+    """The captions with nulls as "" and non-ASCII rows lower-cased by Python (as the paper's), so that mapping every
+    byte through PAPER_LUT and splitting on its spaces gives ``paper_tokens``. compiled=False: numpy only."""
+    arr = _no_nulls(as_string_array(captions))
+    rows = _row_flags(arr, _BYTE_FLAGS & _FLAG_NON_ASCII, compiled)[0]
+    if len(rows):
+        arr = _replace_rows(arr, rows, _map_rows(arr, rows, str.lower))  # Python's Unicode lower, as the paper's
+    return arr
+
+
 def paper_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Vectorised paper tokeniser -> (row of each token, tokens), before contraction splitting: a token "cannot"
     stands for "can" + "not" (see PAPER_CONTRACTIONS). Empty tokens may appear, as in ``phrase_tokens``."""
-    arr = _no_nulls(as_string_array(captions))
-    rows = _row_flags(arr, _BYTE_FLAGS & _FLAG_NON_ASCII)[0]
-    if len(rows):
-        arr = _replace_rows(arr, rows, _map_rows(arr, rows, str.lower))  # Python's Unicode lower, as the paper's
-    return split_bytes(arr, _PAPER_LUT)
+    return split_bytes(paper_text(captions), PAPER_LUT)

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from tailstudy.compiled import core
+from tailstudy.matching.bag import BagMatcher
 from tailstudy.matching.phrase import PhraseMatcher
 from tailstudy.matching.trie import WordTrie
 from tailstudy.text import _BYTE_FLAGS, PHRASE_LUT, _row_flags, phrase_text
@@ -120,14 +121,16 @@ def test_compiled_row_flags_equal_numpy():
 
 
 @needs_core
-def test_compiled_matcher_equals_numpy_matcher():
-    """Whole matches (positives, plurals, negatives) on the shipped vocabulary and on captions that name its classes."""
+@pytest.mark.parametrize("matcher", [PhraseMatcher, BagMatcher])
+def test_compiled_matcher_equals_numpy_matcher(matcher):
+    """Whole matches (positives, plurals, negatives; the bag rule's lemmas) on the shipped vocabulary and on captions
+    that name its classes."""
     vocab = load_vocab("imagenet1k")
     names = [s for c in vocab.concepts[:300] for s in c.synonyms]
     rng = np.random.default_rng(5)
     captions = generated(1000, 7) + [" ".join(rng.choice(names, size=3)) + SEPARATORS[i % len(SEPARATORS)] + "s car"
                                      for i in range(2000)]
-    fast, slow = PhraseMatcher(vocab), PhraseMatcher(vocab, compiled=False)
+    fast, slow = matcher(vocab), matcher(vocab, compiled=False)
     for part in (captions, pa.chunked_array([pa.array(captions[:1500]), pa.array(captions[1500:])])):
         got, want = fast.match(part), slow.match(part)
         assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, want)) and len(want[0]) > 2000
