@@ -4,6 +4,7 @@ overlapping and multi-word patterns, words longer than any buffer, non-ASCII row
 must be built wherever a C compiler is: a silent fall-back to the numpy path would pass every other test."""
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import sysconfig
@@ -29,7 +30,8 @@ SEPARATORS = [" ", "  ", ", ", "-", "!", " | ", "\t", "'", "'s ", ".", "&amp;", 
 
 
 def c_compiler() -> str | None:
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    """The compiler setuptools would build the extension with ($CC, else the one Python was built with)."""
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     return shutil.which(compiler)
 
 
