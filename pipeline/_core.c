@@ -16,6 +16,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifndef CORE_SOURCE_SHA256  /* setup.py defines it: the sha256 of this file when it was built */
+#define CORE_SOURCE_SHA256 "unknown"
+#endif
+
 typedef struct {
     PyObject_HEAD
     int64_t n_words, n_nodes, n_edges, max_len;
@@ -321,6 +325,10 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (PyType_Ready(&CoreType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
+    if (PyModule_AddStringConstant(m, "source_sha256", CORE_SOURCE_SHA256) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&CoreType);
     if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) {
         Py_DECREF(&CoreType);

@@ -4,6 +4,7 @@ overlapping and multi-word patterns, words longer than any buffer, non-ASCII row
 must be built wherever a C compiler is: a silent fall-back to the numpy path would pass every other test."""
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import shutil
@@ -42,6 +43,15 @@ def test_the_extension_is_built_where_a_c_compiler_is():
         pytest.skip("no C compiler or no Python headers here: the numpy path is the expected one")
     assert core is not None, "a C compiler is here but tailstudy._core is not built: reinstall (pip install -e .)"
     assert PhraseMatcher(Vocabulary("t", (Concept(0, "k", "fox", ("fox",)),))).trie.compiled
+
+
+def test_the_built_extension_is_the_current_source():
+    """A changed pipeline/_core.c needs a reinstall (deploy/setup.sh does it): a stale build fails here."""
+    source = Path(__file__).resolve().parent.parent / "pipeline" / "_core.c"
+    if core is None or not source.is_file():
+        pytest.skip("no extension built, or no checkout")
+    assert core.source_sha256 == hashlib.sha256(source.read_bytes()).hexdigest(), \
+        "tailstudy._core was built from another pipeline/_core.c: run bash deploy/setup.sh (or pip install -e .)"
 
 
 def generated(n: int, seed: int) -> list[str | None]:
