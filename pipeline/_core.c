@@ -138,8 +138,11 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwargs) {
     if (copy_int64s(terminal, &c->terminal, &c->n_nodes) < 0 || copy_int64s(keys, &c->edge_keys, &c->n_edges) < 0 ||
         copy_int64s(children, &c->edge_child, &n) < 0)
         return -1;
-    if (n != c->n_edges || n_follows < c->n_words) {
-        PyErr_SetString(PyExc_ValueError, "edge_child / follows do not fit the trie");
+    bad = n != c->n_edges || n_follows < c->n_words || c->n_nodes < 1;
+    for (int64_t i = 0; i < c->n_words && !bad; i++) bad = c->root_child[i] < -1 || c->root_child[i] >= c->n_nodes;
+    for (int64_t i = 0; i < c->n_edges && !bad; i++) bad = c->edge_child[i] < -1 || c->edge_child[i] >= c->n_nodes;
+    if (bad) {  /* the walk indexes terminal[] with these: never out of bounds */
+        PyErr_SetString(PyExc_ValueError, "root_child / edge_child / follows do not fit the trie");
         return -1;
     }
     return 0;

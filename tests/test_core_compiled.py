@@ -119,6 +119,9 @@ def test_compiled_core_rejects_bad_buffers():
         compiled.find(np.array([5, 2], np.int32).tobytes(), data, 0, 1)  # decreasing
     with pytest.raises(ValueError):
         core.row_flags(offsets, data, 0, 1, b"short table")
+    one = np.zeros(1, np.int64)
+    with pytest.raises(ValueError):  # a child beyond the nodes: refused when built, never read out of bounds
+        core.Core([b"a"], one + 5, one - 1, one, one, b"\0", PHRASE_LUT.tobytes(), 1)
 
 
 @needs_core
