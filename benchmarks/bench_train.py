@@ -5,15 +5,15 @@
 
 Steps: (1) write a small synthetic corpus with ``tailstudy.corpus.synthetic.generate`` (webdataset .tar shards of PNG +
 txt) at the model's input size, or reuse one with ``--corpus DIR``; (2) train each learner (``clip``, ``sl``) with
-``tailstudy.train.train`` streaming those shards (``tailstudy.data``: DataLoader with ``--workers`` processes, open_clip's
-transforms); (3) train the same open_clip model config on the same shards with ``open_clip_train.main.main`` (single
+``tailstudy.train.train`` streaming those shards (``tailstudy.data``: ``--workers`` torch-free data worker processes,
+open_clip's transforms as exact replicas); (3) train the same open_clip model config on the same shards with ``open_clip_train.main.main`` (single
 process, webdataset, the same ``--workers``, the model as ``local-dir:`` of its exported config, no external logging,
 logs and its final checkpoint in a temporary directory that is deleted).
 
 Two figures per learner, both in samples/s:
 
 * ``end-to-end``: samples trained / wall seconds of one call. Ours: the ``tailstudy.train.train`` call (building the
-  learner and its optimiser, starting the ``--workers`` data workers from a fork server, every epoch incl. warm-up,
+  learner and its optimiser, spawning the ``--workers`` data workers, every epoch incl. warm-up,
   the resumable checkpoint (model + optimiser state) written after every epoch). The shard index is built once,
   before the timed calls (the train stage builds it from the subset manifest; open_clip_train lists shards instead).
   open_clip_train: the whole ``main(argv)`` call (argument parsing, model and optimiser build, its webdataset

@@ -1,167 +1,42 @@
-"""Streamed training and evaluation data: webdataset tar shards -> DataLoader worker processes -> batches.
+"""Streamed training and evaluation data: webdataset tar shards -> data worker processes -> batches.
 
-Nothing holds the images of a subset: an *item index* (per kept sample copy: shard, byte offset and size of its image,
-label, caption) is built from the tar headers and the subset manifest, and each batch is read, decoded and transformed
-when it is needed, with open_clip's own transforms for the model (RandomResizedCrop for training, resize + centre crop
-for evaluation, the model's mean/std).
+Nothing holds the images of a subset: batches are read from the shards through an item index (`tailstudy.items`),
+decoded and transformed when they are needed, with open_clip's own transforms for the model (RandomResizedCrop for
+training, resize + centre crop for evaluation, the model's mean/std).
 
-The rule that keeps runs deterministic: an epoch's sample order is a pure function of (index, seed, epoch) — shards in a
-seeded order, items through a seeded shuffle buffer — and batch b of that order is built by data worker b mod W, its
-images augmented under the seed (seed, epoch, b). The DataLoader hands batches back round-robin, i.e. in order, so
-the batches, and the weights trained on them, are the same for any number of workers (a pure speed option). Reads stay
-near-sequential: a batch spans at most the shuffle buffer's window of the stream.
+The rule that keeps runs deterministic: an epoch's sample order is a pure function of (index, seed, epoch)
+(`tailstudy.items.epoch_order`), and batch b of that order has its images augmented under the seed (seed, epoch, b),
+whichever process builds it; batches come back in order. So the batches, and the weights trained on them, are the
+same for any number of workers (a pure speed option). Reads stay near-sequential: a batch spans at most the shuffle
+buffer's window of the stream.
+
+Two ways to build batches, the same batches either way (tested):
+
+- ``LightStream`` (open_clip's default transforms, which have exact replicas in `tailstudy.augment`): images are
+  built by torch-free `tailstudy.workers.ImageJob`s in spawned `DataWorkers` (or in this process with no workers);
+  this process draws each batch's random numbers and turns the uint8 batch into normalised floats.
+- ``BatchStream`` through a ``torch.utils.data.DataLoader`` (any other transform): its workers import torch.
 """
 from __future__ import annotations
 
-import hashlib
-import math
 import os
-from dataclasses import dataclass, replace
-from functools import partial
-from pathlib import Path
-from typing import Callable, Iterator, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tailstudy.augment import BatchNormalize, FastRandomResizedCrop, RawStream, fast_train_transform, to_rgb
-from tailstudy.corpus.shards import index_shard
-from tailstudy.errors import InputError
+from tailstudy.augment import (BatchNormalize, FastRandomResizedCrop, ResizeCentreCrop, fast_eval_transform,
+                               fast_train_transform, to_rgb)
+from tailstudy.items import (SHUFFLE_BUFFER, ItemIndex, build_index, epoch_order, eval_index, item_seed,  # noqa: F401
+                             num_batches, subset_index)
 from tailstudy.memo import ImageMemo, TokenMemo, decode_fresh
+from tailstudy.workers import DataWorkers, ImageJob, Reader
 
-SHUFFLE_BUFFER = 4096  # items (references, a few bytes each), not images
 SMALL_IMAGE = 64  # model inputs up to this size decode faster than a worker process starts: no workers by default
-
-
-@dataclass(frozen=True)
-class ItemIndex:
-    """One row per training item (a sample copy) or evaluation image, in stream order (shard, member, copy)."""
-
-    shards: tuple[str, ...]
-    shard: np.ndarray  # int32, position in `shards`
-    offset: np.ndarray  # int64, byte offset of the image in its tar
-    size: np.ndarray  # int64
-    label: np.ndarray  # int64, class index or -1 (open-world)
-    caption: Optional[list[str]] = None
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-    def take(self, rows: np.ndarray) -> "ItemIndex":
-        caption = [self.caption[i] for i in rows.tolist()] if self.caption is not None else None
-        return replace(self, shard=self.shard[rows], offset=self.offset[rows], size=self.size[rows],
-                       label=self.label[rows], caption=caption)
-
-
-def build_index(shard_paths: list[Path], wanted: dict[str, list[tuple[int, str]]], where: Path,
-                with_captions: bool) -> ItemIndex:
-    """Items of the `wanted` shard keys (key -> [(label, caption) per copy]) from the tar headers of the shards."""
-    cols: dict[str, list] = {"shard": [], "offset": [], "size": [], "label": []}
-    captions: list[str] = []
-    found: set[str] = set()
-    for s, path in enumerate(shard_paths):
-        for key, _ext, offset, size in index_shard(path):
-            copies = wanted.get(key)
-            if copies is None or key in found:
-                continue
-            found.add(key)
-            for label, caption in copies:
-                for col, value in zip(cols, (s, offset, size, label)):
-                    cols[col].append(value)
-                captions.append(caption)
-    missing = len(wanted) - len(found)
-    if missing:
-        example = next(k for k in wanted if k not in found)
-        raise InputError(f"{where}: {missing} samples have no image in the shards (e.g. {example})")
-    dtypes = {"shard": np.int32, "offset": np.int64, "size": np.int64, "label": np.int64}
-    return ItemIndex(tuple(str(p) for p in shard_paths), **{c: np.asarray(v, dtypes[c]) for c, v in cols.items()},
-                     caption=captions if with_captions else None)
-
-
-def subset_index(corpus_dir: Path, subset_dir: Path, class_ids: list[int]) -> ItemIndex:
-    """The subset manifest's items (sample_id, copy -> one item each; the manifest's label and caption)."""
-    import pyarrow.parquet as pq  # here, not at the top: data workers import this module and never read parquet
-
-    manifest = pq.read_table(subset_dir / "subset.parquet", columns=["sample_id", "copy", "label", "caption"])
-    manifest = manifest.sort_by([("sample_id", "ascending"), ("copy", "ascending")])
-    ids = set(manifest.column("sample_id").to_pylist())
-    rows = pq.read_table(corpus_dir / "captions.parquet", columns=["sample_id", "shard", "key"])
-    key_of, shards = {}, set()
-    for sid, shard, key in zip(*(rows.column(c).to_pylist() for c in ("sample_id", "shard", "key"))):
-        if sid in ids:
-            key_of[sid] = key
-            shards.add(shard)
-    del rows, ids
-    index_of = {cid: i for i, cid in enumerate(class_ids)}
-    wanted: dict[str, list[tuple[int, str]]] = {}
-    for sid, label, caption in zip(manifest.column("sample_id").to_pylist(), manifest.column("label").to_pylist(),
-                                   manifest.column("caption").to_pylist()):
-        if sid not in key_of:
-            raise InputError(f"{subset_dir / 'subset.parquet'}: sample {sid} is not in {corpus_dir / 'captions.parquet'}")
-        wanted.setdefault(key_of[sid], []).append((index_of[label] if label is not None else -1, caption))
-    return build_index([corpus_dir / "shards" / s for s in sorted(shards)], wanted, corpus_dir, with_captions=True)
-
-
-def eval_index(corpus_dir: Path, class_ids: list[int]) -> ItemIndex:
-    """The evaluation images of the given classes, labelled by class index, in shard order."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(corpus_dir / "eval.parquet", columns=["concept_id", "shard", "key"]).to_pandas()
-    index_of = {cid: i for i, cid in enumerate(class_ids)}
-    table = table[table.concept_id.isin(index_of)]
-    wanted = {k: [(index_of[c], "")] for k, c in zip(table.key, table.concept_id)}
-    return build_index([corpus_dir / "shards" / s for s in sorted(table.shard.unique())], wanted, corpus_dir, False)
-
-
-def epoch_order(index: ItemIndex, seed: int, epoch: int, buffer: int = SHUFFLE_BUFFER) -> np.ndarray:
-    """Item order of one epoch: the shards in a seeded order, their items through a seeded shuffle buffer."""
-    rng = np.random.default_rng([seed, epoch, 7])
-    position = np.empty(len(index.shards), np.int64)
-    position[rng.permutation(len(index.shards))] = np.arange(len(index.shards))
-    stream = np.argsort(position[index.shard], kind="stable")
-    n, k = len(stream), min(buffer, len(stream))
-    if k <= 1:
-        return stream
-    order = np.empty(n, np.int64)
-    held = stream[:k].copy()
-    picks = rng.integers(0, k, size=n - k)
-    for t, item in enumerate(stream[k:].tolist()):  # the buffer is always full here: emit a random slot, refill it
-        order[t] = held[picks[t]]
-        held[picks[t]] = item
-    order[n - k:] = held[rng.permutation(k)]
-    return order
-
-
-def num_batches(n: int, batch_size: int, train: bool = True) -> int:
-    """Batches of an epoch. Training skips a last batch of one sample (BatchNorm cannot train on it; the order changes
-    every epoch, so it is a different sample each time)."""
-    batches = math.ceil(n / batch_size)
-    return batches - 1 if train and batches > 1 and n % batch_size == 1 else batches
-
-
-def item_seed(seed: int, epoch: int, part: int) -> int:
-    digest = hashlib.blake2b(f"{seed}/{epoch}/{part}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2 ** 63 - 1)
-
-
-class _Reader:
-    """Open shard files, read by (offset, size)."""
-
-    def __init__(self, shards: tuple[str, ...]):
-        self.shards, self.files = shards, {}
-
-    def read(self, shard: int, offset: int, size: int) -> bytes:
-        f = self.files.get(shard)
-        if f is None:
-            f = self.files[shard] = open(self.shards[shard], "rb")
-        f.seek(offset)
-        return f.read(size)
-
-    def close(self) -> None:
-        for f in self.files.values():
-            f.close()
+LIGHT = (FastRandomResizedCrop, ResizeCentreCrop)  # per-image transforms a torch-free worker can run
 
 
 class BatchStream(IterableDataset):
@@ -193,7 +68,7 @@ class BatchStream(IterableDataset):
 
     def _epoch(self, epoch: int, worker: int, workers: int) -> Iterator[dict]:
         order = epoch_order(self.index, self.seed, epoch) if self.shuffle else np.arange(len(self.index))
-        reader = _Reader(self.index.shards)
+        reader = Reader(self.index.shards)
         try:
             for b in range(worker, len(self), workers):
                 # under DDP each rank takes its share of every global batch, as in-memory training does
@@ -209,16 +84,17 @@ class BatchStream(IterableDataset):
         finally:
             reader.close()
 
-    def batch(self, items: np.ndarray, reader: _Reader) -> dict:
+    def batch(self, items: np.ndarray, reader: Reader) -> dict:
         ix = self.index
         per_image, per_batch = self.per_image, self.per_batch
         if isinstance(per_image, FastRandomResizedCrop):  # draws from the generator seeded for this batch
-            per_image = partial(per_image, raw=RawStream(torch.default_generator))
+            draws = per_image.draws(torch.default_generator, len(items))
+            per_image = lambda img, crop=per_image: crop(img, draws)  # noqa: E731
         images = [self.image(self.decode(i, reader), per_image) for i in items.tolist()]
         if per_batch is None:
             images = torch.stack(images)
         else:
-            images = per_batch(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255))
+            images = float_batch(torch.from_numpy(np.stack(images)), per_batch)
         out = {"images": images, "labels": torch.from_numpy(ix.label[items]), "items": torch.from_numpy(items)}
         if self.tokenize is not None:
             out["tokens"] = self.tokenize([ix.caption[i] for i in items.tolist()])
@@ -226,7 +102,7 @@ class BatchStream(IterableDataset):
             out["captions"] = [ix.caption[i] for i in items.tolist()]
         return out
 
-    def decode(self, i: int, reader: _Reader) -> Image.Image:
+    def decode(self, i: int, reader: Reader) -> Image.Image:
         ix = self.index
         read = lambda: reader.read(int(ix.shard[i]), int(ix.offset[i]), int(ix.size[i]))  # noqa: E731
         return self.images.decode(i, read) if self.images is not None else decode_fresh(read())
@@ -240,7 +116,7 @@ class BatchStream(IterableDataset):
 def split_transform(transform) -> tuple[Callable, Callable | None]:
     """open_clip's Compose split at its to-tensor step: the PIL steps run per image, to-tensor (uint8 -> float / 255)
     and Normalize run once per batch (the same arithmetic, element by element, without per-image overhead); the PIL
-    steps of a training transform run as `tailstudy.augment`'s exact replica where it has one.
+    steps run as `tailstudy.augment`'s exact replica where it has one (open_clip's default train and eval steps).
     -> (per image, per batch); (transform, None) when the transform has no such shape."""
     from torchvision import transforms as T
 
@@ -249,11 +125,89 @@ def split_transform(transform) -> tuple[Callable, Callable | None]:
     if len(names) < 2 or names[-2] not in ("MaybeToTensor", "ToTensor") or names[-1] != "Normalize":
         return transform, None
     normalize = BatchNormalize(steps[-1].mean, steps[-1].std)
-    fast = fast_train_transform(steps[:-2])
+    fast = fast_train_transform(steps[:-2]) or fast_eval_transform(steps[:-2])
     if fast is not None:
         return fast, normalize
     pil = [to_rgb if type(t).__name__ == "MaybeConvertMode" and t.mode == "RGB" else t for t in steps[:-2]]
     return T.Compose([*pil, to_rgb]), normalize
+
+
+def float_batch(images: torch.Tensor, normalize: Callable) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> normalised float (N, C, H, W): to-tensor's arithmetic for the whole batch (a channels-last
+    view of the uint8 batch, as it always was: the strides are part of what the model computes)."""
+    return normalize(images.permute(0, 3, 1, 2).float().div_(255))
+
+
+def images_on(batch: dict, device: torch.device) -> torch.Tensor:
+    """A batch's images as the model's float input on `device`. A LightStream feeding a GPU hands over uint8 pixels
+    (a quarter of the bytes to copy) and their `normalize`: the conversion runs on the GPU, with the same IEEE
+    operations, instead of holding up the one process that feeds it."""
+    images = batch["images"].to(device, non_blocking=True)
+    return float_batch(images, batch["normalize"]) if images.dtype == torch.uint8 else images
+
+
+class LightStream:
+    """BatchStream's batches (same items, crops, floats and tokens) with a per-image transform in `LIGHT`: images
+    built by `ImageJob`s in `workers` torch-free processes (none: in this process), the batch's random numbers drawn
+    and its floats and tokens made here. Each iteration is the next epoch; the workers persist until `close`."""
+
+    def __init__(self, index: ItemIndex, split: tuple[Callable, Callable], batch_size: int, seed: int = 0,
+                 epoch: int = 0, shuffle: bool = True, tokenize: Callable | None = None, rank: int = 0,
+                 world: int = 1, memo: bool = False, workers: int = 0, pin: bool = False):
+        self.pin = pin
+        self.index, self.batch_size, self.seed, self.epoch, self.shuffle = index, batch_size, seed, epoch, shuffle
+        (self.per_image, self.per_batch), self.rank, self.world = split, rank, world
+        self.tokenize = TokenMemo(tokenize) if memo and tokenize is not None else tokenize
+        self.job = ImageJob(index, self.per_image, memo)
+        self.workers = DataWorkers(self.job, workers) if workers else None
+
+    def __len__(self) -> int:
+        return num_batches(len(self.index), self.batch_size, self.shuffle)
+
+    def tasks(self, epoch: int) -> Iterator[tuple[np.ndarray, object]]:
+        order = epoch_order(self.index, self.seed, epoch) if self.shuffle else np.arange(len(self.index))
+        crop = self.per_image if self.shuffle and isinstance(self.per_image, FastRandomResizedCrop) else None
+        for b in range(len(self)):
+            items = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
+            seed = item_seed(self.seed, epoch, b * self.world + self.rank)
+            yield items, crop.draws(torch.Generator().manual_seed(seed), len(items)) if crop else None
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        tasks = self.tasks(epoch)
+        built = self.workers.map(tasks) if self.workers else ((task, self.job(*task)) for task in tasks)
+        for (items, _draws), images in built:
+            images = torch.from_numpy(images)
+            out = {"labels": torch.from_numpy(self.index.label[items]), "items": torch.from_numpy(items)}
+            if self.pin:  # feeding a GPU: pinned uint8, converted on the device (images_on)
+                out.update(images=images.pin_memory() if torch.cuda.is_available() else images,
+                           normalize=self.per_batch)
+            else:
+                out["images"] = float_batch(images, self.per_batch)
+            if self.tokenize is not None:
+                out["tokens"] = self.tokenize([self.index.caption[i] for i in items.tolist()])
+            yield out
+
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+        self.job.close()
+
+
+def open_batches(index: ItemIndex, transform: Callable, batch_size: int, workers: int, seed: int = 0,
+                 epoch: int = 0, shuffle: bool = True, tokenize: Callable | None = None, rank: int = 0, world: int = 1,
+                 memo: bool = False, pin: bool = False):
+    """The batches of `transform` over `index`, epoch after epoch: a LightStream where the transform has a replica,
+    else a DataLoader over a BatchStream (persistent workers; captions tokenised in this process when it has workers:
+    a spawned worker that unpickled open_clip's tokenizer would import all of open_clip first). Both have `close`."""
+    split = split_transform(portable_transform(transform))
+    if isinstance(split[0], LIGHT) and split[1] is not None:
+        return LightStream(index, split, batch_size, seed, epoch, shuffle, tokenize, rank, world, memo, workers, pin)
+    in_parent = workers > 0 and tokenize is not None
+    batches = BatchStream(index, transform, batch_size, seed, epoch, shuffle, None if in_parent else tokenize, rank,
+                          world, memo=memo, captions=in_parent)
+    loader = make_loader(batches, workers, pin, persistent=True)
+    return ParentTokens(loader, TokenMemo(tokenize) if memo else tokenize) if in_parent else ParentTokens(loader)
 
 
 class MaybeConvertMode:
@@ -331,9 +285,9 @@ class ShardData:
 
 
 class ParentTokens:
-    """A loader whose batches carry captions, tokenised in the consuming process as each batch arrives."""
+    """A DataLoader whose batches may carry captions, tokenised in the consuming process as each batch arrives."""
 
-    def __init__(self, loader: DataLoader, tokenize: Callable):
+    def __init__(self, loader: DataLoader, tokenize: Callable | None = None):
         self.loader, self.tokenize = loader, tokenize
 
     def __len__(self) -> int:
@@ -341,19 +295,26 @@ class ParentTokens:
 
     def __iter__(self) -> Iterator[dict]:
         for batch in self.loader:
-            batch["tokens"] = self.tokenize(batch.pop("captions"))
+            if self.tokenize is not None:
+                batch["tokens"] = self.tokenize(batch.pop("captions"))
             yield batch
+
+    def close(self) -> None:
+        """Stop persistent workers now rather than when the loader is collected."""
+        running = getattr(self.loader, "_iterator", None)
+        if running is not None and hasattr(running, "_shutdown_workers"):
+            running._shutdown_workers()
 
 
 @dataclass
 class ShardBatches:
-    """The epochs of one training run: one DataLoader whose workers persist across epochs (no start-up per epoch)."""
+    """The epochs of one training run: one stream whose workers persist across epochs (no start-up per epoch)."""
 
     index: ItemIndex
     transform: Callable
     tokenize: Callable | None
     image_size: int | tuple
-    _loader: "DataLoader | ParentTokens | None" = None
+    _stream: "LightStream | ParentTokens | None" = None
     _next_epoch: int = -1
 
     @property
@@ -361,17 +322,16 @@ class ShardBatches:
         return len(self.index)
 
     def epoch(self, epoch: int, seed: int, batch_size: int, rank: int, world: int, workers: int | None,
-              pin: bool) -> "DataLoader | ParentTokens":
-        if self._loader is None or epoch != self._next_epoch:
+              pin: bool) -> "LightStream | ParentTokens":
+        if self._stream is None or epoch != self._next_epoch:
+            self.close()
             size = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
-            workers, memo = resolve_workers(workers, size), size <= SMALL_IMAGE
-            # with workers, captions are tokenised here, not in them: a spawned worker that unpickled open_clip's
-            # tokenizer would import all of open_clip first (seconds per worker); tokens are the same either way
-            in_parent = workers > 0 and self.tokenize is not None
-            stream = BatchStream(self.index, self.transform, batch_size, seed, epoch, True,
-                                 None if in_parent else self.tokenize, rank, world, memo=memo, captions=in_parent)
-            self._loader = make_loader(stream, workers, pin, persistent=True)
-            if in_parent:
-                self._loader = ParentTokens(self._loader, TokenMemo(self.tokenize) if memo else self.tokenize)
+            self._stream = open_batches(self.index, self.transform, batch_size, resolve_workers(workers, size), seed, epoch,
+                                  True, self.tokenize, rank, world, memo=size <= SMALL_IMAGE, pin=pin)
         self._next_epoch = epoch + 1
-        return self._loader
+        return self._stream
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None

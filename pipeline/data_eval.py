@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tailstudy.data import BatchStream, ItemIndex, make_loader, open_clip_transform, resolve_workers
+from tailstudy.data import ItemIndex, images_on, open_batches, open_clip_transform, resolve_workers
 
 EVAL_BATCH = 256  # images per evaluation batch at most (a 1024-image batch at 224 px is 0.6 GB of floats)
 
@@ -27,17 +27,21 @@ def predict_stream(learner, index: ItemIndex, class_names: list[str], prompts: s
         classes = learner.encode_classes([[t(name) for t in templates] for name in class_names])
     cfg = learner.preprocess_cfg()
     size = cfg["size"] if isinstance(cfg["size"], int) else max(cfg["size"])
-    stream = BatchStream(index, open_clip_transform(cfg, False), min(batch_size, EVAL_BATCH), shuffle=False)
+    batches = open_batches(index, open_clip_transform(cfg, False), min(batch_size, EVAL_BATCH),
+                           resolve_workers(workers, size), shuffle=False, pin=device.type == "cuda")
     logits = feats = None
-    for batch in make_loader(stream, resolve_workers(workers, size), device.type == "cuda"):
-        x = batch["images"].to(device, non_blocking=True)
-        rows = batch["items"].numpy()
-        f = learner.image_features(x).float().cpu().numpy()
-        z = learner.class_logits(x, classes).float().cpu().numpy()
-        if logits is None:
-            logits = np.zeros((len(index), z.shape[1]), np.float32)
-            feats = np.zeros((len(index), f.shape[1]), np.float32)
-        logits[rows], feats[rows] = z, f
+    try:
+        for batch in batches:
+            x = images_on(batch, device)
+            rows = batch["items"].numpy()
+            f = learner.image_features(x).float().cpu().numpy()
+            z = learner.class_logits(x, classes).float().cpu().numpy()
+            if logits is None:
+                logits = np.zeros((len(index), z.shape[1]), np.float32)
+                feats = np.zeros((len(index), f.shape[1]), np.float32)
+            logits[rows], feats[rows] = z, f
+    finally:
+        batches.close()
     if logits is None:
         return np.zeros((0, len(class_names)), np.float32), np.zeros((0, 0), np.float32), index.label.copy()
     return logits, feats, index.label.copy()

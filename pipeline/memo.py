@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 from typing import Callable
 
-import torch
 from PIL import Image
 
 TOKEN_MEMO_BYTES = 32 * 2 ** 20
@@ -21,7 +20,9 @@ class TokenMemo:
     def __init__(self, tokenize: Callable, max_bytes: int = TOKEN_MEMO_BYTES):
         self.tokenize, self.max_bytes, self.bytes, self.rows = tokenize, max_bytes, 0, {}
 
-    def __call__(self, texts: list[str]) -> torch.Tensor:
+    def __call__(self, texts: list[str]):
+        import torch  # here: data workers import this module for ImageMemo and never import torch
+
         missing = [t for t in dict.fromkeys(texts) if t not in self.rows]
         fresh = dict(zip(missing, self.tokenize(missing))) if missing else {}
         for text, row in fresh.items():

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from tailstudy.data import num_batches
+from tailstudy.data import images_on, num_batches
 from tailstudy.models import learner_kwargs, make_learner, reads_captions
 from tailstudy.spec import TrainSpec
 
@@ -72,6 +72,9 @@ class MemoryBatches:
     @property
     def num_samples(self) -> int:
         return len(self.labels)
+
+    def close(self) -> None:
+        pass  # nothing runs beside an in-memory source
 
     def epoch(self, epoch: int, seed: int, batch_size: int, rank: int, world: int, workers, pin: bool):
         order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
@@ -157,6 +160,16 @@ def train(kind: str, data, class_counts: list[int], cfg: TrainSpec, seed: int, w
     map_large_blocks(cfg.batch_size * 3 * 4 * (size * size if isinstance(size, int) else size[0] * size[1]))
     opt, sched = _optimizer(learner, cfg, total_steps, warmup)
 
+    try:
+        return learner, _epochs(learner, step_fn, source, opt, sched, device, cfg, seed, ctx, work_dir,
+                                math.ceil(total_steps / steps_per_epoch), steps_per_epoch, total_steps, progress)
+    finally:
+        source.close()  # data workers end with the run, not when the garbage collector gets to them
+
+
+def _epochs(learner, step_fn, source, opt, sched, device, cfg: TrainSpec, seed: int, ctx: DistributedContext,
+            work_dir: Path, last_epoch: int, steps_per_epoch: int, total_steps: int, progress) -> list[dict]:
+    """The epochs not done yet (resumed from the checkpoint a killed attempt left) -> the log of every epoch."""
     log: list[dict] = []
     start_epoch = 0
     ckpt_path = work_dir / CHECKPOINT
@@ -166,7 +179,7 @@ def train(kind: str, data, class_counts: list[int], cfg: TrainSpec, seed: int, w
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         log, start_epoch = state["log"], state["epoch"] + 1
-    epochs = min(cfg.epochs, math.ceil(total_steps / steps_per_epoch))
+    epochs = min(cfg.epochs, last_epoch)
     for epoch in range(start_epoch, epochs):
         learner.train()
         steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
@@ -177,11 +190,11 @@ def train(kind: str, data, class_counts: list[int], cfg: TrainSpec, seed: int, w
                           "scheduler": sched.state_dict(), "log": log, "epoch": epoch}, ckpt_path)
         if progress:
             progress(epoch + 1, epochs, log[-1])
-    return learner, log
+    return log
 
 
 def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
-    images = batch["images"].to(device, non_blocking=True)
+    images = images_on(batch, device)
     out = {"images": images.contiguous(memory_format=torch.channels_last) if channels_last else images,
            "labels": batch["labels"].to(device, non_blocking=True)}
     if "tokens" in batch:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from tailstudy.augment import FastRandomResizedCrop, RawStream, fast_train_transform, uniform_bounds
+from tailstudy.augment import Draws, FastRandomResizedCrop, fast_train_transform, uniform_bounds
 from tailstudy.data import open_clip_transform, split_transform
 
 CFG = {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "interpolation": "bicubic",
@@ -36,20 +36,29 @@ def test_replica_matches_torchvision_for_every_seed(scale, ratio, size):
     for seed in range(40):
         torch.manual_seed(seed)
         expected = [np.asarray(reference(img)) for img in pics]
-        raw = RawStream(torch.Generator().manual_seed(seed))
+        raw = fast.draws(torch.Generator().manual_seed(seed), len(pics))
         got = [np.asarray(fast(img, raw)) for img in pics]
         assert all(e.shape == g.shape and np.array_equal(e, g) for e, g in zip(expected, got)), seed
 
 
-def test_raw_stream_reproduces_torch_draws():
+def test_draws_reproduce_torch_draws():
     g = torch.Generator().manual_seed(5)
     expected = []
-    for _ in range(300):  # more than a chunk, mixed as get_params mixes them
+    for _ in range(300):  # mixed as get_params mixes them
         expected += [torch.empty(1).uniform_(0.9, 1.0, generator=g).item(),
                      torch.randint(0, 7, (1,), generator=g).item()]
-    raw = RawStream(torch.Generator().manual_seed(5))
+    raw = Draws.for_batch(torch.Generator().manual_seed(5), 300, uniform_bounds(-0.3, 0.3))
     bounds = uniform_bounds(0.9, 1.0)
     assert [v for _ in range(300) for v in (raw.uniform(bounds), raw.randint(7))] == expected
+
+
+def test_aspect_ratio_draws_are_torchs_one_element_exp():
+    """The batch's exp values (computed at once) equal get_params' exp of each one-element uniform draw."""
+    log_ratio = torch.log(torch.tensor((3 / 4, 4 / 3))).tolist()
+    g = torch.Generator().manual_seed(11)
+    expected = [torch.exp(torch.empty(1).uniform_(*log_ratio, generator=g)).item() for _ in range(20000)]
+    raw = Draws.for_batch(torch.Generator().manual_seed(11), 20000 // 22 + 1, uniform_bounds(*log_ratio))
+    assert [raw.exp_uniform() for _ in range(20000)] == expected
 
 
 def test_streamed_batches_use_the_replica_only_for_open_clips_train_transform():
@@ -104,7 +113,8 @@ def test_a_streamed_batch_is_open_clips_transform_of_each_image(tmp_path):
     import io
 
     from tailstudy.corpus.shards import ShardWriter, encode_png
-    from tailstudy.data import BatchStream, _Reader, build_index
+    from tailstudy.data import BatchStream, build_index
+    from tailstudy.workers import Reader
 
     rng = np.random.default_rng(2)
     with ShardWriter(tmp_path / "s.tar") as w:
@@ -114,7 +124,7 @@ def test_a_streamed_batch_is_open_clips_transform_of_each_image(tmp_path):
     index = build_index([tmp_path / "s.tar"], {f"k{i:02d}": [(0, "")] for i in range(12)}, tmp_path, False)
     transform = open_clip_transform(CFG, True)
     items = np.array([3, 0, 7, 11, 5])
-    reader = _Reader(index.shards)
+    reader = Reader(index.shards)
     for memo in (False, True):
         stream = BatchStream(index, transform, 5, memo=memo)
         for _ in range(2):
