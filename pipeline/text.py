@@ -9,6 +9,9 @@ matchers run, tested to give the same tokens):
 - ``paper_words`` / ``paper_tokens`` (PAPER_TOKENISER_VERSION) for the paper's bag-of-words rule: lower case, every
   character but a-z becomes a space, words split on spaces (NLTK's word_tokenize on such text only splits "cannot",
   "gimme", "gonna", "gotta", "lemme" and "wanna", which ``paper_words`` does too).
+
+``phrase_text`` / ``paper_text`` give the text before the split (rare rows rewritten): the matchers hand it to the
+compiled core (tailstudy.compiled), which splits and looks words up in one pass; ``split_bytes`` is its numpy twin.
 """
 from __future__ import annotations
 
