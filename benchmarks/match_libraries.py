@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from tailstudy.matching.base import Captions, MatchResult, drop_pairs, empty_result, unique_pairs
 from tailstudy.matching.phrase import PhraseMatcher
-from tailstudy.text import _PHRASE_LUT, as_string_array, phrase_tokens
+from tailstudy.text import PHRASE_LUT, as_string_array, phrase_tokens
 
 
 def normalised_buffer(captions: Captions) -> tuple[bytes, np.ndarray]:
@@ -91,4 +91,4 @@ class LibraryPhrase:
         return rows, ids.astype(np.int32), np.ones(len(rows), np.float32)
 
 
-_ = _PHRASE_LUT  # the byte mapping both sides share (documented above)
+_ = PHRASE_LUT  # the byte mapping both sides share (documented above)

@@ -9,6 +9,9 @@ matchers run, tested to give the same tokens):
 - ``paper_words`` / ``paper_tokens`` (PAPER_TOKENISER_VERSION) for the paper's bag-of-words rule: lower case, every
   character but a-z becomes a space, words split on spaces (NLTK's word_tokenize on such text only splits "cannot",
   "gimme", "gonna", "gotta", "lemme" and "wanna", which ``paper_words`` does too).
+
+``phrase_text`` / ``paper_text`` give the text before the split (rare rows rewritten): the matchers hand it to the
+compiled core (tailstudy.compiled), which splits and looks words up in one pass; ``split_bytes`` is its numpy twin.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tailstudy.arrays import arrow_bools, arrow_ints, arrow_strings, numpy_bools, numpy_ints
+from tailstudy.compiled import core
 
 NORMALISER_VERSION = 3
 PAPER_TOKENISER_VERSION = 1
@@ -102,8 +106,8 @@ def _lut(keep: str, lower: bool) -> np.ndarray:
     return table
 
 
-_PHRASE_LUT = _lut("0123456789abcdefghijklmnopqrstuvwxyz", lower=True)
-_PAPER_LUT = _lut("abcdefghijklmnopqrstuvwxyz", lower=True)
+PHRASE_LUT = _lut("0123456789abcdefghijklmnopqrstuvwxyz", lower=True)
+PAPER_LUT = _lut("abcdefghijklmnopqrstuvwxyz", lower=True)
 
 
 _AMP, _APOSTROPHE = ord("&"), ord("'")
@@ -126,12 +130,22 @@ def _words_with(words: np.ndarray, flag_bytes: bytes) -> np.ndarray:
     return found
 
 
-def _row_flags(arr: pa.Array, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """-> (rows holding a byte that `table` flags, OR of their byte flags), rows ascending. Only bytes >= 128 and the
-    bytes `table` flags below 128 are looked at, 8 at a time, then byte by byte inside the few words that hold one."""
+def _row_flags(arr: pa.Array, table: np.ndarray, compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """-> (rows holding a byte that `table` flags, OR of their byte flags), rows ascending: one pass of the compiled
+    core, or the numpy path (compiled=False, or no C extension)."""
     _validity, offsets, data = arr.buffers()
     if data is None or len(arr) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    if compiled and core is not None:
+        rows, flags = core.row_flags(offsets, data, arr.offset, len(arr), table.tobytes())
+        return np.frombuffer(rows, np.int64), np.frombuffer(flags, np.uint8)
+    return _row_flags_numpy(arr, table)
+
+
+def _row_flags_numpy(arr: pa.Array, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_row_flags with numpy: only bytes >= 128 and the bytes `table` flags below 128 are looked at, 8 at a time, then
+    byte by byte inside the few words that hold one."""
+    _validity, offsets, data = arr.buffers()
     ends = np.frombuffer(offsets, np.int32)[arr.offset: arr.offset + len(arr) + 1]
     raw = np.frombuffer(data, np.uint8)[ends[0]: ends[-1]]
     whole = len(raw) // 8 * 8
@@ -167,7 +181,7 @@ def _decompose(text: str) -> str:
     return unicodedata.normalize("NFKD", text).replace("\u2019", "'")
 
 
-def _split_bytes(arr: pa.Array, lut: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+def split_bytes(arr: pa.Array, lut: np.ndarray) -> tuple[np.ndarray, pa.Array]:
     """Map every byte through `lut` (kept bytes stay, the rest become spaces), split on spaces -> (row of each token,
     tokens). A caption that starts or ends with a separator gives an empty token there (no word ever matches one)."""
     _validity, offsets, data = arr.buffers()
@@ -200,10 +214,10 @@ def _fold_rows_vectorised(arr: pa.Array) -> pa.Array:
                                       r"[\x{0300}-\x{036f}]+", "")
 
 
-def _fold_non_ascii_rows(arr: pa.Array, rows: np.ndarray, flags: np.ndarray) -> pa.Array:
-    """Rows with entities or non-ASCII text -> as normalise folds them: Arrow kernels for most, Python's unicodedata
-    and html.unescape for rows with '&' or with a code point the two Unicode databases decompose differently."""
-    sub = arr.take(arrow_ints(rows))
+def _fold_non_ascii_rows(sub: pa.Array, flags: np.ndarray) -> pa.Array:
+    """Rows with entities or non-ASCII text (and their byte flags) -> as normalise folds them: Arrow kernels for most,
+    Python's unicodedata and html.unescape for rows with '&' or with a code point the two Unicode databases decompose
+    differently."""
     python = (flags & _FLAG_AMP) != 0
     if _ARROW_NFKD_AGREES:
         python |= numpy_bools(pc.match_substring_regex(sub, _ARROW_ONLY_RE))
@@ -216,29 +230,44 @@ def _fold_non_ascii_rows(arr: pa.Array, rows: np.ndarray, flags: np.ndarray) -> 
         slow = pc.replace_substring_regex(slow, r"[\x{0300}-\x{036f}]+", "")
         out = slow if out is None else pc.replace_with_mask(
             pc.replace_with_mask(sub, arrow_bools(~python), out), arrow_bools(python), slow)
-    return _replace_rows(arr, rows, out)
+    return out
+
+
+def phrase_text(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray, compiled: bool = True) -> pa.Array:
+    """The captions with nulls as "" and their rare rows (entities, non-ASCII text, apostrophes) rewritten so that
+    mapping every byte through PHRASE_LUT and splitting on its spaces gives ``normalise(...).split()``: the input of
+    ``split_bytes`` here and of the phrase matcher's compiled core. compiled=False: numpy only."""
+    arr = _no_nulls(as_string_array(captions))
+    rows, flags = _row_flags(arr, _BYTE_FLAGS, compiled)
+    if len(rows) == 0:
+        return arr
+    # the rare rows (entities, non-ASCII text, apostrophes) are rewritten apart and put back at once
+    sub = arr.take(arrow_ints(rows))
+    slow = (flags & (_FLAG_AMP | _FLAG_NON_ASCII)) != 0
+    if slow.any():
+        folded = _fold_non_ascii_rows(sub.filter(arrow_bools(slow)), flags[slow])
+        sub = folded if slow.all() else pc.replace_with_mask(sub, arrow_bools(slow), folded)
+    sub = pc.replace_substring_regex(sub, r"'[sS]\b", "")  # every flagged row: folding may turn a curly ’ into '
+    return _replace_rows(arr, rows, pc.replace_substring(sub, "'", ""))
 
 
 def phrase_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Vectorised ``normalise(...).split()`` of every caption -> (row of each token, tokens), in caption order; an
     empty token may start or end a caption's tokens (never sits between two words)."""
+    return split_bytes(phrase_text(captions), PHRASE_LUT)
+
+
+def paper_text(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray, compiled: bool = True) -> pa.Array:
+    """The captions with nulls as "" and non-ASCII rows lower-cased by Python (as the paper's), so that mapping every
+    byte through PAPER_LUT and splitting on its spaces gives ``paper_tokens``. compiled=False: numpy only."""
     arr = _no_nulls(as_string_array(captions))
-    rows, flags = _row_flags(arr, _BYTE_FLAGS)
-    slow = (flags & (_FLAG_AMP | _FLAG_NON_ASCII)) != 0
-    if slow.any():  # the rare rows: entities and non-ASCII text
-        arr = _fold_non_ascii_rows(arr, rows[slow], flags[slow])
-    rows = rows[slow | ((flags & _FLAG_APOSTROPHE) != 0)]  # folding may turn a curly apostrophe into '
+    rows = _row_flags(arr, _BYTE_FLAGS & _FLAG_NON_ASCII, compiled)[0]
     if len(rows):
-        sub = pc.replace_substring_regex(arr.take(arrow_ints(rows)), r"'[sS]\b", "")
-        arr = _replace_rows(arr, rows, pc.replace_substring(sub, "'", ""))
-    return _split_bytes(arr, _PHRASE_LUT)
+        arr = _replace_rows(arr, rows, _map_rows(arr, rows, str.lower))  # Python's Unicode lower, as the paper's
+    return arr
 
 
 def paper_tokens(captions: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Vectorised paper tokeniser -> (row of each token, tokens), before contraction splitting: a token "cannot"
     stands for "can" + "not" (see PAPER_CONTRACTIONS). Empty tokens may appear, as in ``phrase_tokens``."""
-    arr = _no_nulls(as_string_array(captions))
-    rows = _row_flags(arr, _BYTE_FLAGS & _FLAG_NON_ASCII)[0]
-    if len(rows):
-        arr = _replace_rows(arr, rows, _map_rows(arr, rows, str.lower))  # Python's Unicode lower, as the paper's
-    return _split_bytes(arr, _PAPER_LUT)
+    return split_bytes(paper_text(captions), PAPER_LUT)

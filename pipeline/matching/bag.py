@@ -11,21 +11,20 @@ The rule, caption by caption:
 - a synonym without letters has no lemmas; the paper's loop would match it to every caption, here it never matches.
 
 Vectorised: every word whose lemma the vocabulary uses is known in advance (morphy applies one round of suffix rules,
-so a lemma's surface forms are finite), so captions are tokenised at once and their words looked up, never lemmatised.
+so a lemma's surface forms are finite), so captions are tokenised at once and their words looked up, never lemmatised
+(in one pass of the compiled core where the C extension is built: a word trie of one-word patterns).
 """
 from __future__ import annotations
 
 import re
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from tailstudy.arrays import numpy_ints
 from tailstudy.matching.base import (Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, ranges,
                                    unique_pairs)
+from tailstudy.matching.trie import WordTrie
 from tailstudy.matching.wordnet import NounLemmatiser, noun_lemmatiser
-from tailstudy.text import PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, paper_tokens, paper_words
+from tailstudy.text import PAPER_CONTRACTIONS, PAPER_LUT, PAPER_TOKENISER_VERSION, paper_text, paper_words
 from tailstudy.vocab import Concept, Vocabulary
 
 BAG_VERSION = 1
@@ -51,7 +50,8 @@ class BagMatcher(MatchOne):
     method = "bag"
     version = f"bag{BAG_VERSION}-tok{PAPER_TOKENISER_VERSION}-wordnet3.0"
 
-    def __init__(self, vocab: Vocabulary):
+    def __init__(self, vocab: Vocabulary, compiled: bool = True):
+        """compiled=False: the numpy path even where the compiled core is built (same matches; benchmarks, tests)."""
         lemmatiser = noun_lemmatiser()
         lemma_id: dict[str, int] = {}
         synonym_lemmas: list[list[int]] = []
@@ -75,7 +75,7 @@ class BagMatcher(MatchOne):
             if ids:
                 surface[word] = ids
         words = sorted(surface)
-        self.words = pa.array(words, pa.string())
+        self.words = WordTrie([(w,) for w in words], compiled)  # one-word patterns: a hit is a known word
         self.word_lemmas = Csr([sorted(surface[w]) for w in words])
         self.synonym_owner = np.asarray(synonym_owner, np.int64)
         # one-lemma synonyms match on their lemma alone; a longer one is checked where its rarest lemma occurs
@@ -98,12 +98,11 @@ class BagMatcher(MatchOne):
         self.n_ids = max((c.concept_id for c in vocab.concepts), default=0) + 1
 
     def match(self, captions: Captions) -> MatchResult:
-        rows, tokens = paper_tokens(captions)
-        if len(tokens) == 0 or len(self.words) == 0:
+        # every caption word whose lemma is ours, in caption order
+        rows, word = self.words.find_text(paper_text(captions, self.words.compiled), PAPER_LUT)
+        if len(rows) == 0:
             return empty_result()
-        word = numpy_ints(pc.index_in(tokens, value_set=self.words), null=-1).astype(np.int64)
-        known = word >= 0
-        rows, lemmas = self.word_lemmas.expand(rows[known], word[known])  # still sorted by row
+        rows, lemmas = self.word_lemmas.expand(rows, word)  # still sorted by row
         single_rows, single_ids = self.single.expand(rows, lemmas)
         cand_rows, cand_syn = self.trigger.expand(rows, lemmas)
         ok = self._complete(rows, lemmas, cand_rows, cand_syn)

@@ -7,7 +7,8 @@ The rule, caption by caption (captions and synonyms both go through ``tailstudy.
   in the normalised caption as a run of whole words;
 - unless one of the concept's negative words (also with its plurals) occurs as whole words anywhere in the caption.
 
-All captions of a batch are tokenised at once (Arrow) and every pattern is found in one vectorised trie walk.
+All captions of a batch are tokenised at once (Arrow) and every pattern is found in one trie walk: compiled, or
+vectorised with numpy where the C extension is not built (tailstudy.matching.trie).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 from tailstudy.matching.base import Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, unique_pairs
 from tailstudy.matching.trie import WordTrie
 from tailstudy.matching.wordnet import irregular_plurals
-from tailstudy.text import NORMALISER_VERSION, normalise, phrase_tokens
+from tailstudy.text import NORMALISER_VERSION, PHRASE_LUT, normalise, phrase_text
 from tailstudy.vocab import Vocabulary
 
 PHRASE_VERSION = 2
@@ -44,7 +45,8 @@ class PhraseMatcher(MatchOne):
     method = "phrase"
     version = f"phrase{PHRASE_VERSION}-norm{NORMALISER_VERSION}"
 
-    def __init__(self, vocab: Vocabulary):
+    def __init__(self, vocab: Vocabulary, compiled: bool = True):
+        """compiled=False: the numpy path even where the compiled core is built (same matches; benchmarks, tests)."""
         positive: dict[tuple[str, ...], set[int]] = {}
         negative: dict[tuple[str, ...], set[int]] = {}
         for concept in vocab.concepts:
@@ -54,15 +56,14 @@ class PhraseMatcher(MatchOne):
                     for form in inflections(norm) if norm else ():
                         table.setdefault(tuple(form.split()), set()).add(concept.concept_id)
         patterns = sorted(set(positive) | set(negative))
-        self.trie = WordTrie(patterns)
+        self.trie = WordTrie(patterns, compiled)
         self.positive = Csr([sorted(positive.get(p, ())) for p in patterns])
         self.negative = Csr([sorted(negative.get(p, ())) for p in patterns])
         self.has_negatives = bool(negative)
         self.n_ids = max((c.concept_id for c in vocab.concepts), default=0) + 1
 
     def match(self, captions: Captions) -> MatchResult:
-        rows, tokens = phrase_tokens(captions)
-        hit_rows, hit_patterns = self.trie.find(rows, self.trie.word_ids(tokens))
+        hit_rows, hit_patterns = self.trie.find_text(phrase_text(captions, self.trie.compiled), PHRASE_LUT)
         if len(hit_rows) == 0:
             return empty_result()
         rows, ids = unique_pairs(*self.positive.expand(hit_rows, hit_patterns), self.n_ids)

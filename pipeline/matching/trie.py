@@ -1,8 +1,12 @@
-"""Find every occurrence of many word sequences in many token streams at once, with numpy.
+"""Find every occurrence of many word sequences in many token streams at once, with numpy, or in one compiled pass.
 
 A word trie whose edges are sorted (node, word) keys. All start positions walk the trie together, one word per step,
 so the work is a handful of vectorised passes over the tokens, whatever the number of patterns: the equivalent of an
 Aho-Corasick pass over whole words, without a Python loop per caption.
+
+``find_text`` takes the text itself (an Arrow string array and a byte table that says which bytes make words): where
+the C extension ``tailstudy._core`` is built it splits, looks up and walks in one pass over the bytes; else
+it runs the numpy path (``split_bytes`` + ``word_ids`` + ``find``), which stays the specification it is tested against.
 """
 from __future__ import annotations
 
@@ -13,12 +17,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tailstudy.arrays import arrow_strings, numpy_ints
+from tailstudy.compiled import core
+from tailstudy.text import split_bytes
 
 
 class WordTrie:
-    def __init__(self, patterns: Sequence[tuple[str, ...]]):
-        """patterns: distinct, non-empty word tuples; a hit reports the pattern's index."""
+    def __init__(self, patterns: Sequence[tuple[str, ...]], compiled: bool = True):
+        """patterns: distinct, non-empty word tuples; a hit reports the pattern's index. compiled=False: find_text
+        always takes the numpy path."""
         words = sorted({w for p in patterns for w in p})
+        self._words, self.compiled, self._cores = words, compiled and core is not None, {}
         self.words = arrow_strings(words)
         self.n_words = len(words)
         word_id = {w: i for i, w in enumerate(words)}
@@ -83,3 +91,26 @@ class WordTrie:
         if not hit_rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(hit_rows), np.concatenate(hit_patterns)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cores": {}}  # compiled cores are rebuilt where they are used
+
+    def _core_for(self, lut: np.ndarray):
+        key = lut.tobytes()
+        if key not in self._cores:
+            self._cores[key] = core.Core([w.encode() for w in self._words], self.root_child, self.terminal,
+                                         self.edge_keys, self.edge_child, self.follows.astype(np.uint8), key,
+                                         self.max_len)
+        return self._cores[key]
+
+    def find_text(self, text: pa.Array, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (row, pattern index) hit in a string array without nulls whose words are the runs of bytes `lut`
+        does not map to a space (as ``split_bytes`` splits it). The pairs of ``find``, maybe in another order."""
+        if len(text) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if not self.compiled:
+            rows, tokens = split_bytes(text, lut)
+            return self.find(rows, self.word_ids(tokens))
+        _validity, offsets, data = text.buffers()
+        rows, patterns = self._core_for(lut).find(offsets, data if data is not None else b"", text.offset, len(text))
+        return np.frombuffer(rows, np.int64), np.frombuffer(patterns, np.int64)
