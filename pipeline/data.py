@@ -35,7 +35,8 @@ from tailstudy.items import (SHUFFLE_BUFFER, ItemIndex, build_index, epoch_order
 from tailstudy.memo import ImageMemo, TokenMemo, decode_fresh
 from tailstudy.workers import DataWorkers, ImageJob, Reader
 
-SMALL_IMAGE = 64  # model inputs up to this size decode faster than a worker process starts: no workers by default
+SMALL_IMAGE = 64  # model inputs up to this size: no workers by default (their decode is a few % of a step; workers
+# would compete with training for the same cores)
 LIGHT = (FastRandomResizedCrop, ResizeCentreCrop)  # per-image transforms a torch-free worker can run
 
 
@@ -177,16 +178,20 @@ class LightStream:
         tasks = self.tasks(epoch)
         built = self.workers.map(tasks) if self.workers else ((task, self.job(*task)) for task in tasks)
         for (items, _draws), images in built:
-            images = torch.from_numpy(images)
-            out = {"labels": torch.from_numpy(self.index.label[items]), "items": torch.from_numpy(items)}
-            if self.pin:  # feeding a GPU: pinned uint8, converted on the device (images_on)
-                out.update(images=images.pin_memory() if torch.cuda.is_available() else images,
-                           normalize=self.per_batch)
-            else:
-                out["images"] = float_batch(images, self.per_batch)
-            if self.tokenize is not None:
-                out["tokens"] = self.tokenize([self.index.caption[i] for i in items.tolist()])
-            yield out
+            yield self.assemble(items, images)
+
+    def assemble(self, items: np.ndarray, images: np.ndarray) -> dict:
+        """A batch's tensors from its items and their uint8 images."""
+        images = torch.from_numpy(images)
+        out = {"labels": torch.from_numpy(self.index.label[items]), "items": torch.from_numpy(items)}
+        if self.pin:  # feeding a GPU: pinned uint8, converted on the device (images_on)
+            out.update(images=images.pin_memory() if torch.cuda.is_available() else images,
+                       normalize=self.per_batch)
+        else:
+            out["images"] = float_batch(images, self.per_batch)
+        if self.tokenize is not None:
+            out["tokens"] = self.tokenize([self.index.caption[i] for i in items.tolist()])
+        return out
 
     def close(self) -> None:
         if self.workers is not None:
@@ -236,8 +241,8 @@ def portable_transform(transform):
 
 
 def resolve_workers(workers: int | None, image_size: int) -> int:
-    """`train.workers` (None = auto): no workers for small images (their decode is cheaper than starting processes),
-    else up to 4, leaving a core to the training loop. Any value gives the same batches."""
+    """`train.workers` (None = auto): no workers for small images (see SMALL_IMAGE), else up to 4, leaving a core to
+    the training loop. Any value gives the same batches."""
     if workers is not None:
         return workers
     if image_size <= SMALL_IMAGE:
