@@ -293,6 +293,469 @@ static PyObject *row_flags(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* ---------------------------------------------------------------- the phrase normaliser's folding
+
+ * A Folder rewrites the rows of a string array that tailstudy.text.normalise treats specially (a byte >= 0x80, '&' or
+ * an apostrophe) so that mapping every byte through PHRASE_LUT and splitting on spaces gives normalise(row).split(); the
+ * other rows are copied as they are. Per row, in normalise's order:
+ *
+ *   1. HTML character references, as html.unescape finds them (the regex
+ *      &(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?), the HTML5 names, the longest-prefix rule for names
+ *      without ';', and its numeric special cases), from tables built by Python;
+ *   2. each code point folded as NFKD + accents dropped + other non-ASCII -> ' ' + U+2019 -> "'" (NFKD decomposes one
+ *      code point at a time; its canonical reordering only moves combining marks among themselves, which never changes
+ *      what lies between two letters), from a table built by Python from unicodedata, lower-cased;
+ *   3. a possessive "'s" before a non-word character (or the end) dropped, then every other apostrophe.
+ *
+ * A row the tables cannot answer (a code point at or above FOLD_LIMIT, invalid UTF-8) is reported back and left
+ * empty: the caller runs Python's normalise on it. */
+
+#define FOLD_LIMIT 0x30000   /* unicodedata has no decomposition above this (checked where the tables are built) */
+#define FOLD_SEP 0           /* fold index: the code point becomes a separator */
+#define FOLD_DROP 1          /* fold index: the code point disappears (a combining accent) */
+
+typedef struct {
+    PyObject_HEAD
+    uint16_t *fold;                /* FOLD_LIMIT entries: FOLD_SEP, FOLD_DROP, or index into out_start */
+    char *out_bytes;               /* the replacement texts (folded, lower-case ASCII), concatenated */
+    int64_t *out_start;            /* n_out + 1 offsets */
+    int64_t n_out;
+    uint64_t *name_slots;          /* entity names: hash tag << 32 | (name index + 1); 0 where empty */
+    uint64_t name_mask;
+    char *name_bytes;
+    int64_t *name_start, *name_value;  /* n_names + 1 offsets; the replacement (out index) of each name */
+    int64_t n_names;
+    int64_t *charref_num, *charref_value;  /* html's _invalid_charrefs: number -> replacement, sorted */
+    int64_t n_charrefs;
+    int64_t *invalid_cps;          /* html's _invalid_codepoints, sorted: the reference becomes nothing */
+    int64_t n_invalid;
+} Folder;
+
+typedef struct {
+    uint8_t *buf;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, Py_ssize_t more) {
+    if (b->len + more <= b->cap) return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more) cap *= 2;
+    uint8_t *p = realloc(b->buf, cap);
+    if (!p) return -1;
+    b->buf = p, b->cap = cap;
+    return 0;
+}
+
+static uint64_t fnv(const uint8_t *s, Py_ssize_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* The replacement index of the entity name s[0..n) (ASCII bytes), or -1 */
+static int64_t name_lookup(const Folder *f, const uint8_t *s, Py_ssize_t n) {
+    uint64_t h = fnv(s, n);
+    for (uint64_t at = h & f->name_mask;; at = (at + 1) & f->name_mask) {
+        uint64_t slot = f->name_slots[at];
+        if (!slot) return -1;
+        int64_t id = (int64_t)(uint32_t)slot - 1;
+        if (TAG(slot) == TAG(h) && f->name_start[id + 1] - f->name_start[id] == n &&
+            memcmp(f->name_bytes + f->name_start[id], s, n) == 0)
+            return f->name_value[id];
+    }
+}
+
+static int64_t sorted_find(const int64_t *xs, int64_t n, int64_t x) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (xs[mid] < x) lo = mid + 1; else hi = mid;
+    }
+    return lo < n && xs[lo] == x ? lo : -1;
+}
+
+static int emit_out(const Folder *f, int64_t index, Buf *b) {
+    Py_ssize_t n = f->out_start[index + 1] - f->out_start[index];
+    if (buf_reserve(b, n) < 0) return -1;
+    memcpy(b->buf + b->len, f->out_bytes + f->out_start[index], n);
+    b->len += n;
+    return 0;
+}
+
+/* Append the folded form of code point c -> 0, 1 when the tables cannot answer, -1 out of memory */
+static int emit_cp(const Folder *f, uint32_t c, Buf *b) {
+    if (c < 0x80) {
+        if (buf_reserve(b, 1) < 0) return -1;
+        b->buf[b->len++] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : (uint8_t)c;
+        return 0;
+    }
+    if (c >= FOLD_LIMIT) return 1;
+    uint16_t index = f->fold[c];
+    if (index == FOLD_DROP) return 0;
+    if (index == FOLD_SEP) {
+        if (buf_reserve(b, 1) < 0) return -1;
+        b->buf[b->len++] = ' ';
+        return 0;
+    }
+    return emit_out(f, index, b);
+}
+
+/* html.unescape's numeric reference -> its text, folded */
+static int emit_number(const Folder *f, int64_t num, Buf *b) {
+    int64_t at = sorted_find(f->charref_num, f->n_charrefs, num);
+    if (at >= 0) return emit_out(f, f->charref_value[at], b);
+    if ((num >= 0xD800 && num <= 0xDFFF) || num > 0x10FFFF) return emit_cp(f, 0xFFFD, b);
+    if (sorted_find(f->invalid_cps, f->n_invalid, num) >= 0) return 0;
+    return emit_cp(f, (uint32_t)num, b);
+}
+
+/* UTF-8 -> code points (strict: what Python's decoder accepts), or -1 */
+static Py_ssize_t utf8_decode(const uint8_t *s, Py_ssize_t n, uint32_t *out) {
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        uint8_t b = s[i];
+        uint32_t c;
+        int more;
+        if (b < 0x80) { out[m++] = b; i++; continue; }
+        if (b >= 0xC2 && b <= 0xDF) c = b & 0x1F, more = 1;
+        else if (b >= 0xE0 && b <= 0xEF) c = b & 0x0F, more = 2;
+        else if (b >= 0xF0 && b <= 0xF4) c = b & 0x07, more = 3;
+        else return -1;
+        for (int k = 1; k <= more; k++) {
+            if (i + k >= n || (s[i + k] & 0xC0) != 0x80) return -1;
+            c = c << 6 | (s[i + k] & 0x3F);
+        }
+        if ((more == 2 && (c < 0x800 || (c >= 0xD800 && c <= 0xDFFF))) || (more == 3 && (c < 0x10000 || c > 0x10FFFF)))
+            return -1;
+        out[m++] = c;
+        i += more + 1;
+    }
+    return m;
+}
+
+static int is_stop(uint32_t c) {  /* the characters html's named-reference group cannot hold */
+    return c == '\t' || c == '\n' || c == '\f' || c == ' ' || c == '<' || c == '&' || c == '#' || c == ';';
+}
+
+static int hex_value(uint32_t c) {
+    if (c >= '0' && c <= '9') return (int)(c - '0');
+    if (c >= 'a' && c <= 'f') return (int)(c - 'a' + 10);
+    if (c >= 'A' && c <= 'F') return (int)(c - 'A' + 10);
+    return -1;
+}
+
+/* At cps[i] == '&': the reference html.unescape finds there, folded into b -> the index after it; i when there is
+ * none (the '&' is then text). *rc: 1 when the tables cannot answer, -1 out of memory. */
+static Py_ssize_t reference(const Folder *f, const uint32_t *cps, Py_ssize_t i, Py_ssize_t m, Buf *b, int *rc) {
+    Py_ssize_t j = i + 1;
+    if (j < m && cps[j] == '#') {
+        Py_ssize_t k = j + 1;
+        int base = 10;
+        if (k < m && (cps[k] == 'x' || cps[k] == 'X') && k + 1 < m && hex_value(cps[k + 1]) >= 0) base = 16, k++;
+        else if (!(k < m && cps[k] >= '0' && cps[k] <= '9')) return i;
+        int64_t num = 0;
+        for (; k < m; k++) {
+            int d = base == 16 ? hex_value(cps[k]) : (cps[k] >= '0' && cps[k] <= '9' ? (int)(cps[k] - '0') : -1);
+            if (d < 0) break;
+            num = num * base + d;
+            if (num > 0x10FFFF) num = 0x110000;  /* saturate: html treats every larger number alike */
+        }
+        if (k < m && cps[k] == ';') k++;
+        *rc = emit_number(f, num, b);
+        return k;
+    }
+    Py_ssize_t k = j;
+    while (k < m && k - j < 32 && !is_stop(cps[k])) k++;
+    if (k == j) return i;
+    Py_ssize_t end = k < m && cps[k] == ';' ? k + 1 : k;
+    /* the group's leading ASCII run, as bytes: names are ASCII, so a name can only be a prefix of it */
+    uint8_t name[40];
+    Py_ssize_t ascii = 0;
+    while (j + ascii < end && cps[j + ascii] < 0x80) name[ascii] = (uint8_t)cps[j + ascii], ascii++;
+    int64_t value = ascii == end - j ? name_lookup(f, name, ascii) : -1;
+    Py_ssize_t x = end - j;
+    if (value < 0) {  /* the longest prefix that is a name (at least 2 characters), then the rest as text */
+        for (x = (end - j) - 1; x >= 2; x--)
+            if (x <= ascii && (value = name_lookup(f, name, x)) >= 0) break;
+    }
+    if (value < 0) return i;  /* '&' + the group, unchanged: the same as no reference */
+    if ((*rc = emit_out(f, value, b)) != 0) return k;
+    for (Py_ssize_t t = j + x; t < end && *rc == 0; t++) *rc = emit_cp(f, cps[t], b);
+    return end;
+}
+
+/* normalise's last step on folded (or plain ASCII) text: lower case, then "'s\b" dropped (re.ASCII: \w is
+ * [a-zA-Z0-9_]), then every other apostrophe; appended to out */
+static int apostrophes(const uint8_t *t, Py_ssize_t n, Buf *out) {
+    if (buf_reserve(out, n) < 0) return -1;
+    uint8_t *o = out->buf + out->len;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t c = t[i];
+        if (c != '\'') { *o++ = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c; continue; }
+        if (i + 1 < n && (t[i + 1] | 32) == 's') {  /* c | 32 is 's' for 'S' and 's' only */
+            int word = 0;
+            if (i + 2 < n) {
+                uint8_t after = t[i + 2];
+                word = ((after | 32) >= 'a' && (after | 32) <= 'z') || (after >= '0' && after <= '9') || after == '_';
+            }
+            if (!word) i++;
+        }
+    }
+    out->len = o - out->buf;
+    return 0;
+}
+
+/* One rare row -> its folded text appended to out; 1 when the tables cannot answer, -1 out of memory */
+static int fold_row(const Folder *f, const uint8_t *s, Py_ssize_t n, Buf *cps_buf, Buf *tmp, Buf *out) {
+    int amp = memchr(s, '&', n) != NULL, ascii = 1;
+    for (Py_ssize_t i = 0; i < n && ascii; i++) ascii = s[i] < 0x80;
+    if (ascii && !amp) return apostrophes(s, n, out);  /* nothing to decode or fold */
+    if (buf_reserve(cps_buf, (n + 1) * 4) < 0) return -1;
+    uint32_t *cps = (uint32_t *)cps_buf->buf;
+    Py_ssize_t m = utf8_decode(s, n, cps);
+    if (m < 0) return 1;
+    tmp->len = 0;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < m && rc == 0;) {
+        if (amp && cps[i] == '&') {
+            Py_ssize_t next = reference(f, cps, i, m, tmp, &rc);
+            if (next != i) { i = next; continue; }
+        }
+        rc = emit_cp(f, cps[i++], tmp);
+    }
+    return rc != 0 ? rc : apostrophes(tmp->buf, tmp->len, out);
+}
+
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HAS_BYTE(x, b) (((x) ^ (ONES * (b))) - ONES & ~((x) ^ (ONES * (b))) & HIGHS)
+
+/* A row with no byte >= 0x80, no '&' and no apostrophe: the folder copies it as it is (8 bytes per test) */
+static int plain(const uint8_t *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if ((x & HIGHS) || HAS_BYTE(x, (uint64_t)'&') || HAS_BYTE(x, (uint64_t)'\'')) return 0;
+    }
+    for (; i < n; i++)
+        if (s[i] >= 0x80 || s[i] == '&' || s[i] == '\'') return 0;
+    return 1;
+}
+
+/* Pass 1: the rare rows folded into `side` (where[r]: their place there; -1 for a plain row, copied in pass 2), every
+ * row's output offsets, the fallback rows (left empty). 0, -1 out of memory, -2 over 2 GiB. */
+static int fold_rows(const Folder *f, const int32_t *off, const uint8_t *data, Py_ssize_t first, Py_ssize_t n_rows,
+                     int32_t *out_off, int64_t *where, Buf *side, Buf *fallback) {
+    Buf cps = {NULL, 0, 0}, tmp = {NULL, 0, 0};
+    int rc = 0;
+    int64_t total = 0;
+    out_off[0] = 0;
+    for (Py_ssize_t r = 0; r < n_rows && rc >= 0; r++) {
+        const uint8_t *s = data + off[first + r];
+        Py_ssize_t n = off[first + r + 1] - off[first + r], before = side->len;
+        where[r] = -1;
+        if (!plain(s, n)) {
+            where[r] = before;
+            if ((rc = fold_row(f, s, n, &cps, &tmp, side)) == 1) {
+                side->len = before;
+                if ((rc = buf_reserve(fallback, 8)) == 0) {
+                    int64_t row = r;
+                    memcpy(fallback->buf + fallback->len, &row, 8), fallback->len += 8;
+                }
+            }
+            n = side->len - before;
+        }
+        if ((total += n) > INT32_MAX) rc = -2;
+        out_off[r + 1] = (int32_t)total;
+    }
+    free(cps.buf), free(tmp.buf);
+    return rc;
+}
+
+/* Pass 2: every row's text into dst */
+static void assemble(const int32_t *off, const uint8_t *data, Py_ssize_t first, Py_ssize_t n_rows,
+                     const int32_t *out_off, const int64_t *where, const uint8_t *side, uint8_t *dst) {
+    for (Py_ssize_t r = 0; r < n_rows; r++) {
+        const uint8_t *src = where[r] < 0 ? data + off[first + r] : side + where[r];
+        memcpy(dst + out_off[r], src, out_off[r + 1] - out_off[r]);
+    }
+}
+
+static PyObject *Folder_fold(Folder *f, PyObject *args) {
+    Py_buffer offsets, data;
+    Py_ssize_t first, n_rows;
+    if (!PyArg_ParseTuple(args, "y*y*nn", &offsets, &data, &first, &n_rows)) return NULL;
+    PyObject *out = NULL, *text = NULL;
+    if (!f->fold) {
+        PyErr_SetString(PyExc_RuntimeError, "Folder is not initialised");
+    } else if (check_rows(&offsets, &data, first, n_rows) == 0) {
+        int32_t *out_off = malloc((n_rows + 1) * 4);
+        int64_t *where = malloc((n_rows + 1) * 8);
+        Buf side = {NULL, 0, 0}, fallback = {NULL, 0, 0};
+        int rc = -1;
+        if (out_off && where) {
+            Py_BEGIN_ALLOW_THREADS
+            rc = fold_rows(f, offsets.buf, data.buf, first, n_rows, out_off, where, &side, &fallback);
+            Py_END_ALLOW_THREADS
+        }
+        if (rc == -2) PyErr_SetString(PyExc_OverflowError, "folded text over 2 GiB: pass fewer rows");
+        else if (rc < 0) PyErr_NoMemory();
+        else if ((text = PyBytes_FromStringAndSize(NULL, out_off[n_rows])) != NULL) {
+            uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(text);
+            Py_BEGIN_ALLOW_THREADS
+            assemble(offsets.buf, data.buf, first, n_rows, out_off, where, side.buf, dst);
+            Py_END_ALLOW_THREADS
+            out = Py_BuildValue("(y#Oy#)", (char *)out_off, (n_rows + 1) * 4, text,
+                                fallback.len ? (char *)fallback.buf : "", fallback.len);
+            Py_DECREF(text);
+        }
+        free(out_off), free(where), free(side.buf), free(fallback.buf);
+    }
+    PyBuffer_Release(&offsets), PyBuffer_Release(&data);
+    return out;
+}
+
+/* Folder(fold_cps, fold_values, names, name_values, charref_nums, charref_values, invalid_cps):
+ *   fold_cps / fold_values: code points below FOLD_LIMIT that do not become a separator, and their folded text
+ *   (bytes; b"" drops the code point); names / name_values: HTML5 entity names (bytes) and their folded text;
+ *   charref_nums / charref_values: html's invalid numeric references and their folded text; invalid_cps: the numbers
+ *   html drops. */
+static int Folder_init(Folder *f, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"fold_cps", "fold_values", "names", "name_values", "charref_nums", "charref_values",
+                            "invalid_cps", NULL};
+    PyObject *fold_cps, *fold_values, *ent_names, *ent_values, *ref_nums, *ref_values, *invalid;
+    if (f->fold) { PyErr_SetString(PyExc_RuntimeError, "Folder is already initialised"); return -1; }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO", names, &fold_cps, &fold_values, &ent_names, &ent_values,
+                                     &ref_nums, &ref_values, &invalid))
+        return -1;
+    PyObject *cps = PySequence_Fast(fold_cps, "fold_cps: a sequence"), *fv = PySequence_Fast(fold_values, "fold_values");
+    PyObject *en = PySequence_Fast(ent_names, "names"), *ev = PySequence_Fast(ent_values, "name_values");
+    PyObject *rn = PySequence_Fast(ref_nums, "charref_nums"), *rv = PySequence_Fast(ref_values, "charref_values");
+    PyObject *inv = PySequence_Fast(invalid, "invalid_cps");
+    int rc = -1;
+    if (!cps || !fv || !en || !ev || !rn || !rv || !inv) goto done;
+    Py_ssize_t n_fold = PySequence_Fast_GET_SIZE(cps), n_names = PySequence_Fast_GET_SIZE(en);
+    Py_ssize_t n_refs = PySequence_Fast_GET_SIZE(rn), n_inv = PySequence_Fast_GET_SIZE(inv);
+    if (PySequence_Fast_GET_SIZE(fv) != n_fold || PySequence_Fast_GET_SIZE(ev) != n_names ||
+        PySequence_Fast_GET_SIZE(rv) != n_refs) {
+        PyErr_SetString(PyExc_ValueError, "keys and values differ in length");
+        goto done;
+    }
+    /* every replacement text in one pool: indexes 0 and 1 are FOLD_SEP and FOLD_DROP's (" " and "") */
+    Py_ssize_t n_out = 2 + n_fold + n_names + n_refs, total = 1;
+    PyObject *groups[3] = {fv, ev, rv};
+    for (int g = 0; g < 3; g++)
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(groups[g]); i++) {
+            PyObject *v = PySequence_Fast_GET_ITEM(groups[g], i);
+            if (!PyBytes_Check(v)) { PyErr_SetString(PyExc_TypeError, "replacement texts must be bytes"); goto done; }
+            total += PyBytes_GET_SIZE(v);
+        }
+    if (n_out > 65535) { PyErr_SetString(PyExc_ValueError, "too many replacement texts"); goto done; }
+    f->n_out = n_out;
+    f->out_bytes = PyMem_Malloc(total), f->out_start = PyMem_Malloc((n_out + 1) * 8);
+    f->fold = PyMem_Calloc(FOLD_LIMIT, sizeof(uint16_t));
+    uint64_t size = 16;
+    while (size < (uint64_t)n_names * 4) size <<= 1;
+    f->name_mask = size - 1, f->n_names = n_names;
+    f->name_slots = PyMem_Calloc(size, 8), f->name_start = PyMem_Malloc((n_names + 1) * 8);
+    f->name_value = PyMem_Malloc((n_names + 1) * 8);
+    f->charref_num = PyMem_Malloc((n_refs + 1) * 8), f->charref_value = PyMem_Malloc((n_refs + 1) * 8);
+    f->invalid_cps = PyMem_Malloc((n_inv + 1) * 8), f->n_charrefs = n_refs, f->n_invalid = n_inv;
+    Py_ssize_t name_total = 0;
+    for (Py_ssize_t i = 0; i < n_names; i++) {
+        PyObject *v = PySequence_Fast_GET_ITEM(en, i);
+        if (!PyBytes_Check(v) || PyBytes_GET_SIZE(v) > 32) {
+            PyErr_SetString(PyExc_ValueError, "entity names must be bytes of at most 32");
+            goto done;
+        }
+        name_total += PyBytes_GET_SIZE(v);
+    }
+    f->name_bytes = PyMem_Malloc(name_total + 1);
+    if (!f->out_bytes || !f->out_start || !f->fold || !f->name_slots || !f->name_start || !f->name_value ||
+        !f->charref_num || !f->charref_value || !f->invalid_cps || !f->name_bytes) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    f->out_bytes[0] = ' ', f->out_start[0] = 0, f->out_start[1] = 1, f->out_start[2] = 1;
+    Py_ssize_t at = 2;
+    for (int g = 0; g < 3; g++)
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(groups[g]); i++, at++) {
+            PyObject *v = PySequence_Fast_GET_ITEM(groups[g], i);
+            Py_ssize_t len = PyBytes_GET_SIZE(v);
+            memcpy(f->out_bytes + f->out_start[at], PyBytes_AS_STRING(v), len);
+            f->out_start[at + 1] = f->out_start[at] + len;
+        }
+    for (Py_ssize_t i = 0; i < n_fold; i++) {
+        long long c = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(cps, i));
+        if (c < 0x80 || c >= FOLD_LIMIT) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "fold_cps: code points 0x80 .. FOLD_LIMIT");
+            goto done;
+        }
+        /* b"" drops the code point (FOLD_DROP), b" " is the default (FOLD_SEP), else its own entry */
+        Py_ssize_t len = f->out_start[2 + i + 1] - f->out_start[2 + i];
+        f->fold[c] = len == 0 ? FOLD_DROP : (uint16_t)(2 + i);
+    }
+    f->name_start[0] = 0;
+    for (Py_ssize_t i = 0; i < n_names; i++) {
+        PyObject *v = PySequence_Fast_GET_ITEM(en, i);
+        Py_ssize_t len = PyBytes_GET_SIZE(v);
+        memcpy(f->name_bytes + f->name_start[i], PyBytes_AS_STRING(v), len);
+        f->name_start[i + 1] = f->name_start[i] + len;
+        f->name_value[i] = 2 + n_fold + i;
+        uint64_t h = fnv((const uint8_t *)PyBytes_AS_STRING(v), len), slot = h & f->name_mask;
+        while (f->name_slots[slot]) slot = (slot + 1) & f->name_mask;
+        f->name_slots[slot] = TAG(h) | (uint64_t)(i + 1);
+    }
+    for (Py_ssize_t i = 0; i < n_refs; i++) {
+        f->charref_num[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(rn, i));
+        f->charref_value[i] = 2 + n_fold + n_names + i;
+        if (i && f->charref_num[i] <= f->charref_num[i - 1]) {
+            PyErr_SetString(PyExc_ValueError, "charref_nums must be sorted");
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n_inv; i++) {
+        f->invalid_cps[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(inv, i));
+        if (i && f->invalid_cps[i] <= f->invalid_cps[i - 1]) {
+            PyErr_SetString(PyExc_ValueError, "invalid_cps must be sorted");
+            goto done;
+        }
+    }
+    rc = PyErr_Occurred() ? -1 : 0;
+done:
+    Py_XDECREF(cps), Py_XDECREF(fv), Py_XDECREF(en), Py_XDECREF(ev), Py_XDECREF(rn), Py_XDECREF(rv), Py_XDECREF(inv);
+    if (rc < 0 && f->fold) PyMem_Free(f->fold), f->fold = NULL;  /* not initialised: fold() refuses */
+    return rc;
+}
+
+static void Folder_dealloc(Folder *f) {
+    PyMem_Free(f->fold), PyMem_Free(f->out_bytes), PyMem_Free(f->out_start), PyMem_Free(f->name_slots);
+    PyMem_Free(f->name_bytes), PyMem_Free(f->name_start), PyMem_Free(f->name_value), PyMem_Free(f->charref_num);
+    PyMem_Free(f->charref_value), PyMem_Free(f->invalid_cps);
+    Py_TYPE(f)->tp_free((PyObject *)f);
+}
+
+static PyMethodDef Folder_methods[] = {
+    {"fold", (PyCFunction)Folder_fold, METH_VARARGS,
+     "fold(offsets, data, first, n_rows) -> (offsets as int32 bytes, text bytes, fallback rows as int64 bytes): rows "
+     "first..first+n_rows folded (see the C source); a fallback row is left empty for Python's normalise"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FolderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tailstudy._core.Folder",
+    .tp_basicsize = sizeof(Folder),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Folder(fold_cps, fold_values, names, name_values, charref_nums, charref_values, invalid_cps): "
+              "normalise's folding of rare rows, compiled",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Folder_init,
+    .tp_dealloc = (destructor)Folder_dealloc,
+    .tp_methods = Folder_methods,
+};
+
 static PyMethodDef module_methods[] = {
     {"row_flags", row_flags, METH_VARARGS,
      "row_flags(offsets, data, first, n_rows, table) -> (rows as int64 bytes, flags as uint8 bytes): the rows (counted "
@@ -325,16 +788,17 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__core(void) {
-    if (PyType_Ready(&CoreType) < 0) return NULL;
+    if (PyType_Ready(&CoreType) < 0 || PyType_Ready(&FolderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddStringConstant(m, "source_sha256", CORE_SOURCE_SHA256) < 0) {
         Py_DECREF(m);
         return NULL;
     }
-    Py_INCREF(&CoreType);
-    if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) {
-        Py_DECREF(&CoreType);
+    Py_INCREF(&CoreType), Py_INCREF(&FolderType);
+    if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0 ||
+        PyModule_AddObject(m, "Folder", (PyObject *)&FolderType) < 0) {
+        Py_DECREF(&CoreType), Py_DECREF(&FolderType);
         Py_DECREF(m);
         return NULL;
     }

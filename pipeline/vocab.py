@@ -12,7 +12,6 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import yaml
 
 from tailstudy.errors import InputError
 from tailstudy.paths import DATA_DIR
@@ -165,7 +164,7 @@ def _read_rows(path: Path) -> list[dict]:
             data = load_yaml(text, str(path), InputError) or []
         else:
             raise InputError(f"{path}: unsupported vocabulary format (use .csv, .tsv, .json or .yaml)")
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
+    except json.JSONDecodeError as err:  # load_yaml reports its own errors (and is imported only for YAML)
         raise InputError(f"{path}: cannot parse: {str(err).splitlines()[0]}") from None
     if isinstance(data, dict) and "concepts" in data:
         data = data["concepts"]

@@ -294,6 +294,27 @@ def test_cli_match_then_sql(tmp_path, monkeypatch, capsys):
     assert json.loads(out)[0]["several_concepts"] == 0
 
 
+def test_the_installed_command_flushes_its_output_and_keeps_exit_codes(tmp_path):
+    """`tailstudy` (the console script: tailstudy.flows.cli:entry) ends without the interpreter's teardown; what it
+    printed must still arrive in full through a pipe, with main()'s exit code, and the catalog must be usable."""
+    from conftest import VENV_BIN
+
+    src = tmp_path / "web.csv"
+    src.write_text("TEXT\nTwo goldfishes\nT-SHIRTS &amp; more\nnothing here\n", encoding="utf-8")
+    ws = tmp_path / "ws"
+    done = subprocess.run([VENV_BIN / "tailstudy", "match", src, "--vocab", "imagenet1k", "-w", ws],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 captions: 2 with a concept" in " ".join(done.stdout.split())
+    assert done.stdout.rstrip().endswith("@corpus_vs_reference")
+    query = subprocess.run([VENV_BIN / "tailstudy", "sql", "select count(*) from concept_freq where count > 0", "-w", ws, "-f",
+                            "csv"], capture_output=True, text=True, timeout=600)
+    assert query.returncode == 0 and query.stdout.split() == ["count_star()", "2"], query.stderr[-2000:]
+    bad = subprocess.run([VENV_BIN / "tailstudy", "match", tmp_path / "missing.csv", "--vocab", "imagenet1k", "-w",
+                          ws], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "missing.csv" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--caption-col", "caption"], "no caption column 'caption'"),
     (["--method", "fuzzy"], "--method fuzzy"),

@@ -17,7 +17,7 @@ import numpy as np
 from tailstudy.matching.base import Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, unique_pairs
 from tailstudy.matching.trie import WordTrie
 from tailstudy.matching.wordnet import irregular_plurals
-from tailstudy.text import NORMALISER_VERSION, PHRASE_LUT, normalise, phrase_text
+from tailstudy.text import NORMALISER_VERSION, PHRASE_LUT, compiled_folder, normalise, phrase_text
 from tailstudy.vocab import Vocabulary
 
 PHRASE_VERSION = 2
@@ -61,6 +61,8 @@ class PhraseMatcher(MatchOne):
         self.negative = Csr([sorted(negative.get(p, ())) for p in patterns])
         self.has_negatives = bool(negative)
         self.n_ids = max((c.concept_id for c in vocab.concepts), default=0) + 1
+        if self.trie.compiled:
+            compiled_folder()  # its tables are built here, once: forked match workers inherit them
 
     def match(self, captions: Captions) -> MatchResult:
         hit_rows, hit_patterns = self.trie.find_text(phrase_text(captions, self.trie.compiled), PHRASE_LUT)

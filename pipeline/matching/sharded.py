@@ -60,10 +60,13 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
             yield item
 
 
-def match_shard(shard: Shard, matcher: Matcher, work_dir: Path, progress: Progress | None = None) -> dict:
-    """Match one shard -> its part file and counts (written atomically, the counts last)."""
+def match_shard(shard: Shard, matcher: Matcher, work_dir: Path, progress: Progress | None = None,
+                prefetch: bool = True) -> dict:
+    """Match one shard -> its part file and counts (written atomically, the counts last). prefetch: read the next
+    batch in a thread meanwhile, worth it only where a core would otherwise idle."""
     tables, captions = [], 0
-    for ids, batch in prefetched(read_batches(shard)):
+    batches = read_batches(shard)
+    for ids, batch in prefetched(batches) if prefetch else batches:
         tables.append(matches_table(ids, batch, matcher))
         captions += len(batch)
         if progress:
@@ -88,6 +91,7 @@ def finished(work_dir: Path, shards: list[Shard]) -> dict[int, dict]:
 # ---------------------------------------------------------------- worker processes
 
 _worker: tuple[MatcherSpec, Matcher] | None = None
+_worker_prefetch = True
 
 
 def _matcher_for(spec: MatcherSpec) -> Matcher:
@@ -97,7 +101,9 @@ def _matcher_for(spec: MatcherSpec) -> Matcher:
     return _worker[1]
 
 
-def _init_worker(spec: MatcherSpec) -> None:
+def _init_worker(spec: MatcherSpec, prefetch: bool) -> None:
+    global _worker_prefetch
+    _worker_prefetch = prefetch
     pa.set_cpu_count(1)  # one core per worker: the pool is the parallelism
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
@@ -106,7 +112,7 @@ def _init_worker(spec: MatcherSpec) -> None:
 
 def _run_in_pool(shard: Shard, work_dir: Path) -> dict:
     """A pool worker's job: its matcher was built (or inherited) when the worker started."""
-    return match_shard(shard, _worker[1], work_dir)
+    return match_shard(shard, _worker[1], work_dir, prefetch=_worker_prefetch)
 
 
 def run_shard(job: tuple[Shard, MatcherSpec, Path]) -> dict:
@@ -168,11 +174,12 @@ def run_shards(shards: list[Shard], spec: MatcherSpec, work_dir: Path, workers: 
         matcher = _matcher_for(spec)
         for shard in pending:
             done[shard.index] = match_shard(shard, matcher, work_dir, (lambda n, _t: progress(n, total))
-                                            if progress else None)
+                                            if progress else None, prefetch=default_workers() > 1)
     elif pending:
         _matcher_for(spec)  # built once here: forked workers inherit it
+        # a reader thread per worker only pays where cores outnumber workers (one per core: 10-15% slower)
         with ProcessPoolExecutor(workers, mp_context=_context(spec), initializer=_init_worker,
-                                 initargs=(spec,)) as pool:
+                                 initargs=(spec, workers < default_workers())) as pool:
             futures = {pool.submit(_run_in_pool, shard, work_dir) for shard in pending}
             warm_up_next_stages()  # the workers exist now (fork starts them all at the first submit)
             try:
