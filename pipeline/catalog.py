@@ -6,12 +6,14 @@ import os
 import re
 import uuid
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from tailstudy.errors import InputError
 from tailstudy.paths import DATA_DIR, SQL_DIR
 from tailstudy.store import Workspace
+
+if TYPE_CHECKING:
+    import duckdb
 
 QUERIES_DIR = SQL_DIR / "queries"
 
@@ -45,6 +47,8 @@ def _statement_name(statement: str) -> str:
 
 def _build(path: Path, ws: Workspace) -> list[str]:
     """Create every view in a new catalog file; returns the views that have data behind them."""
+    import duckdb  # here, not at the top: `tailstudy match` checks corpus names (below) before it needs DuckDB
+
     live = []
     with duckdb.connect(str(path)) as con:
         use_workspace(con, ws)

@@ -159,7 +159,7 @@ def _read_rows(path: Path) -> list[dict]:
         if suffix == ".json":
             data = json.loads(text) if text.strip() else []
         elif suffix in (".yaml", ".yml"):
-            from tailstudy.preflight import load_yaml
+            from tailstudy.yamlfile import load_yaml
 
             data = load_yaml(text, str(path), InputError) or []
         else:

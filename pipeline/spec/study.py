@@ -157,7 +157,7 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
-    from tailstudy.preflight import load_yaml
+    from tailstudy.yamlfile import load_yaml
 
     try:
         data = load_yaml(path.read_text(encoding="utf-8"), str(path))  # a repeated key is an error, not dropped

@@ -5,6 +5,7 @@ corpus ┴─ (per level) curate ── (per learner, seed) train ── evaluat
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,7 +86,7 @@ def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", opt
                caption_col: str | None = None, id_col: str | None = None, corpus: str | None = None) -> Node:
     """``tailstudy match``: the frequency node over the match node of caption files (vocab upstream); checks the
     vocabulary, the method and every input file first. Keys are content-addressed (the files' digest)."""
-    from tailstudy.matching import MATCHERS
+    from tailstudy.matching import MATCHERS, make_matcher
     from tailstudy.matching.inputs import input_digest, resolve_sources
     from tailstudy.preflight import first_duplicate_id
 
@@ -94,12 +95,14 @@ def plan_match(captions: str | Path, vocab_ref: str, method: str = "phrase", opt
         raise InputError(f"--method {method}: unknown matching method (known: {', '.join(MATCHERS)})")
     sources = resolve_sources(captions, caption_col, id_col)
     first_duplicate_id(sources)  # duplicate ids would merge samples: an error before any work
-    try:
-        match = match_node(method, dict(options or {}), vocab, sources=sources,
-                           given={"captions": input_digest(sources)},
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(input_digest, sources)  # hashing releases the GIL: it overlaps the matcher's build
+        try:
+            make_matcher(method, vocab.config["vocab"], **dict(options or {}))  # built once, kept for match_node
+        except ValueError as err:
+            raise InputError(f"--method {method}: {err}") from None
+        match = match_node(method, dict(options or {}), vocab, sources=sources, given={"captions": digest.result()},
                            inputs={"path": str(Path(captions).resolve())})  # "captions" stays the digest
-    except ValueError as err:
-        raise InputError(f"--method {method}: {err}") from None
     frequency = frequency_node(match, corpus or Path(captions).name.split(".")[0], keyed=True)
     resolve_all([frequency])
     return frequency
