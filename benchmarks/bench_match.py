@@ -17,6 +17,9 @@ matches. The phrase rule is also run with its pattern search done by multi-patte
 Aho-Corasick binding, and pyahocorasick; benchmarks/match_libraries.py) on the same normalised text, checked to give
 the same matches. `tailstudy match` is then timed end to end in a fresh process (2 workers, start-up, vocabulary,
 matching, frequency and catalog included), wall and CPU time, against the naive phrase loop measured in this run.
+Both libraries are in deploy/requirements.lock, so a fresh setup runs the comparison. Last, the sharded stage runs
+its shards on one core and on two, the process pinned to them (sched_setaffinity): unpinned, a single worker's reader
+thread would use the second core.
 """
 from __future__ import annotations
 
