@@ -625,7 +625,7 @@ static int Folder_init(Folder *f, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"fold_cps", "fold_values", "names", "name_values", "charref_nums", "charref_values",
                             "invalid_cps", NULL};
     PyObject *fold_cps, *fold_values, *ent_names, *ent_values, *ref_nums, *ref_values, *invalid;
-    if (f->fold) { PyErr_SetString(PyExc_RuntimeError, "Folder is already initialised"); return -1; }
+    if (f->fold || f->out_start) { PyErr_SetString(PyExc_RuntimeError, "Folder is already initialised"); return -1; }
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO", names, &fold_cps, &fold_values, &ent_names, &ent_values,
                                      &ref_nums, &ref_values, &invalid))
         return -1;

@@ -95,3 +95,19 @@ def test_the_tables_follow_this_pythons_html_module():
     sample = ["&" + name for name in sorted(html5)[::11]]
     assert [normalise(s) for s in sample] == [normalise(html.unescape(s)) for s in sample]
     assert_like_normalise(sample)
+
+
+def test_the_folder_refuses_bad_tables():
+    with pytest.raises(ValueError, match="differ in length"):
+        core.Folder([0xE9], [], [], [], [], [], [])
+    with pytest.raises(ValueError, match="code points"):
+        core.Folder([0x30000], [b"x"], [], [], [], [], [])
+    with pytest.raises(ValueError, match="sorted"):
+        core.Folder([], [], [], [], [5, 1], [b"", b""], [])
+    with pytest.raises(RuntimeError, match="not initialised"):
+        core.Folder.__new__(core.Folder).fold(b"\0" * 8, b"a", 0, 1)
+    folder = core.Folder([0xE9], [b"e"], [b"amp;"], [b" "], [], [], [])
+    with pytest.raises(RuntimeError, match="already initialised"):
+        folder.__init__([], [], [], [], [], [], [])
+    offsets, folded, fallback = folder.fold(np.array([0, 13], np.int32).tobytes(), "Caf\u00e9&amp;x's".encode(), 0, 1)
+    assert folded == b"cafe x" and fallback == b""
