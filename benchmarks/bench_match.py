@@ -262,9 +262,9 @@ def bench_stage(args, vocab, captions: pa.Array, results: dict) -> None:
         two = min(sharded_seconds(path, vocab, 2, Path(tmp) / "w2") for _ in range(args.repeats))
     results["sharded"] = {"shards": shards, "one_core_s": one, "two_cores_s": two, "ratio": one / two,
                           "load_average_before": load}
-    print(f"sharded match stage (phrase, {shards} shards, Parquet in, part files out; the process pinned to the cores): 1 core {one:.2f} s, "
-          f"2 cores {two:.2f} s -> {one / two:.2f}x (best of {args.repeats}; other processes on these cores take "
-          "from the 2-core figure)")
+    print(f"sharded match stage (phrase, {shards} shards, Parquet in, part files out; the process pinned to the "
+          f"cores): 1 core {one:.2f} s, 2 cores {two:.2f} s -> {one / two:.2f}x (best of {args.repeats}; other "
+          "processes on these cores take from the 2-core figure)")
 
 
 def main(argv: list[str] | None = None) -> dict:
