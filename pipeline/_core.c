@@ -616,6 +616,19 @@ static PyObject *Folder_fold(Folder *f, PyObject *args) {
     return out;
 }
 
+/* A sequence of strictly increasing ints (a PySequence_Fast) into out, or -1 with an error */
+static int sorted_ints(PyObject *seq, int64_t *out, const char *name) {
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        out[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (out[i] == -1 && PyErr_Occurred()) return -1;
+        if (i && out[i] <= out[i - 1]) {
+            PyErr_Format(PyExc_ValueError, "%s must be sorted", name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Folder(fold_cps, fold_values, names, name_values, charref_nums, charref_values, invalid_cps):
  *   fold_cps / fold_values: code points below FOLD_LIMIT that do not become a separator, and their folded text
  *   (bytes; b"" drops the code point); names / name_values: HTML5 entity names (bytes) and their folded text;
@@ -707,21 +720,9 @@ static int Folder_init(Folder *f, PyObject *args, PyObject *kwargs) {
         while (f->name_slots[slot]) slot = (slot + 1) & f->name_mask;
         f->name_slots[slot] = TAG(h) | (uint64_t)(i + 1);
     }
-    for (Py_ssize_t i = 0; i < n_refs; i++) {
-        f->charref_num[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(rn, i));
-        f->charref_value[i] = 2 + n_fold + n_names + i;
-        if (i && f->charref_num[i] <= f->charref_num[i - 1]) {
-            PyErr_SetString(PyExc_ValueError, "charref_nums must be sorted");
-            goto done;
-        }
-    }
-    for (Py_ssize_t i = 0; i < n_inv; i++) {
-        f->invalid_cps[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(inv, i));
-        if (i && f->invalid_cps[i] <= f->invalid_cps[i - 1]) {
-            PyErr_SetString(PyExc_ValueError, "invalid_cps must be sorted");
-            goto done;
-        }
-    }
+    for (Py_ssize_t i = 0; i < n_refs; i++) f->charref_value[i] = 2 + n_fold + n_names + i;
+    if (sorted_ints(rn, f->charref_num, "charref_nums") < 0 || sorted_ints(inv, f->invalid_cps, "invalid_cps") < 0)
+        goto done;
     rc = PyErr_Occurred() ? -1 : 0;
 done:
     Py_XDECREF(cps), Py_XDECREF(fv), Py_XDECREF(en), Py_XDECREF(ev), Py_XDECREF(rn), Py_XDECREF(rv), Py_XDECREF(inv);
