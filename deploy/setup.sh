@@ -17,8 +17,9 @@ fi
   || { echo "setup: Python 3.11 or 3.12 is needed (found $("$PY" --version 2>&1))" >&2; exit 1; }
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 echo "setup: installing pinned dependencies into $VENV (a few minutes on a fresh machine)" >&2
-# the lock pins every package with its hashes: pip verifies each download (--require-hashes)
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r deploy/requirements.lock
+# the lock is the complete, closed set (tests/test_lock.py checks it): installed as it stands, with no resolution
+# (--no-deps), so an upstream release can never be pulled in; pip verifies every file against its hashes
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r deploy/requirements.lock
 # img2dataset pins the `dataclasses` backport, which shadows the standard library's dataclasses and breaks
 # Prefect's API server ("unexpected keyword argument 'slots'"): never keep it on Python >= 3.7.
 "$VENV/bin/python" -m pip uninstall -q -y dataclasses 2>/dev/null || true
