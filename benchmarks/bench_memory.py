@@ -42,16 +42,14 @@ def spec_text(name: str, samples: int, args) -> str:
 
 
 def role(p, roles: dict) -> str:
-    """What a process of the tree is: the CLI itself, the Prefect server, a training child, a DataLoader worker (spawned,
-    or forked from a fork server or from its parent), a fork server, or something else (by name)."""
+    """What a process of the tree is: the CLI itself, the Prefect server, a training child, a data worker (spawned by
+    a DataLoader), or something else (by name)."""
     cmd = " ".join(p.cmdline())
     parent = roles.get(p.ppid())
     if "resource_tracker" in cmd:
         return "resource-tracker"
-    if "spawn_main" in cmd or parent == "forkserver":
+    if "spawn_main" in cmd:
         return f"worker (of {parent})"
-    if "forkserver" in cmd:
-        return "forkserver"
     if "prefect" in cmd and ("server" in cmd or "uvicorn" in cmd):
         return "prefect-server"
     if "tailstudy.flows.torchrun" in cmd:
@@ -115,6 +113,7 @@ def measure(samples: int, args) -> dict:
         spec = work / "spec.yaml"
         spec.write_text(spec_text(f"memory{samples}", samples, args))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFECT_HOME": str(work / "prefect")}
+        (work / "ws").mkdir()  # -w names an existing workspace
         started = time.perf_counter()
         proc = subprocess.Popen([str(VENV_BIN / "tailstudy"), "run", str(spec), "-w", str(work / "ws")],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

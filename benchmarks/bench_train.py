@@ -5,17 +5,18 @@
 
 Steps: (1) write a small synthetic corpus with ``tailstudy.corpus.synthetic.generate`` (webdataset .tar shards of PNG +
 txt) at the model's input size, or reuse one with ``--corpus DIR``; (2) train each learner (``clip``, ``sl``) with
-``tailstudy.train.train`` streaming those shards (``tailstudy.data``: ``--workers`` torch-free data worker processes,
-open_clip's transforms as exact replicas); (3) train the same open_clip model config on the same shards with ``open_clip_train.main.main`` (single
-process, webdataset, the same ``--workers``, the model as ``local-dir:`` of its exported config, no external logging,
-logs and its final checkpoint in a temporary directory that is deleted).
+``tailstudy.train.train`` streaming those shards (``tailstudy.data``'s one path: a DataLoader with ``--workers``
+spawned workers applying open_clip's own transforms); (3) train the same open_clip model config on the same shards
+with ``open_clip_train.main.main`` (single process, webdataset, the same ``--workers``, the model as ``local-dir:`` of
+its exported config, no external logging, logs and its final checkpoint in a temporary directory that is deleted).
 
 Two figures per learner, both in samples/s:
 
 * ``end-to-end``: samples trained / wall seconds of one call. Ours: the ``tailstudy.train.train`` call (building the
   learner and its optimiser, spawning the ``--workers`` data workers, every epoch incl. warm-up,
-  the resumable checkpoint (model + optimiser state) written after every epoch). The shard index is built once,
-  before the timed calls (the train stage builds it from the subset manifest; open_clip_train lists shards instead).
+  the resumable checkpoint (model + optimiser state) written after every epoch). The item index (from the shards'
+  recorded member indexes) is built once, before the timed calls (the train stage builds it from the subset manifest;
+  open_clip_train lists shards instead).
   open_clip_train: the whole ``main(argv)`` call (argument parsing, model and optimiser build, its webdataset
   pipeline with ``--workers`` forked workers, every epoch, the one checkpoint it writes after the last epoch). Both
   decode PNGs, RandomResizedCrop, normalise and tokenise on the fly in their workers, from the same shard files.
@@ -77,7 +78,7 @@ def ensure_corpus(args, model_image_size: int) -> tuple[Path, float]:
 
 def reshard(corpus: Path, n: int) -> list[Path]:
     """The corpus's training samples split into n shards (open_clip_train needs at least one shard per data worker),
-    in CORPUS/wds-N/00000.tar ...; both loops read these same files."""
+    in CORPUS/wds-N/00000.tar ... (each with its member index); both loops read these same files."""
     from tailstudy.corpus.shards import ShardWriter, iter_shard
 
     out = corpus / f"wds-{n}"
@@ -103,7 +104,8 @@ def load_corpus(corpus: Path, n_shards: int):
     import numpy as np
     import pyarrow.parquet as pq
 
-    from tailstudy.data import ShardData, build_index
+    from tailstudy.data import ShardData
+    from tailstudy.items import locate_items
 
     world = json.loads((corpus / "world.json").read_text())
     targets = world["targets"]
@@ -115,7 +117,7 @@ def load_corpus(corpus: Path, n_shards: int):
     index_of = {cid: i for i, cid in enumerate(targets)}
     wanted = {k: [(index_of.get(concept_of[s], -1), c)] for s, k, c in zip(captions.sample_id, captions.key,
                                                                            captions.caption)}
-    index = build_index(shards, wanted, corpus, with_captions=True)
+    index = locate_items(shards, wanted, corpus, with_captions=True)
     counts = np.bincount(index.label[index.label >= 0], minlength=len(targets)).tolist()
     return ShardData(index), counts, [names[c] for c in targets], shards, world["image_size"]
 
@@ -209,7 +211,7 @@ def run_open_clip_train(shards: list[Path], n_samples: int, args, device) -> dic
     import open_clip_train.main as oct_main
     import torch
 
-    from tailstudy.models.learners import open_clip_config_dir
+    from tailstudy.models.towers import open_clip_config_dir
 
     for var in ("WORLD_SIZE", "SLURM_NTASKS"):  # never let it initialise torch.distributed
         os.environ.pop(var, None)
@@ -396,7 +398,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from tailstudy.models.learners import image_size_of
+    from tailstudy.models.towers import image_size_of
     from tailstudy.train import pick_device
 
     device = pick_device(args.device)

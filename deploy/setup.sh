@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.tailstudy-setup"
-# setup.py and the C source too: a changed extension is rebuilt by the editable install below
-WANT="$(cat deploy/requirements.lock pyproject.toml deploy/setup.sh setup.py pipeline/*.c | sha256sum | cut -c1-16)"
+# setup.py too: a changed package layout is reinstalled by the editable install below
+WANT="$(cat deploy/requirements.lock pyproject.toml deploy/setup.sh setup.py | sha256sum | cut -c1-16)"
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   exit 0

@@ -3,6 +3,7 @@ TAILSTUDY_DEBUG=1."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -12,15 +13,30 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tailstudy.errors import TailstudyError
 from tailstudy.output import ExportFormat, TableFormat, print_frame
 from tailstudy.output import cell as _fmt
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
                   help="Controlled studies of long-tailed image-text data: match, count, curate, train, evaluate.")
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+# no markup or emoji codes: cells, paths and messages carry user data ("[/x]", ":cross_mark:"), printed as stored
+out = Console(width=None if sys.stdout.isatty() else 160, markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
+
+
+def _error(message: str) -> Text:
+    return Text.assemble(("error:", "bold red"), " ", message)
+
+
+if hasattr(getattr(typer.core, "TyperOption", None), "display_type_rich"):
+    # typer 0.29's rich help prints every option's value type, flags included ("--verbose <bool>", "--help <bool>"),
+    # though a flag takes no value: its help panel asks display_type_rich, which gives none for a flag here
+    _display_type = typer.core.TyperOption.display_type_rich
+    typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
+
 
 FormatOpt = typer.Option(TableFormat.table, "--format", "-f", help="How tables print: table, csv or json (stdout).")
 
@@ -43,14 +59,29 @@ DEFAULT_WORKSPACE = "workspace"
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace directory (default: $TAILSTUDY_WORKSPACE or ./workspace).")
 
 
-def _workspace(path: Optional[Path]):
+def _workspace(path: Optional[Path], create: bool = False):
+    """-w, else $TAILSTUDY_WORKSPACE, else ./workspace. The rule: a workspace must exist; only the default ./workspace
+    may be created, and only by the commands that build artifacts (`create`: run, match, ingest). A workspace named
+    by -w or $TAILSTUDY_WORKSPACE is never created (a typo must not become a new, empty workspace), and read-only
+    commands (status, verify, catalog, sql, export, count) create nothing."""
     from tailstudy.store import Workspace
 
-    return Workspace(path or os.environ.get("TAILSTUDY_WORKSPACE", DEFAULT_WORKSPACE))
+    named = os.environ.get("TAILSTUDY_WORKSPACE") or None
+    root = Path(path or named or DEFAULT_WORKSPACE)
+    where = "-w" if path else "$TAILSTUDY_WORKSPACE" if named else None
+    if root.exists() and not root.is_dir():
+        _fail(f"{root.resolve()}: the workspace path is a file, not a directory")
+    if not root.exists() and not (create and where is None):
+        if where is None:
+            _fail(f"workspace {root.resolve()} does not exist: run a study or `tailstudy match` first, or give -w")
+        hint = "leave -w out" if where == "-w" else "unset TAILSTUDY_WORKSPACE"
+        _fail(f"workspace {root.resolve()} ({where}) does not exist"
+              + (f": create it first, or {hint} to use ./workspace" if create else ""))
+    return Workspace(root)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(_error(message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -87,15 +118,20 @@ def run(
     from tailstudy.spec import default_spec_path, load_spec
     from tailstudy.stages import check_force, plan_study
 
+    if lock_timeout is not None and not (math.isfinite(lock_timeout) and lock_timeout >= 0):
+        _fail(f"--lock-timeout {lock_timeout}: must be a number of seconds, 0 or more")
     spec_path = spec or default_spec_path()
     check_force(force)
     study = load_spec(spec_path)
     plan_study(study)  # validate spec and vocabulary before any orchestration starts
-    ws = _workspace(workspace)
+    ws = _workspace(workspace, create=True)
     from tailstudy.preflight import check_run
 
     check_run(study, ws.root, str(spec_path))  # workspace, device, arch: before the first stage, not after corpus/match/curate
-    from tailstudy.lifeline import start_watchdog
+    from tailstudy.lifeline import shadowed_stdlib, start_watchdog
+
+    for problem in shadowed_stdlib()[:1]:  # Prefect's server would fail to import, and we would wait out its timeout
+        _fail(problem)
 
     start_watchdog()  # Prefect's server and pool workers end with this process, even on kill -9
     from tailstudy.flows.runner import run_study
@@ -109,7 +145,8 @@ def run(
     log = out if fmt is TableFormat.table else err  # csv/json: stdout carries the results table only
     for rec in summary["stages"]:
         colour = {"ran": "green", "reused": "cyan", "shared": "dim"}.get(rec["status"], "white")
-        log.print(f"  [{colour}]{rec['status']:<7}[/] {rec['stage']:<10} {rec['key']}  {rec['label']}", highlight=False)
+        log.print(Text.assemble("  ", (f"{rec['status']:<7}", colour), f" {rec['stage']:<10} {rec['key']}  {rec['label']}"),
+                  highlight=False)
     counts = {s: sum(1 for r in summary["stages"] if r["status"] == s) for s in ("ran", "reused", "shared")}
     log.print(f"stages: {counts['ran']} ran, {counts['reused']} reused, {counts['shared']} shared within this run")
     if fmt is TableFormat.table:
@@ -127,16 +164,29 @@ def sql(
                                           "...), or @NAME for a documented query of sql/queries/."),
     workspace: Optional[Path] = WorkspaceOpt,
     fmt: TableFormat = FormatOpt,
-    limit: int = typer.Option(1000, "--limit", help="table format: show at most this many rows (0 = all)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many rows, applied inside the query "
+                                        "(default: 1000 in a table, all in csv/json; 0 = all)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Stop the query after this many seconds."),
+    memory_limit: Optional[float] = typer.Option(None, "--memory-limit", help="GB of memory the query may use "
+                                                 "(default: half of the memory free now)."),
 ) -> None:
     """Query the workspace's DuckDB catalog: read-only, files outside the workspace are out of reach."""
     from tailstudy import sqlguard
 
-    if limit < 0:
+    if limit is not None and limit < 0:
         _fail(f"--limit {limit}: must be 0 (all rows) or more")
-    df, note = sqlguard.guarded_query(_workspace(workspace), query), None
-    if fmt is TableFormat.table:
-        df, note = sqlguard.limit_rows(df, limit)
+    if not (math.isfinite(timeout) and timeout > 0):
+        _fail(f"--timeout {timeout}: must be a positive number of seconds")
+    if memory_limit is not None and not (math.isfinite(memory_limit) and memory_limit * 2**30 >= sqlguard.MIN_MEMORY):
+        _fail(f"--memory-limit {memory_limit}: must be at least {sqlguard.MIN_MEMORY / 2**30:g} GB")
+    rows = sqlguard.DEFAULT_ROW_LIMIT if limit is None and fmt is TableFormat.table else (limit or None)
+    limits = sqlguard.Limits(rows=None if rows is None else rows + 1, seconds=timeout,
+                             memory=None if memory_limit is None else int(memory_limit * 2**30))
+    try:
+        df, note = sqlguard.limit_note(sqlguard.guarded_query(_workspace(workspace), query, limits), rows)
+    except KeyboardInterrupt:  # DuckDB was interrupted; typer would exit 130 silently
+        err.print("interrupted: the query was stopped", highlight=False)
+        raise typer.Exit(130) from None
     print_frame(df, fmt, out)
     if note:
         err.print(note, highlight=False, soft_wrap=True)
@@ -154,13 +204,15 @@ def status(workspace: Optional[Path] = WorkspaceOpt, fmt: TableFormat = FormatOp
         if problem:
             corrupt.append(f"corrupt: {art.stage}/{art.key}: {problem}")
         manifest = {"rows": {"CORRUPT": "rebuilt by the next run"}} if problem else art.manifest()
+        counts = manifest.get("rows", {})  # json: an object; table and csv: "name=count, ..."
         rows.append({"stage": art.stage, "key": art.key,
-                     "rows": ", ".join(f"{k}={v}" for k, v in manifest.get("rows", {}).items()),
+                     "rows": counts if fmt is TableFormat.json else ", ".join(f"{k}={v}" for k, v in counts.items()),
                      "seconds": float(manifest.get("seconds", float("nan")))})
     if not rows and fmt is TableFormat.table:
         out.print(f"{ws.root}: no artifacts yet")
         return
     print_frame(pd.DataFrame(rows, columns=["stage", "key", "rows", "seconds"]), fmt, out, title=str(ws.root))
+    corrupt += [f"corrupt: {problem}" for problem in ws.record_problems()]
     for line in corrupt:
         err.print(line, highlight=False, soft_wrap=True)
 
@@ -174,8 +226,12 @@ def verify(workspace: Optional[Path] = WorkspaceOpt) -> None:
     corrupt = [(art, problem) for art, problem in corrupt if problem]
     for art, problem in corrupt:
         err.print(f"corrupt: {art.stage}/{art.key}: {problem}", highlight=False, soft_wrap=True)
-    out.print(f"{ws.root}: {len(arts)} artifacts checked, {len(corrupt)} corrupt", highlight=False)
-    if corrupt:
+    records = ws.record_problems(full=True)  # studies/<name>/: runs, subsets, spec
+    for problem in records:
+        err.print(f"corrupt: {problem}", highlight=False, soft_wrap=True)
+    out.print(f"{ws.root}: {len(arts)} artifacts checked, {len(corrupt)} corrupt"
+              + (f"; {len(records)} corrupt study records" if records else ""), highlight=False)
+    if corrupt or records:
         raise typer.Exit(2)
 
 
@@ -260,7 +316,7 @@ def match(
     from tailstudy.stages import match_captions
 
     _check_match_options(method, threshold, workers, index, url_col or hash_col)
-    ws = _workspace(workspace)
+    ws = _workspace(workspace, create=True)
     with _exclusive(ws):
         with _caption_bar(f"match {captions.name}") as advance:
             results = match_captions(ws, captions, vocab, method, {"threshold": threshold} if threshold is not None
@@ -270,7 +326,7 @@ def match(
 
             results.update(index_and_describe(ws, captions, vocab, results, caption_col, id_col, force, url_col,
                                               hash_col))
-        from tailstudy import catalog  # duckdb: imported while the match workers ran (matching.sharded), not before
+        from tailstudy import catalog  # duckdb
 
         catalog.refresh(ws)
     for stage, result in results.items():
@@ -336,10 +392,15 @@ PROCESS_POOL = "tailstudy-process"
 GPU_POOL = "tailstudy-gpu"
 
 
-def _prefect_file(path: Optional[Path]) -> Path:
+def _prefect_file(path: Optional[Path], hint: str = "give --prefect-file") -> Path:
     from tailstudy.paths import REPO_ROOT
 
     found = (path or REPO_ROOT / "deploy" / "prefect.yaml").resolve()
+    if path is None and not found.is_file():
+        # an installed wheel: deploy/prefect.yaml's entrypoints are files of the checkout (flows/deployments.py), and
+        # process-pool workers run the flows from the directory `prefect deploy` ran in, so shipping it would not do
+        _fail("deployments need a checkout of the tailstudy repository (deploy/prefect.yaml runs flows/deployments.py "
+              f"from it); this tailstudy is an installed package: run this from a clone, or {hint}")
     if not found.is_file():
         _fail(f"{found}: no such prefect.yaml")
     return found
@@ -483,6 +544,8 @@ def submit(
     from tailstudy.spec import default_spec_path, load_spec
     from tailstudy.stages import check_force
 
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        _fail(f"--timeout {timeout}: must be a positive number of seconds")
     url = _server_url()
     spec_path = spec or default_spec_path()
     load_spec(spec_path)  # a bad spec fails here, not on the worker
@@ -509,7 +572,8 @@ def _resolve_deployment(deployment: str) -> tuple[str, str]:
         if kind is None:
             _fail(f"--deployment {deployment}: not a tailstudy flow ({', '.join(flow_kind)})")
         return kind, deployment
-    entry = next((d for d in _deployments(_prefect_file(None)) if d["name"] == deployment), None)
+    entry = next((d for d in _deployments(_prefect_file(None, "give --deployment FLOW/DEPLOYMENT"))
+                  if d["name"] == deployment), None)
     if entry is None or _entry_kind(entry) not in ENTRY_FLOWS:
         _fail(f"--deployment {deployment}: no such deployment in deploy/prefect.yaml")
     kind = _entry_kind(entry)
@@ -612,7 +676,7 @@ def ingest(
         cfg = UrlsCorpusSpec.model_validate({k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         raise SpecError(f"ingest: {_first_error(exc)}") from None
-    ws = _workspace(workspace)
+    ws = _workspace(workspace, create=True)
     try:
         with _exclusive(ws):
             result = run_local(ws, [source_node(cfg)], quiet=not verbose, say=_say)["source"]
@@ -641,7 +705,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except TailstudyError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(_error(str(exc)), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: finished artifacts are kept; run again to resume")
@@ -649,10 +713,16 @@ def main() -> None:
     except Exception as exc:  # a bug, not a user error: one line unless debugging
         if os.environ.get("TAILSTUDY_DEBUG"):
             raise
+        from tailstudy.store import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):  # a writer that does not say so itself (Prefect's result store, a library)
+            err.print(_error(str(disk_full_error(Path(getattr(exc, "filename", None) or os.getcwd())))),
+                      highlight=False, soft_wrap=True)
+            sys.exit(2)
         if startup_timeout_message(exc):  # the machine, not the input: exit 1
-            err.print(f"[bold red]error:[/] {startup_timeout_message(exc)}", highlight=False, soft_wrap=True)
+            err.print(_error(startup_timeout_message(exc)), highlight=False, soft_wrap=True)
             sys.exit(1)
-        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (set TAILSTUDY_DEBUG=1 for the traceback)",
+        err.print(_error(f"{type(exc).__name__}: {exc} (set TAILSTUDY_DEBUG=1 for the traceback)"),
                   highlight=False, soft_wrap=True)
         sys.exit(1)
 

@@ -87,6 +87,7 @@ class Executor:
     force: set[str] = field(default_factory=set)
     jobs: int = 1
     parallel: int = 1
+    threads: int | None = None  # torch threads of each training child on CPU (None: the cores / parallel)
     spec_path: str | None = None  # lets training run in child processes (needed when runs overlap)
     ddp: int = 0  # > 1: each training run is one DDP run over this many local GPUs (torchrun)
     dispatch: str | None = None  # FLOW/DEPLOYMENT: training runs become child flow runs of it (its pool limits them)
@@ -156,7 +157,7 @@ class Executor:
         """A training run in a process of its own (tailstudy.flows.torchrun): pinned to `device`, or on its share of threads."""
         from tailstudy.flows.torchrun import launch
 
-        threads = max(1, torch_threads() // max(self.parallel, 1)) if device is None else None
+        threads = (self.threads or max(1, torch_threads() // max(self.parallel, 1))) if device is None else None
         if self.ddp > 1:
             device, threads = None, None  # torchrun gives each rank its LOCAL_RANK's GPU
         return self.elsewhere(node, forced, lambda: launch(max(self.ddp, 1), self.spec_path, self.ws.root, node.key,

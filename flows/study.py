@@ -6,6 +6,7 @@ import contextlib
 import re
 from pathlib import Path
 
+import torch
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -15,6 +16,7 @@ from tailstudy import stages as S
 from tailstudy.progress import epoch_bar, item_bar
 from tailstudy.spec import load_spec
 from tailstudy.store import Workspace
+from tailstudy.train import cpu_plan
 
 
 def _artifact_key(*parts: str) -> str:
@@ -43,7 +45,7 @@ def progress_bar(node: S.Node):
         source = node.config["spec"].corpus.source
         return item_bar("corpus: " + ("rendering the synthetic world" if source == "synthetic" else "adding the eval set"))
     if node.stage == "train":
-        return epoch_bar(f"train {node.label}", node.config["spec"].train.epochs)
+        return epoch_bar(f"train {node.label}", node.config["run"].train.epochs)
     return contextlib.nullcontext(None)
 
 
@@ -61,7 +63,9 @@ def open_study(spec_path: str, workspace: str, force: list[str] | None, jobs: in
     ws = Workspace(workspace)
     if clean:
         ws.clean_stale_temps()
-    executor = Executor(ws, set(force or []), jobs=jobs, parallel=spec.train.parallel, spec_path=str(spec_path),
+    parallel, threads = cpu_plan(spec.train, jobs)
+    torch.set_num_threads(threads)  # this process evaluates (and trains, one run at a time) on its share of the cores
+    executor = Executor(ws, set(force or []), jobs=jobs, parallel=parallel, threads=threads, spec_path=str(spec_path),
                         progress=progress_bar, options={"map_shards": map_shards}, dispatch=dispatch)
     return S.plan_study(spec), executor
 

@@ -62,12 +62,31 @@ def launch(nproc: int, spec_path: str | Path, workspace: str | Path, train_key: 
     if nproc > 1:
         check_gpus(nproc)
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    done = subprocess.run(torchrun_command(nproc, spec_path, workspace, train_key, force, device, threads),
-                          check=False, env=env, capture_output=nproc == 1, text=True)
-    if done.returncode != 0:
-        why = (done.stderr or "").strip().splitlines()[-1:] if nproc == 1 else []
-        raise RuntimeError(f"train run {train_key} ({nproc} process(es)) exited with {done.returncode}"
-                           + (f": {why[0]}" if why else ""))
+    # the child's lines (its epochs, see main) reach this process's stderr as they come; the last one explains a failure
+    child = subprocess.Popen(torchrun_command(nproc, spec_path, workspace, train_key, force, device, threads),
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = ""
+    for line in child.stderr:
+        if line.startswith("error: "):  # the child's one-line failure (see __main__): said once, by this process
+            last = line.strip()
+            continue
+        sys.stderr.write(line)
+        last = line.strip() or last
+    if child.wait() != 0:
+        if child.returncode == 2 and last.startswith("error: "):
+            raise InputError(last[len("error: "):])
+        raise RuntimeError(f"train run {train_key} ({nproc} process(es)) exited with {child.returncode}"
+                           + (f": {last}" if last else ""))
+
+
+def epoch_lines(label: str):
+    """Progress of a run in a child process: one line per epoch on stderr (rank 0), which `launch` passes on."""
+    def progress(epoch: int, epochs: int, log: dict) -> None:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"  train {label}: epoch {epoch}/{epochs}, loss {log['loss']:.3f}, "
+                  f"{log['samples_per_s']:.0f} samples/s", file=sys.stderr, flush=True)
+
+    return progress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,11 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     node = next((n for n in graph.of("train") if n.key == args.train_key), None)
     if node is None:
         raise InputError(f"{args.spec}: no training run with key {args.train_key}")
-    result = S.run_node(ws, node, args.force, device=args.device)
+    result = S.run_node(ws, node, args.force, args.device, epoch_lines(node.label))
     if os.environ.get("RANK", "0") == "0":
         print(f"train {result.key}: {result.status} ({os.environ.get('WORLD_SIZE', '1')} ranks)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tailstudy.errors import TailstudyError
+
+    try:
+        sys.exit(main())
+    except TailstudyError as exc:  # one line, as the CLI says it (a full disk, a bad spec): launch() passes it on
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -23,13 +23,14 @@ def named_queries() -> list[str]:
 
 
 def resolve_query(text: str) -> str:
-    """`@name` -> the documented query sql/queries/name.sql; anything else is SQL as given."""
+    """`@name` -> the documented query sql/queries/name.sql; anything else is SQL as given. Only a shipped query's
+    bare name is looked up (no path, no `..`): never any other .sql file."""
     if not text.startswith("@"):
         return text
-    path = QUERIES_DIR / f"{text[1:].removesuffix('.sql')}.sql"
-    if not path.is_file():
-        raise InputError(f"{text}: no such documented query (known: {', '.join(named_queries())})")
-    return path.read_text()
+    name, known = text[1:].strip().removesuffix(".sql"), named_queries()
+    if name not in known:
+        raise InputError(f"{text}: no such documented query (known: {', '.join(known)})")
+    return (QUERIES_DIR / f"{name}.sql").read_text(encoding="utf-8")
 
 
 def sql_statements(path: Path, **params: str) -> list[str]:
@@ -75,11 +76,19 @@ def refresh(ws: Workspace) -> list[str]:
 
     Never blocks: a reader (read-only or read-write, in this process or another) keeps the old file's snapshot, and
     the rename needs no lock on it. View paths are relative to the workspace (see `use_workspace`)."""
+    from tailstudy.locks import stderr_say
+    from tailstudy.store import disk_full_error, writer_tag
+
     ws.root.mkdir(parents=True, exist_ok=True)
-    tmp = ws.root / f".catalog-{uuid.uuid4().hex[:8]}.duckdb"
+    ws.drop_corrupt_records(stderr_say)
+    tmp = ws.root / f".catalog-{writer_tag()}-{uuid.uuid4().hex[:8]}.duckdb"  # a killed builder's: cleaned later
     try:
         live = _build(tmp, ws)
         os.replace(tmp, ws.catalog_path)
+    except Exception as err:
+        if "No space left on device" in str(err) or getattr(err, "errno", None) == 28:
+            raise disk_full_error(tmp) from None
+        raise
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)

@@ -8,12 +8,13 @@ The algorithm, in order:
 4. scale the counts (a fraction or a total) without emptying any class, then trim the k rarest classes to a ceiling;
 5. draw each class's samples from a ``diversity`` fraction of its distinct images (repeats where the count exceeds
    what is there, recorded in ``copy``);
-6. write the caption variant; add label-less (open-world) samples when asked.
+6. write the caption variant; add label-less (open-world) samples when asked: on top (`open_world: true`), or in
+   place of labelled ones at the same total (`open_world: equal_size`, captions of open-world concepts only).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +25,11 @@ from tailstudy.describe import pick_by_descriptiveness
 from tailstudy.errors import SpecError
 from tailstudy.frequency import concept_freq, imbalance_stats, reference_counts
 from tailstudy.stats import spearman
+from tailstudy.text import normalise
 from tailstudy.spec import CapProfile, DiversityThreshold, ExponentialProfile, MatchProfile, SubsetSpec, TrimTail, ZipfProfile
 
-CURATE_VERSION = 3  # 3: caption `full` is prefixed by the class name (the paper's Full Text)
+CURATE_VERSION = 4  # 4: text variants name their class by `name_prefix` (default where_missing; `full` too); 3:
+# caption `full` is prefixed by the class name (the paper's Full Text)
 
 # Seed streams of the curate stage: np.random.default_rng([seed, STREAM, ...]) keeps every draw independent.
 _CLASS_DRAW, _OPEN_DRAW, _CAP_DRAW, _TEMPLATE_DRAW, _CONCEPT_DRAW = range(5)
@@ -39,6 +42,8 @@ class Pool:
     by_class: dict[int, np.ndarray]  # concept_id -> sorted row indices into captions
     open_rows: np.ndarray  # rows matching no target concept
     multi_rows: dict[int, list[int]]  # row -> the target concepts it matches, for rows matching several
+    open_concept_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # open rows that name
+    # some other (open-world) concept
 
 
 def build_pool(sample_ids: np.ndarray, match_ids: np.ndarray, match_concepts: np.ndarray, targets: list[int]) -> Pool:
@@ -56,7 +61,9 @@ def build_pool(sample_ids: np.ndarray, match_ids: np.ndarray, match_concepts: np
         else:
             multi[row] = sorted(cids)
     open_rows = np.setdiff1d(np.arange(len(sample_ids)), np.fromiter(hits, np.int64, len(hits)))
-    return Pool({c: np.sort(np.asarray(r, np.int64)) for c, r in by_class.items()}, open_rows, multi)
+    named = np.unique(np.fromiter((row_of[sid] for sid in match_ids), np.int64, len(match_ids)))
+    return Pool({c: np.sort(np.asarray(r, np.int64)) for c, r in by_class.items()}, open_rows, multi,
+                np.intersect1d(open_rows, named))
 
 
 # ---------------------------------------------------------------- concepts
@@ -201,6 +208,18 @@ def trim_tail(counts: dict[int, int], available: dict[int, int], trim: TrimTail 
     return {c: (min(n, trim.ceil) if c in rarest else n) for c, n in counts.items()}, sorted(rarest)
 
 
+def equal_size(counts: dict[int, int], open_available: int) -> tuple[dict[int, int], int]:
+    """The paper's open-world comparison at an equal sample count (IN-Caps-100 vs a 10% sample of IN-Caps): the
+    subset becomes a random draw of its size from the labelled samples and the open-world concepts' captions together,
+    so every class keeps the share f = total / (total + open) of its samples (largest remainder, none emptied) and
+    open-world captions fill the rest. -> (labelled counts, open-world samples)."""
+    total = sum(counts.values())
+    if total == 0 or open_available == 0:
+        return counts, 0
+    scaled = scale_counts(counts, total / (total + open_available))
+    return scaled, total - sum(scaled.values())
+
+
 def similar_enough(matches: pa.Table, diversity) -> pa.Table:
     """LAIONet-style intra-class diversity: keep only matches whose caption-definition similarity reaches the
     threshold (a higher threshold keeps captions closer to the definition: less diverse classes)."""
@@ -231,32 +250,56 @@ def _templates() -> list:
     return list(OPENAI_IMAGENET_TEMPLATES)
 
 
-# caption variant -> its rule, from the class name, the sample's text fields and a drawn template / synonym;
-# any other variant is a '+' combination of text fields (title+tags ...), optionally after the class name
-CAPTION_VARIANTS = {
-    "cname": lambda name, full, template, synonym, fields: name,
-    "a_cname": lambda name, full, template, synonym, fields: f"a {name}",
-    # the paper's "Full Text": the class name, then title, tags and description
-    "full": lambda name, full, template, synonym, fields: f"{name}. {full}" if full else name,
-    # ours: the web caption as drawn, which may name the class only through a synonym
-    "full_unprefixed": lambda name, full, template, synonym, fields: full,
-    "templates": lambda name, full, template, synonym, fields: template(name),
-    "synonym_templates": lambda name, full, template, synonym, fields: template(synonym or name),
-    # ours (pipeline/describe.py): same samples, each keeps its most / least descriptive text field
-    "most_descriptive": lambda name, full, template, synonym, fields: pick_by_descriptiveness([full, *fields], True),
-    "least_descriptive": lambda name, full, template, synonym, fields: pick_by_descriptiveness([full, *fields], False),
-}
-TEMPLATE_VARIANTS = ("templates", "synonym_templates")
-
-
-def caption_variant(kind: str, name: str, fields: dict[str, str], full: str, prefix: bool,
-                    template=None, synonym: str | None = None) -> str:
-    if kind in CAPTION_VARIANTS:
-        return CAPTION_VARIANTS[kind](name, full, template, synonym, list(fields.values()))
-    text = ". ".join(fields[part] for part in kind.split("+") if fields.get(part))
-    if not prefix:
+def with_name(text: str, name: str, prefix) -> str:
+    """The paper's rule that every caption names its class (so caption variants keep the same samples): the class
+    name is prefixed -- always (`name_prefix: true`, the paper's code), only where the text does not already name it
+    as whole words (`where_missing`, the default), or never (`false`). Why the default: here every labelled caption
+    was found by matching names, so most already name their class, and an always-present copy of the name at the
+    first position is a shortcut a small text tower learns to read instead of the caption, which puts the paper's own
+    evaluation prompts ("a photo of a {name}.") out of its distribution (README, "Captions and prompts")."""
+    if prefix is False or (prefix == "where_missing" and f" {normalise(name)} " in f" {normalise(text)} "):
         return text
     return f"{name}. {text}" if text else name
+
+
+# caption variant -> its rule, from the class name, the corpus caption, the sample's text fields, a drawn template /
+# synonym and the name rule; any other variant is a '+' combination of text fields (title+tags ...), named the same way
+CAPTION_VARIANTS = {
+    "cname": lambda name, full, template, synonym, fields, prefix: name,
+    "a_cname": lambda name, full, template, synonym, fields, prefix: f"a {name}",
+    # the paper's "Full Text": title, tags and description, naming the class (with_name)
+    "full": lambda name, full, template, synonym, fields, prefix: with_name(full, name, prefix),
+    # ours: the web caption as drawn, which may name the class only through a synonym
+    "full_unprefixed": lambda name, full, template, synonym, fields, prefix: full,
+    "templates": lambda name, full, template, synonym, fields, prefix: template(name),
+    "synonym_templates": lambda name, full, template, synonym, fields, prefix: template(synonym or name),
+    # ours (pipeline/describe.py): same samples, each keeps its most / least descriptive text field
+    "most_descriptive": lambda name, full, template, synonym, fields, prefix: pick_by_descriptiveness([full, *fields],
+                                                                                                    True),
+    "least_descriptive": lambda name, full, template, synonym, fields, prefix: pick_by_descriptiveness([full, *fields],
+                                                                                                     False),
+}
+TEMPLATE_VARIANTS = ("templates", "synonym_templates")
+UNPREFIXED_VARIANTS = ("full_unprefixed", "most_descriptive", "least_descriptive")
+
+
+def caption_prompt(kind: str, prefix=True) -> str:
+    """The prompt a level's captions wrap every class name in, as `tailstudy.evaluate.prompt_templates` reads it:
+    what a CLIP trained on that level saw around each name. Template captions are the 80 templates themselves; text
+    variants whose captions all begin with the name (`name_prefix: true`) get "{}."; captions that name the class
+    anywhere (the default `where_missing`, and the unprefixed variants) get the bare name."""
+    if kind in TEMPLATE_VARIANTS:
+        return "templates"
+    if kind in ("cname", "a_cname"):
+        return {"cname": "{}", "a_cname": "a {}"}[kind]
+    return "{}." if prefix is True and kind not in UNPREFIXED_VARIANTS else "{}"
+
+
+def caption_variant(kind: str, name: str, fields: dict[str, str], full: str, prefix,
+                    template=None, synonym: str | None = None) -> str:
+    if kind in CAPTION_VARIANTS:
+        return CAPTION_VARIANTS[kind](name, full, template, synonym, list(fields.values()), prefix)
+    return with_name(". ".join(fields[part] for part in kind.split("+") if fields.get(part)), name, prefix)
 
 
 def caption_texts(level: SubsetSpec, rows: np.ndarray, labels: np.ndarray, captions: pa.Table,
@@ -300,6 +343,9 @@ def curate(captions: pa.Table, matches: pa.Table, targets: list[int], names: dic
         counts = shape_counts(available, level.imbalance, names)
     counts = scale_counts(counts, level.scale)
     counts, trimmed = trim_tail(counts, available, level.trim_tail)
+    n_open = 0
+    if level.open_world == "equal_size":
+        counts, n_open = equal_size(counts, len(pool.open_concept_rows))
 
     picked_rows, copies, labels = [], [], []
     for cid in classes:
@@ -308,10 +354,14 @@ def curate(captions: pa.Table, matches: pa.Table, targets: list[int], names: dic
         copies.append(copy)
         labels.append(np.full(len(rows), cid, np.int64))
     if level.open_world:
-        label_less = np.union1d(pool.open_rows, extra_label_less)
-        fraction = level.scale if level.scale <= 1 else min(1.0, level.scale / max(1, sum(available.values())))
         rng = np.random.default_rng([seed, _OPEN_DRAW])
-        rows = np.sort(label_less[rng.permutation(len(label_less))[: int(round(len(label_less) * fraction))]])
+        if level.open_world == "equal_size":
+            label_less, take = pool.open_concept_rows, n_open
+        else:
+            label_less = np.union1d(pool.open_rows, extra_label_less)
+            fraction = level.scale if level.scale <= 1 else min(1.0, level.scale / max(1, sum(available.values())))
+            take = int(round(len(label_less) * fraction))
+        rows = np.sort(label_less[rng.permutation(len(label_less))[:take]])
         picked_rows.append(rows)
         copies.append(np.zeros(len(rows), np.int64))
         labels.append(np.full(len(rows), -1, np.int64))

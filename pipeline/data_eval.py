@@ -1,4 +1,4 @@
-"""Streamed evaluation: the evaluation images are read, decoded and transformed batch by batch (tailstudy.data).
+"""Streamed evaluation: the evaluation images are read, decoded and transformed batch by batch (`tailstudy.data`).
 
 What is kept per image is its logits and image features (N x C and N x D float32): the metrics of
 `tailstudy.evaluate.run_metrics` need the logits' top-5 and, for neural collapse, the class means and within-class
@@ -9,30 +9,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tailstudy.data import ItemIndex, images_on, open_batches, open_clip_transform, resolve_workers
+from tailstudy.data import ItemIndex, open_source
 
 EVAL_BATCH = 256  # images per evaluation batch at most (a 1024-image batch at 224 px is 0.6 GB of floats)
 
 
 @torch.no_grad()
-def predict_stream(learner, index: ItemIndex, class_names: list[str], prompts: str, device: torch.device,
-                   batch_size: int = 256, workers: int | None = None,
-                   classes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (logits (N, C), image features (N, D), class index (N,)) over the indexed evaluation images."""
-    from tailstudy.evaluate import prompt_templates
-
+def predict_stream(learner, index: ItemIndex, classes, device: torch.device, batch_size: int = EVAL_BATCH,
+                   workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """-> (logits (N, C), image features (N, D)) over the indexed evaluation images, in index order; `classes`: what
+    the learner's `encode_classes` returned for the scored classes."""
     learner.eval()
-    if classes is None:
-        templates = prompt_templates(prompts)
-        classes = learner.encode_classes([[t(name) for t in templates] for name in class_names])
-    cfg = learner.preprocess_cfg()
-    size = cfg["size"] if isinstance(cfg["size"], int) else max(cfg["size"])
-    batches = open_batches(index, open_clip_transform(cfg, False), min(batch_size, EVAL_BATCH),
-                           resolve_workers(workers, size), shuffle=False, pin=device.type == "cuda")
+    source = open_source(index, learner.preprocess_cfg(), False, min(batch_size, EVAL_BATCH), workers, device)
     logits = feats = None
     try:
-        for batch in batches:
-            x = images_on(batch, device)
+        for batch in source.batches(0):
+            x = batch["images"].to(device, non_blocking=True)
             rows = batch["items"].numpy()
             f = learner.image_features(x).float().cpu().numpy()
             z = learner.class_logits(x, classes).float().cpu().numpy()
@@ -41,17 +33,17 @@ def predict_stream(learner, index: ItemIndex, class_names: list[str], prompts: s
                 feats = np.zeros((len(index), f.shape[1]), np.float32)
             logits[rows], feats[rows] = z, f
     finally:
-        batches.close()
-    if logits is None:
-        return np.zeros((0, len(class_names)), np.float32), np.zeros((0, 0), np.float32), index.label.copy()
-    return logits, feats, index.label.copy()
+        source.close()
+    if logits is None:  # no images
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    return logits, feats
 
 
 def stream_predictor(batch_size: int = EVAL_BATCH, workers: int | None = None):
     """`tailstudy.evaluate.evaluate_learner`'s predictor over an ItemIndex: -> (logits, features) in index order."""
     def predictor(learner, index: ItemIndex, class_names: list[str], prompts: str, device: torch.device,
-                  classes=None) -> tuple[np.ndarray, np.ndarray]:
-        logits, feats, _ = predict_stream(learner, index, class_names, prompts, device, batch_size, workers, classes)
-        return logits, feats
+                  classes) -> tuple[np.ndarray, np.ndarray]:
+        logits, feats = predict_stream(learner, index, classes, device, batch_size, workers)
+        return (logits, feats) if len(index) else (np.zeros((0, len(class_names)), np.float32), feats)
 
     return predictor

@@ -1,4 +1,5 @@
-"""Process environment the project needs: offline, no telemetry, no update checks."""
+"""Process environment the project needs: offline, no telemetry, no update checks; children that import only what
+is installed."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,13 @@ OFFLINE_DEFAULTS: dict[str, str] = {
 }
 
 
+# Set, not defaults: every Python process tailstudy starts (Prefect's server as `python -m uvicorn`, the watchdog,
+# torchrun ranks, forkserver / spawn workers of the match pool and the data loader) would otherwise put its current
+# directory (`-m`, `-c`) first on sys.path, and a user's `concurrent.py` or `json.py` there would run inside it.
+CHILD_ISOLATION: dict[str, str] = {"PYTHONSAFEPATH": "1"}
+
+
 def configure_offline_env() -> None:
     for name, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    os.environ.update(CHILD_ISOLATION)

@@ -4,19 +4,22 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import torch
+from tailstudy.data_eval import stream_predictor
 from tailstudy.stats import spearman
-from tailstudy.train import to_float
 
-EVALUATE_VERSION = 3  # 3: fixed eval class list, rho vs corpus frequency, per-class NC, NaN -> null
+EVALUATE_VERSION = 4  # 4: CLIP also scored with its captions' own prompt (top1_caption_prompt); 3: fixed eval class
+# list, rho vs corpus frequency, per-class NC, NaN -> null
 
 
 def prompt_templates(kind: str) -> list:
-    """'a_cname': the single prompt "a {name}"; 'templates': the 80 OpenAI ImageNet prompts, averaged per class."""
+    """'templates': the 80 OpenAI ImageNet prompts, averaged per class; 'a_cname': the single prompt "a {name}";
+    any other kind is one pattern with '{}' for the name (a level's caption prompt, e.g. "{}.")."""
     if kind == "templates":
         from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
         return list(OPENAI_IMAGENET_TEMPLATES)
-    return [lambda name: f"a {name}"]
+    pattern = "a {}" if kind == "a_cname" else kind
+    return [lambda name: pattern.format(name)]
 
 
 @torch.no_grad()
@@ -25,22 +28,6 @@ def encode_class_names(learner, class_names: list[str], prompts: str):
     learner.eval()
     templates = prompt_templates(prompts)
     return learner.encode_classes([[t(name) for t in templates] for name in class_names])
-
-
-@torch.no_grad()
-def predict(learner, images: torch.Tensor, class_names: list[str], prompts: str, device: torch.device,
-            batch_size: int = 1024, classes=None) -> tuple[np.ndarray, np.ndarray]:
-    """-> (logits (N, C), image features (N, D)) on the evaluation images; `classes`: encode_classes' result when the
-    caller already has it."""
-    learner.eval()
-    if classes is None:
-        classes = encode_class_names(learner, class_names, prompts)
-    logits, feats = [], []
-    for start in range(0, len(images), batch_size):
-        x = to_float(images[start:start + batch_size], device)
-        feats.append(learner.image_features(x).float().cpu())
-        logits.append(learner.class_logits(x, classes).float().cpu())
-    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 
 def evaluation_classes(targets: list[int], choice, names: dict[int, str]) -> list[int]:
@@ -64,16 +51,21 @@ def classifier_rows(learner, classes, learner_ids: list[int], eval_ids: list[int
     return out
 
 
-def evaluate_learner(learner, images: torch.Tensor, concepts: np.ndarray, eval_ids: list[int], learner_ids: list[int],
+def evaluate_learner(learner, images, concepts: np.ndarray, eval_ids: list[int], learner_ids: list[int],
                      counts: list[int], corpus_freq: dict[int, int], names: dict[int, str], prompts: str,
-                     device: torch.device, trimmed: list[int] = (), predictor=None) -> tuple[dict, dict]:
+                     device: torch.device, trimmed: list[int] = (), predictor=None,
+                     caption_prompt: str | None = None) -> tuple[dict, dict]:
     """Score one learner on the study's evaluation classes. A zero-shot learner (CLIP) scores every evaluation class
     by name, as the paper evaluates CLIP; a supervised learner scores the evaluation classes its head has, and images
-    of the others count as wrong. -> (per-class table over eval_ids, run metrics)."""
+    of the others count as wrong. -> (per-class table over eval_ids, run metrics).
+
+    `caption_prompt`: the prompt the run's own captions wrap each class name in (`tailstudy.curate.caption_prompt`).
+    A zero-shot learner is also scored with it (`top1_caption_prompt`): a top-1 well above the `prompts` one means
+    those prompts are out of distribution for this text tower, and its results reflect the prompts, not the data."""
     scored = [names[c] for c in (eval_ids if learner.zero_shot else learner_ids)]
     encoded = encode_class_names(learner, scored, prompts)
-    # `predictor`: how images reach the learner (default: an in-memory tensor; studies stream, tailstudy.data_eval)
-    logits, feats = (predictor or predict)(learner, images, scored, prompts, device, classes=encoded)
+    # `predictor`: how the images (an item index) reach the learner: streamed from the shards (tailstudy.data_eval)
+    logits, feats = (predictor or stream_predictor())(learner, images, scored, prompts, device, classes=encoded)
     weights = classifier_rows(learner, encoded, learner_ids, eval_ids)
     if not learner.zero_shot:
         logits = align_logits(logits, learner_ids, eval_ids)
@@ -83,8 +75,15 @@ def evaluate_learner(learner, images: torch.Tensor, concepts: np.ndarray, eval_i
     in_subset = np.array([c in count_of for c in eval_ids])
     corpus_counts = np.array([corpus_freq.get(c, 0) for c in eval_ids], np.int64)
     y_true = np.array([index_of[int(c)] for c in concepts], np.int64)
-    return run_metrics(logits, feats, y_true, train_counts, [index_of[c] for c in trimmed if c in index_of],
-                       corpus_counts, in_subset, weights)
+    table, metrics = run_metrics(logits, feats, y_true, train_counts, [index_of[c] for c in trimmed if c in index_of],
+                                 corpus_counts, in_subset, weights)
+    metrics["top1_caption_prompt"] = float("nan")  # every run has the column (NULL where it does not apply)
+    if learner.zero_shot and caption_prompt is not None:
+        own = encode_class_names(learner, scored, caption_prompt)
+        with torch.no_grad():
+            own_logits = learner.logits_from_features(torch.from_numpy(feats).to(device), own).float().cpu().numpy()
+        metrics["top1_caption_prompt"] = float((own_logits.argmax(1) == y_true).mean()) if len(y_true) else np.nan
+    return table, metrics
 
 
 def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, train_counts: np.ndarray) -> dict[str, np.ndarray]:

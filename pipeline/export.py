@@ -21,7 +21,7 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
-from tailstudy.corpus.shards import IMAGE_EXTS, ShardWriter, iter_shard
+from tailstudy.corpus.shards import ShardWriter, image_members
 from tailstudy.errors import InputError
 from tailstudy.store import Workspace
 
@@ -81,16 +81,19 @@ def corpus_dir(ws: Workspace, subset: Subset) -> Path:
 
 
 def image_bytes(corpus: Path, sample_ids: set[str]) -> dict[str, tuple[str, bytes]]:
-    """sample_id -> (extension, original image bytes), read from the corpus's webdataset shards."""
+    """sample_id -> (extension, original image bytes), read from the corpus's webdataset shards by offset (their
+    member indexes)."""
     index = pq.read_table(corpus / "captions.parquet", columns=["sample_id", "shard", "key"]).to_pylist()
     wanted = {r["key"]: str(r["sample_id"]) for r in index if str(r["sample_id"]) in sample_ids and r["key"]}
     shards = sorted({r["shard"] for r in index if r["key"] in wanted})
     found: dict[str, tuple[str, bytes]] = {}
     for shard in shards:
-        for key, members in iter_shard(corpus / "shards" / shard):
-            ext = next((e for e in IMAGE_EXTS if e in members), None)
-            if key in wanted and ext is not None:
-                found[wanted[key]] = ("jpg" if ext == "jpeg" else ext, members[ext])
+        path = corpus / "shards" / shard
+        with open(path, "rb") as f:
+            for key, ext, offset, size in image_members(path):
+                if key in wanted and wanted[key] not in found:  # a sample's first image member, as the reader keeps
+                    f.seek(offset)
+                    found[wanted[key]] = ("jpg" if ext == "jpeg" else ext, f.read(size))
     missing = sorted(sample_ids - found.keys())
     if missing:
         raise InputError(f"{corpus}: {len(missing)} subset samples have no image in the shards (e.g. {missing[0]})")
@@ -102,7 +105,7 @@ def write_webdataset(out: Path, rows: list[dict], images: dict, shard_size: int 
     names, sizes = [], {}
     for start in range(0, len(rows), shard_size):
         name = f"{start // shard_size:05d}.tar"
-        with ShardWriter(out / name) as shard:
+        with ShardWriter(out / name, index=False) as shard:  # what open_clip_train reads, nothing else
             for i, row in enumerate(rows[start:start + shard_size], start):
                 ext, data = images[str(row["sample_id"])]
                 meta = {"sample_id": str(row["sample_id"]), "copy": row["copy"], "label": row["label"]}

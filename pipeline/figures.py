@@ -83,26 +83,35 @@ def _class_means(part: pd.DataFrame) -> pd.DataFrame:
 def acc_vs_freq_figure(per_class: pd.DataFrame) -> tuple[bytes, list[str]]:
     """One panel per factor level, one colour per learner: per-class accuracy (mean over seeds) against training
     frequency, a binned trend line and Spearman's ρ. Runs shared by two levels (same evaluated run) are drawn once,
-    in the first level's panel; the other panel names where they are. -> (PNG, notes on shared runs)."""
-    cells = list(dict.fromkeys(per_class["cell"]))
+    in the first level's panel; the other panel names where they are, and a level whose runs are all drawn elsewhere
+    gets no panel (it would be an empty plot): the notes say where its runs are. -> (PNG, notes on shared runs)."""
     models = list(dict.fromkeys(per_class["model"]))
     colours = dict(zip(models, plt.cm.tab10(np.arange(len(models)) % 10)))
-    cols = min(3, len(cells))
-    rows = -(-len(cells) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.5 * rows), sharey=True, squeeze=False)
     drawn: dict[frozenset, str] = {}
     notes = []
-    for ax, cell in zip(axes.flat, cells):
+    plan: dict[str, list] = {}  # level -> [(model, its rows or None when drawn elsewhere, the level drawn in)]
+    for cell in dict.fromkeys(per_class["cell"]):
+        plan[cell] = []
         for model in models:
             part = per_class[(per_class.cell == cell) & (per_class.model == model)]
             if part.empty:
                 continue
             runs = frozenset(part.run_id)
             if runs in drawn:
-                ax.plot([], [], " ", label=f"{model}: same runs as {drawn[runs]}")
                 notes.append(f"{cell} / {model}: the same training runs as {drawn[runs]} (drawn there)")
+                plan[cell].append((model, None, drawn[runs]))
+            else:
+                drawn[runs] = cell
+                plan[cell].append((model, part, cell))
+    cells = [cell for cell, entries in plan.items() if any(part is not None for _, part, _ in entries)]
+    cols = min(3, len(cells))
+    rows = -(-len(cells) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.5 * rows), sharey=True, squeeze=False)
+    for ax, cell in zip(axes.flat, cells):
+        for model, part, where in plan[cell]:
+            if part is None:
+                ax.plot([], [], " ", label=f"{model}: same runs as {where}")
                 continue
-            drawn[runs] = cell
             means = _class_means(part)
             freq = np.maximum(means.train_count.to_numpy(float), 1)
             acc = means.acc.to_numpy(float)

@@ -40,8 +40,8 @@ from tailstudy.matching.bag import phrase_lemmas
 from tailstudy.matching.base import Csr, arrow_ints, arrow_strings, numpy_ints, sorted_unique
 from tailstudy.matching.phrase import inflections
 from tailstudy.matching.wordnet import noun_lemmatiser
-from tailstudy.text import NORMALISER_VERSION, PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, normalise, paper_tokens, \
-    phrase_tokens
+from tailstudy.text import NORMALISER_VERSION, PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, normalise, normalised, \
+    paper_tokens, phrase_tokens
 
 INDEX_VERSION = 2  # 2: sharded (one file per SHARD_ROWS captions in each folder)
 ROW_GROUP = 1 << 17
@@ -65,8 +65,6 @@ def _positions(rows: np.ndarray) -> np.ndarray:
 
 def _word_postings(captions: pa.Array, first_row: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     rows, tokens = phrase_tokens(captions)
-    keep = pc.greater(pc.binary_length(tokens), 0).to_numpy(zero_copy_only=False)  # empty tokens only at the ends
-    rows, tokens = rows[keep], tokens.filter(pa.array(keep))
     return tokens, (rows + first_row).astype(np.int32), _positions(rows).astype(np.int32)
 
 
@@ -136,7 +134,7 @@ class _Shard:
         lemma_table = _sorted_by_term(lemma_terms, {"row": _cat(self.lemma_rows, np.int32)})
         captions = pa.concat_tables(self.captions, promote_options="default") if self.captions else pa.table(
             {"row": arrow_ints([]), "sample_id": arrow_strings([]), "caption": arrow_strings([])})
-        captions = captions.append_column("normalised", _normalised(captions.column("caption")))
+        captions = captions.append_column("normalised", normalised(captions.column("caption")))
         name = f"{number:05d}.parquet"
         # the stage writes into a fresh directory it renames into place when done, so plain writes are atomic enough
         for kind, table in (("words", word_table), ("lemmas", lemma_table)):
@@ -180,16 +178,6 @@ def _flush(shard: _Shard, out: Path, number: int, lemmas: _Lemmas, totals: dict,
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-
-
-def _normalised(captions: pa.ChunkedArray) -> pa.Array:
-    """normalise() of every caption, vectorised: its words joined by single spaces."""
-    captions = captions.combine_chunks() if isinstance(captions, pa.ChunkedArray) else captions
-    rows, tokens = phrase_tokens(captions)
-    keep = pc.greater(pc.binary_length(tokens), 0).to_numpy(zero_copy_only=False)
-    rows, tokens = rows[keep], tokens.filter(pa.array(keep))
-    offsets = np.searchsorted(rows, np.arange(len(captions) + 1)).astype(np.int32)
-    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), tokens), " ")
 
 
 # ---------------------------------------------------------------- count

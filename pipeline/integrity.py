@@ -7,7 +7,15 @@ sha256) before the directory is renamed into place. Checks, cheapest first:
   (a truncated or overwritten footer), also in artifacts built before manifests recorded files;
 - sha256 of each file: on every run for files up to ``RUN_HASH_MAX_BYTES`` (a digest is remembered per file size and
   mtime within a process), for every file in ``tailstudy verify``.
+A manifest cannot switch these checks off: where it records files at all (every artifact built since checksums were
+introduced, and every manifest of format >= 2), the files it records must be exactly the files there -- ``"files":
+{}`` beside real files, a file missing from the record, or a record that is not a mapping is corruption. Only a
+manifest with neither (built before checksums) gets the magic-bytes check alone.
 A run treats a corrupt artifact as missing (it is rebuilt, with a line saying so); ``status`` and ``verify`` name it.
+
+Study records (``studies/<name>/``: runs.parquet, subsets.parquet, spec.json) are rewritten by every run of their
+study and have no manifest; `records_problem` checks that they parse (Parquet footers, or whole tables in ``verify``;
+the JSON).
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 2  # 2: "files" is required and complete
 PARQUET_MAGIC = b"PAR1"
 RUN_HASH_MAX_BYTES = 64 << 20
 _digests: dict[tuple[str, int, int], str] = {}
@@ -109,14 +118,46 @@ def artifact_problem(art_dir: Path, stage: str, key: str, full: bool = False) ->
     if problem:
         return problem
     files = manifest.get("files")
-    if isinstance(files, dict):
-        checks = [(rel, record if isinstance(record, dict) else {}) for rel, record in sorted(files.items())]
+    if "files" in manifest or manifest.get("format", 1) >= MANIFEST_FORMAT:
+        if not isinstance(files, dict) or not all(isinstance(r, dict) for r in files.values()):
+            return f"{art_dir / MANIFEST}: corrupt manifest (its record of files is not a mapping of file records)"
+        present = {p.relative_to(art_dir).as_posix() for p in art_dir.rglob("*") if p.is_file() and p.name != MANIFEST}
+        unrecorded = sorted(present - set(files))
+        if unrecorded:
+            return f"{art_dir / unrecorded[0]}: not recorded in the manifest (the manifest was changed)"
+        checks = [(rel, record) for rel, record in sorted(files.items())]
     else:  # built before manifests recorded their files: the Parquet files' magic bytes only
         checks = [(p.relative_to(art_dir).as_posix(), None) for p in sorted(art_dir.rglob("*.parquet"))]
     for rel, record in checks:
         problem = file_problem(art_dir, rel, record, full)
         if problem:
             return problem
+    return None
+
+
+def records_problem(study_dir: Path, full: bool = False) -> str | None:
+    """The first thing wrong with a study's records (studies/<name>/), or None: each Parquet file has its magic bytes
+    and a footer that parses (`full`: every row group reads), spec.json is a JSON mapping."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(study_dir.glob("*.parquet")):
+        problem = parquet_problem(path, path.stat().st_size)
+        if problem:
+            return problem
+        try:
+            if full:
+                pq.read_table(path)
+            else:
+                pq.read_metadata(path)
+        except Exception as err:  # any failure to parse is corruption
+            return f"{path}: corrupt Parquet file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    spec = study_dir / "spec.json"
+    if spec.exists():
+        try:
+            if not isinstance(json.loads(spec.read_text(encoding="utf-8")), dict):
+                return f"{spec}: corrupt study record (not a JSON mapping)"
+        except (ValueError, UnicodeDecodeError):
+            return f"{spec}: corrupt study record (not valid JSON)"
     return None
 
 

@@ -1,10 +1,10 @@
 """Training items and evaluation images as references into webdataset shards, and the order an epoch reads them in.
 
 Nothing here holds an image: an *item index* (per kept sample copy: shard, byte offset and size of its image, label,
-caption) is built from the tar headers and the subset manifest. The rule that keeps runs deterministic: an epoch's
-sample order is a pure function of (index, seed, epoch) — shards in a seeded order, items through a seeded shuffle
-buffer — and batch b of it is augmented under the seed (seed, epoch, b). Imports neither torch nor pyarrow at module
-level: data worker processes use it.
+caption) is built from the shards' member indexes, recorded when the corpus was written (`tailstudy.corpus.shards`),
+and the subset manifest. The rule that keeps runs deterministic: an epoch's sample order is a pure function of
+(index, seed, epoch) — shards in a seeded order, items through a seeded shuffle buffer — and batch b of it is
+augmented under the seed (seed, epoch, b).
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pyarrow.parquet as pq
 
-from tailstudy.corpus.shards import index_shard
+from tailstudy.corpus.shards import image_members
 from tailstudy.errors import InputError
 
 SHUFFLE_BUFFER = 4096  # items (references, a few bytes each), not images
@@ -42,14 +43,14 @@ class ItemIndex:
                        label=self.label[rows], caption=caption)
 
 
-def build_index(shard_paths: list[Path], wanted: dict[str, list[tuple[int, str]]], where: Path,
-                with_captions: bool) -> ItemIndex:
-    """Items of the `wanted` shard keys (key -> [(label, caption) per copy]) from the tar headers of the shards."""
+def locate_items(shard_paths: list[Path], wanted: dict[str, list[tuple[int, str]]], where: Path,
+                 with_captions: bool) -> ItemIndex:
+    """Items of the `wanted` shard keys (key -> [(label, caption) per copy]) from the shards' member indexes."""
     cols: dict[str, list] = {"shard": [], "offset": [], "size": [], "label": []}
     captions: list[str] = []
     found: set[str] = set()
     for s, path in enumerate(shard_paths):
-        for key, _ext, offset, size in index_shard(path):
+        for key, _ext, offset, size in image_members(path):
             copies = wanted.get(key)
             if copies is None or key in found:
                 continue
@@ -69,8 +70,6 @@ def build_index(shard_paths: list[Path], wanted: dict[str, list[tuple[int, str]]
 
 def subset_index(corpus_dir: Path, subset_dir: Path, class_ids: list[int]) -> ItemIndex:
     """The subset manifest's items (sample_id, copy -> one item each; the manifest's label and caption)."""
-    import pyarrow.parquet as pq  # here, not at the top: data workers import this module and never read parquet
-
     manifest = pq.read_table(subset_dir / "subset.parquet", columns=["sample_id", "copy", "label", "caption"])
     manifest = manifest.sort_by([("sample_id", "ascending"), ("copy", "ascending")])
     ids = set(manifest.column("sample_id").to_pylist())
@@ -88,18 +87,16 @@ def subset_index(corpus_dir: Path, subset_dir: Path, class_ids: list[int]) -> It
         if sid not in key_of:
             raise InputError(f"{subset_dir / 'subset.parquet'}: sample {sid} is not in {corpus_dir / 'captions.parquet'}")
         wanted.setdefault(key_of[sid], []).append((index_of[label] if label is not None else -1, caption))
-    return build_index([corpus_dir / "shards" / s for s in sorted(shards)], wanted, corpus_dir, with_captions=True)
+    return locate_items([corpus_dir / "shards" / s for s in sorted(shards)], wanted, corpus_dir, with_captions=True)
 
 
 def eval_index(corpus_dir: Path, class_ids: list[int]) -> ItemIndex:
     """The evaluation images of the given classes, labelled by class index, in shard order."""
-    import pyarrow.parquet as pq
-
     table = pq.read_table(corpus_dir / "eval.parquet", columns=["concept_id", "shard", "key"]).to_pandas()
     index_of = {cid: i for i, cid in enumerate(class_ids)}
     table = table[table.concept_id.isin(index_of)]
     wanted = {k: [(index_of[c], "")] for k, c in zip(table.key, table.concept_id)}
-    return build_index([corpus_dir / "shards" / s for s in sorted(table.shard.unique())], wanted, corpus_dir, False)
+    return locate_items([corpus_dir / "shards" / s for s in sorted(table.shard.unique())], wanted, corpus_dir, False)
 
 
 def epoch_order(index: ItemIndex, seed: int, epoch: int, buffer: int = SHUFFLE_BUFFER) -> np.ndarray:

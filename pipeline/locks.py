@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -91,6 +92,8 @@ def file_lock(path: Path, what: str, timeout: float | None = None,
     """Hold an exclusive lock on `path` for the block. A busy lock is waited for (saying so once), at most `timeout`
     seconds (None = as long as it takes, 0 = not at all); then one InputError names the holder. A clean release
     removes the file; a file left with a record names a holder that died, whose lock is taken over."""
+    if timeout is not None and not (math.isfinite(timeout) and timeout >= 0):  # nan would wait forever
+        raise InputError(f"lock timeout {timeout}: give seconds, 0 or more (or none: wait as long as it takes)")
     fd = _acquire(path, what, timeout, say)
     try:
         if _read(fd).strip() and say:  # a record on a free lock: its holder died without releasing it

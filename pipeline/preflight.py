@@ -34,7 +34,7 @@ def check_train(spec, source: str = "spec") -> None:
         raise SpecError(f"{source}: train.device: cuda, but no CUDA device is visible on this machine (use auto or cpu)")
     import open_clip
 
-    from tailstudy.models.learners import _register_configs
+    from tailstudy.models.towers import _register_configs
 
     _register_configs()
     known = open_clip.list_models()
@@ -48,7 +48,121 @@ def check_run(spec, workspace: str | Path, source: str = "spec") -> Path:
     """Everything `tailstudy run` can check before the first stage -> the workspace path."""
     path = check_workspace(workspace)
     check_train(spec, source)
+    if getattr(spec.corpus, "source", None) == "urls":
+        check_img2dataset(f"{source}: corpus.source: urls")
+    check_resources(spec, path, source)
+    check_world(spec, source)
     return path
+
+
+# ---------------------------------------------------------------- consequences of a spec, before any work
+
+# Lower bounds, so that a refusal is certain: a training sample is three tar members (image, caption, fields), each a
+# 512-byte header and at least one 512-byte block; an evaluation sample is one member. While the corpus is written,
+# each training sample holds at least ~600 bytes of Python strings (its caption fields and ids).
+DISK_PER_TRAIN_IMAGE = 3 * 1024
+DISK_PER_EVAL_IMAGE = 1024
+MEMORY_PER_TRAIN_IMAGE = 600
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB"
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can give now (Linux: MemAvailable; elsewhere the free pages)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: never refuse on memory
+
+
+def synthetic_images(spec) -> tuple[int, int]:
+    """(training images, evaluation images) the synthetic world renders: every target concept gets at least
+    corpus.min_count samples, the open ones share open_samples, and evaluate.per_class images per target concept."""
+    cfg = spec.corpus
+    train = max(cfg.samples, cfg.concepts * cfg.min_count) + (cfg.open_samples if cfg.open_concepts else 0)
+    return train, spec.evaluate.per_class * cfg.concepts
+
+
+def _input_pixels(arch: str) -> int:
+    import open_clip
+
+    size = (open_clip.get_model_config(arch) or {}).get("vision_cfg", {}).get("image_size", 224)
+    return int(size[0] * size[1]) if isinstance(size, (list, tuple)) else int(size) ** 2
+
+
+def check_resources(spec, workspace: Path, source: str = "spec") -> None:
+    """What the spec makes the machine hold, against what it has: the synthetic world's images on disk and its rows in
+    memory, and one training batch of float images in memory. One line naming the fields and the numbers."""
+    import shutil
+
+    memory = available_memory()
+    trains = [run.train for run in spec.learner_runs()] if hasattr(spec, "learner_runs") else [spec.train]
+    for train in trains:
+        batch = train.batch_size * 3 * _input_pixels(train.arch) * 4
+        if batch > memory:
+            raise SpecError(f"{source}: train.batch_size {train.batch_size:,}: one batch of {train.arch} inputs is "
+                            f"{_gb(batch)} of memory; this machine has {_gb(memory)} available")
+    if getattr(spec.corpus, "source", "synthetic") != "synthetic":
+        return  # a real corpus's size is its input's
+    train, evaluation = synthetic_images(spec)
+    what = (f"the synthetic world renders about {train + evaluation:,} images (corpus.samples, corpus.min_count x "
+            f"concepts, open_samples; evaluate.per_class x {spec.corpus.concepts} classes)")
+    disk = train * DISK_PER_TRAIN_IMAGE + evaluation * DISK_PER_EVAL_IMAGE
+    free = shutil.disk_usage(workspace).free
+    if disk > free:
+        raise SpecError(f"{source}: {what}: at least {_gb(disk)} on disk; {workspace} has {_gb(free)} free")
+    if train * MEMORY_PER_TRAIN_IMAGE > memory:
+        raise SpecError(f"{source}: {what}: at least {_gb(train * MEMORY_PER_TRAIN_IMAGE)} of memory while it is "
+                        f"written; this machine has {_gb(memory)} available")
+
+
+def check_world(spec, source: str = "spec") -> None:
+    """The synthetic world's concepts are chosen as the corpus stage chooses them (the same code and seed): a world
+    over its capacity (shape x colour x texture families) or over the vocabulary's unambiguous classes is refused
+    now, not when the corpus stage starts; and so are class lists (`concepts:` of the base and every factor level,
+    `evaluate.classes`) that name classes the world's targets do not have, checked by the curate and evaluate stages'
+    own selection."""
+    if getattr(spec.corpus, "source", "synthetic") != "synthetic":
+        return  # a real corpus's targets are known once it is read
+    import numpy as np
+
+    from tailstudy.corpus.synthetic import choose_concepts
+    from tailstudy.curate import select_concepts
+    from tailstudy.spec import Cell, expand
+    from tailstudy.vocab import imagenet1k, load_vocab
+
+    try:
+        world = choose_concepts(spec.corpus, imagenet1k(), np.random.default_rng([spec.corpus.seed, 0]))
+    except SpecError as err:
+        raise SpecError(f"{source}: {err}") from None
+    targets = sorted(c.concept_id for c in world if c.is_target)
+    names = {c.concept_id: c.name for c in load_vocab(spec.vocabulary).concepts}
+    checks = [("evaluate.classes", spec.evaluate.classes, 0)]
+    for cell in [Cell(factor="base", level="base", subset=spec.base), *expand(spec)]:
+        where = "base.concepts" if cell.factor == "base" else f"factors.{cell.factor} {cell.level}: concepts"
+        checks.append((where, cell.subset.concepts, spec.corpus.seed))
+    for where, choice, seed in checks:
+        try:
+            select_concepts(targets, choice, names, seed)
+        except SpecError as err:
+            raise SpecError(f"{source}: {where}: {str(err).removeprefix('concepts: ')}") from None
+
+
+def check_img2dataset(what: str) -> None:
+    """URL downloads need img2dataset, an optional dependency (the `ingest` extra; see pyproject.toml for why)."""
+    import importlib.util
+
+    if importlib.util.find_spec("img2dataset") is None:
+        raise InputError(f"{what} downloads with img2dataset, which is not installed: pip install 'tailstudy[ingest]'")
 
 
 def check_id_type(path: Path, column: str | None, dtype) -> None:
@@ -57,6 +171,8 @@ def check_id_type(path: Path, column: str | None, dtype) -> None:
 
     if column is None or dtype is None:
         return
+    if pa.types.is_dictionary(dtype):  # a pandas category: its values are the ids
+        dtype = dtype.value_type
     if not (pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_integer(dtype)
             or pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype)):
         raise InputError(f"{path}: id column {column!r} holds {dtype}, not text or integers")

@@ -12,14 +12,18 @@ import numpy as np
 import pandas as pd
 
 from tailstudy import figures as F
+from tailstudy.output import cell
 from tailstudy.paths import REFERENCE_FREQ_DIR
 
 SUMMARY_METRICS = ["top1", "top5", "rho_acc", "rho_pred", "head_acc", "mid_acc", "tail_acc", "nc1", "nc2",
-                   "acc_logfreq_slope", "rho_acc_corpus", "rho_pred_corpus"]
+                   "acc_logfreq_slope", "rho_acc_corpus", "rho_pred_corpus", "top1_caption_prompt"]
+PROMPT_GAP = 0.1  # CLIP's top-1 with the evaluation prompts more than 10% below its own captions' prompt: out of
+# distribution for its text tower
 
 
 def summarise(run_metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds per (factor, level, model)."""
+    run_metrics = run_metrics.reindex(columns=[*dict.fromkeys([*run_metrics.columns, *SUMMARY_METRICS])])
     grouped = run_metrics.groupby(["factor", "level", "model"], sort=False)
     mean = grouped[SUMMARY_METRICS].mean()
     std = grouped[SUMMARY_METRICS].std(ddof=0).add_suffix("_sd")
@@ -29,9 +33,7 @@ def summarise(run_metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "nan" if np.isnan(value) else f"{value:.3f}"
-    return str(value)
+    return cell(value)  # the CLI's cells: 3 decimals, "–" where a value is undefined (NaN / None), as the README says
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -91,9 +93,24 @@ img{{max-width:100%;display:block;margin:.5em 0}}p.note{{color:#555;font-size:13
 """
 
 
-CLAIMS_NOTE = ("Each claim of Wen et al. (2024) as a measured row: effect = mean over seeds of the paired difference "
-               "(first side minus second), 95% t-interval; inconclusive when it contains 0 or fewer than 2 seeds; "
-               "'template-only CLIP is SL-like' is reproduced when the interval lies within ±0.1.")
+CLAIMS_NOTE = ("Each claim of Wen et al. (2024) as measured rows, one per metric (tailstudy.claims): effect = mean "
+               "over seeds of the per-seed effect, signed so that > 0 is what the paper states, with its 95% "
+               "t-interval; 'paper' = the effect the paper reports; 'needed' = seeds whose interval would be "
+               "narrower than that effect at the measured spread. A claim is reproduced when every metric's interval "
+               "lies above 0, contradicted when one lies below 0, inconclusive otherwise, and decides nothing when a "
+               "run it uses is within 2x chance top-1.")
+
+
+def prompt_warnings(summary: pd.DataFrame) -> list[str]:
+    """One line per CLIP level whose evaluation prompts score well below the prompt of its own captions."""
+    out = []
+    for row in summary.itertuples(index=False):
+        own = getattr(row, "top1_caption_prompt", float("nan"))
+        if own == own and own > 0 and row.top1 < (1 - PROMPT_GAP) * own:
+            out.append(f"{row.factor}={row.level}/{row.model}: top-1 {row.top1:.3f} with the evaluation prompts but "
+                       f"{own:.3f} with its own captions' prompt: the prompts are out of distribution for this text "
+                       "tower, so its results reflect the prompts more than the data.")
+    return out
 
 
 def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame, corpus_stats: dict,
@@ -108,16 +125,18 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
     for fig in figs:
         (out / "figures" / f"{fig.name}.png").write_bytes(fig.png)
     summary.to_csv(out / "summary.csv", index=False)
-    shown = summary[["factor", "level", "model", "seeds", "top1", "top1_sd", "rho_acc", "rho_pred", "rho_pred_sd",
-                     "rho_pred_corpus", "head_acc", "tail_acc", "nc1", "nc2"]]
+    shown = summary[["factor", "level", "model", "seeds", "top1", "top1_sd", "top1_caption_prompt", "rho_acc",
+                     "rho_pred", "rho_pred_sd", "rho_pred_corpus", "head_acc", "tail_acc", "nc1", "nc2"]]
     stats = pd.DataFrame([dict(corpus_stats)])
     intro = (f"{run_count_line(run_metrics)}. ρ is Spearman's rank correlation between a class's training frequency "
              "and its accuracy (rho_acc) or the number of test images predicted as it (rho_pred); lower means less "
-             "frequency bias. Differences in ρ under about 0.1 are within seed noise.")
+             "frequency bias. top1_caption_prompt: CLIP scored with the prompt its own captions use (the paper's 80 "
+             "templates are in distribution when it is close to top1).")
     tables = ([("Claims", claims)] if claims is not None and len(claims) else []) + \
              [("Runs (mean over seeds)", shown)]
     note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)  # shown under the panels
-    lead = {"Claims": CLAIMS_NOTE, "Runs (mean over seeds)": intro}  # the paragraph above each table
+    warnings = " ".join(prompt_warnings(summary))
+    lead = {"Claims": CLAIMS_NOTE, "Runs (mean over seeds)": f"{intro} {warnings}".strip()}  # above each table
     html_sections = [(t, f"<p>{html.escape(lead[t])}</p>" + html_table(df)) for t, df in tables]
     html_sections += [(f.title, f'<img src="{f.data_uri()}" alt="{html.escape(f.alt)}">'
                        + (note_html if f.name == "acc_vs_freq" else "")) for f in figs]

@@ -1,16 +1,34 @@
 """Read-only SQL over a workspace's catalog, by construction (what `tailstudy sql` runs).
 
-Three independent fences, so a mistake in one is caught by another:
-1. only read statements are executed (SELECT / WITH / FROM / DESCRIBE / SHOW / SUMMARIZE / EXPLAIN / CALL), checked on
-   DuckDB's own parse of the query, so COPY ... TO, EXPORT, INSTALL/LOAD, ATTACH, SET and DDL/DML never run;
-2. the catalog is opened read-only (CREATE/INSERT/UPDATE/DELETE/DROP fail in DuckDB itself);
-3. file access is limited to the workspace and the shipped data directory (``allowed_directories`` with
-   ``enable_external_access = false``), extensions are never auto-installed or auto-loaded, and the configuration is
-   locked, so a query cannot widen any of this with SET.
+The fence is what DuckDB itself enforces, not a reading of the query text:
+1. files: ``enable_external_access = false`` with ``allowed_directories`` = the workspace's absolute, resolved path
+   (DuckDB adds the catalog's own files and its private spill directory). DuckDB resolves every path it opens
+   (symlinks and ``..`` included) before it compares, so nothing outside the workspace is reached, whatever the
+   statement or table function; relative paths resolve against the workspace (the views' paths are relative),
+   because the query runs with the workspace as the current directory. The caller's directory is never in the list
+   (DuckDB would turn ``""`` into the directory current when it is set).
+2. the catalog is opened read-only; extensions are never installed or loaded; replacement scans of Python variables
+   are off; and the configuration is locked, so a query cannot widen any of this.
+3. resources: DuckDB's ``memory_limit`` and ``threads``, spilling only into a private temporary directory (never the
+   workspace) of bounded size, and a wall-time limit: the query runs in a worker thread that `interrupt()` stops when
+   the time is up or on Ctrl-C. A row limit is applied inside the query plan, so a huge result is never built.
+4. one statement per connection, a read: DuckDB's own parse must give exactly one SELECT (DESCRIBE, SHOW, SUMMARIZE,
+   PIVOT, VALUES, FROM-first and info PRAGMAs parse as SELECT). COPY, EXPORT, EXPLAIN (EXPLAIN ANALYZE runs what it
+   wraps), CALL, SET, PRAGMA, ATTACH, INSTALL/LOAD, CHECKPOINT, VACUUM and DDL/DML are refused, and so are the table
+   functions that change the session or the database (enable_profiling, enable_logging, checkpoint, query, ...):
+   those act on later statements, and no later statement runs on the connection (it is closed after this one). A
+   PIVOT without an IN list is two statements in DuckDB: only the shipped @queries may use one.
+A file inside the workspace can still be read (that is the point); none is written: COPY/EXPORT are refused, the
+catalog is read-only and DuckDB's temporary files go elsewhere.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -18,8 +36,25 @@ import duckdb
 from tailstudy.errors import InputError
 from tailstudy.store import Workspace
 
-READ_STATEMENTS = {"SELECT", "EXPLAIN", "CALL"}
-DEFAULT_ROW_LIMIT = 1000
+DEFAULT_ROW_LIMIT = 1000  # table output
+DEFAULT_SECONDS = 600.0
+MIN_MEMORY = 256 << 20
+# table functions that act on the session or the database rather than read: refused by name (DuckDB's parse)
+SESSION_FUNCTIONS = frozenset({
+    "enable_profiling", "disable_profiling", "enable_logging", "disable_logging", "truncate_duckdb_logs",
+    "checkpoint", "force_checkpoint", "query", "query_table", "json_execute_serialized_sql", "read_duckdb"})
+READS = ("SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one query may use: rows fetched (None: all), wall seconds, memory bytes (None: half of what is free now,
+    at least 256 MiB), threads (None: the cores this process may use)."""
+
+    rows: int | None = None
+    seconds: float = DEFAULT_SECONDS
+    memory: int | None = None
+    threads: int | None = None
 
 
 def first_line(err: BaseException) -> str:
@@ -27,74 +62,170 @@ def first_line(err: BaseException) -> str:
 
 
 def allowed_directories(ws: Workspace) -> list[str]:
-    """The workspace, the shipped data the views read (reference tables), and relative paths: the views' paths are
-    relative and resolve only against the workspace (``file_search_path``); DuckDB still refuses a `..` escape."""
-    from tailstudy.paths import DATA_DIR
-
-    return [ws.root.as_posix() + "/", Path(DATA_DIR).resolve().as_posix() + "/", ""]
+    """The workspace only, absolute and resolved (DuckDB compares resolved paths). The shipped reference tables are
+    copied into the catalog when it is built, so the package's data folder is not needed (nor writable) here."""
+    return [Path(ws.root).resolve().as_posix().rstrip("/") + "/"]
 
 
-def check_read_only(sql: str) -> None:
-    """Reject an empty query and any statement that is not a read, by DuckDB's parse (never by string matching)."""
+def default_memory() -> int:
+    from tailstudy.preflight import available_memory
+
+    return max(MIN_MEMORY, min(available_memory(), 1 << 50) // 2)
+
+
+def default_threads() -> int:
     try:
-        statements = duckdb.connect(":memory:").extract_statements(sql)
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _functions(node, found: set[str]) -> set[str]:
+    """Every function name in DuckDB's serialised parse tree (scalar, aggregate and table functions)."""
+    if isinstance(node, dict):
+        name = node.get("function_name")
+        if isinstance(name, str):
+            found.add(name.lower())
+        for value in node.values():
+            _functions(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _functions(value, found)
+    return found
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str, shipped: bool = False) -> None:
+    """Exactly one read statement, by DuckDB's own parse (never by string matching); no session-changing function.
+    `con` is the fenced connection: DuckDB expands some statements while parsing (IMPORT DATABASE reads the files it
+    names), and those reads must be fenced too. Nothing is executed but the serialisation of the parse tree.
+    A PIVOT without an IN list is two statements (an enum type of the pivoted values, then the query), whose text
+    DuckDB does not give back to be checked, and the second would run after whatever the first's source did to the
+    session: only the shipped @queries (`shipped`) may use one."""
+    try:
+        statements = con.extract_statements(sql)
     except duckdb.Error as err:
         raise InputError(f"SQL error: {first_line(err)}") from None
     if not statements:
         raise InputError("SQL: empty query")
-    for statement in statements:
+    # DuckDB's PIVOT rewrite adds a CREATE (a temporary enum type) of its own: no text, never written by a user
+    user = [s for s in statements if not (s.type.name == "CREATE" and not s.query.strip())]
+    if len(user) < len(statements) and not shipped:
+        raise InputError("SQL: PIVOT needs an IN list here (PIVOT ... ON col IN (v1, v2, ...)): without one DuckDB "
+                         "runs two statements, and `tailstudy sql` runs one")
+    for statement in user:
         kind = statement.type.name
-        if kind == "CREATE" and not statement.query.strip():
-            continue  # generated by DuckDB's PIVOT rewrite (a temporary enum type), never written by the user
-        if kind not in READ_STATEMENTS:
-            raise InputError(f"SQL: {kind} statements are not allowed: `tailstudy sql` only reads the catalog "
-                             "(SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)")
+        if kind != "SELECT":
+            kind = kind if kind.replace("_", "").isalpha() else "this kind of"  # UPDATE EXTENSIONS: '???'
+            why = " (EXPLAIN ANALYZE runs the statement it wraps)" if kind == "EXPLAIN" else ""
+            raise InputError(f"SQL: {kind} statements are not allowed{why}: `tailstudy sql` only reads the "
+                             f"catalog ({READS})")
+    if len(user) != 1:
+        raise InputError(f"SQL: {len(user)} statements: give one query")
+    text = user[0].query
+    if not text.strip():  # a dynamic PIVOT: not serialisable; the fence in DuckDB still holds
+        return
+    values = con.values([text])  # DuckDB's serialised parse tree of the statement (nothing runs)
+    tree = values.select(duckdb.FunctionExpression("json_serialize_sql", duckdb.ColumnExpression(values.columns[0])))
+    tree = tree.fetchone()[0]
+    refused = sorted(_functions(json.loads(tree), set()) & SESSION_FUNCTIONS)
+    if refused:
+        raise InputError(f"SQL: {refused[0]}() is not allowed: `tailstudy sql` only reads the catalog")
 
 
-def connect_guarded(ws: Workspace) -> duckdb.DuckDBPyConnection:
-    """The catalog, read-only, with file access fenced to the workspace and the configuration locked."""
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect_guarded(ws: Workspace, limits: Limits = Limits(), temp_dir: str | None = None) -> duckdb.DuckDBPyConnection:
+    """The catalog, read-only, fenced to the workspace, bounded in memory and threads, its configuration locked."""
     from tailstudy.catalog import use_workspace
 
     path = ws.catalog_path
     if not path.is_file():
         raise InputError(f"{path}: no catalog yet (run a study, or `tailstudy catalog` to build it)")
+    memory = limits.memory or default_memory()
+    config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false",
+              "allow_community_extensions": "false", "threads": str(limits.threads or default_threads()),
+              "memory_limit": f"{memory}B", "temp_directory": temp_dir or "",
+              "max_temp_directory_size": f"{memory}B"}
     try:
-        con = duckdb.connect(str(path), read_only=True,
-                             config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
+        con = duckdb.connect(str(path), read_only=True, config=config)
     except duckdb.Error as err:
         raise InputError(f"{path}: cannot open the catalog: {first_line(err)}") from None
     # allowed_directories can only be set while external access is on; then access is switched off and locked
-    dirs = ", ".join("'" + d.replace("'", "''") + "'" for d in allowed_directories(ws))
-    con.execute(f"SET allowed_directories = [{dirs}]")
+    con.execute(f"SET allowed_directories = [{', '.join(_quoted(d) for d in allowed_directories(ws))}]")
     use_workspace(con, ws)  # the views' relative paths resolve against the workspace
+    con.execute("SET python_enable_replacements = false")  # no scans of this process's Python variables
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
 
 
-def guarded_query(ws: Workspace, sql: str):
-    """Run one read-only query on the catalog -> pandas DataFrame; every refusal or SQL error is one InputError."""
+def _run(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, box: dict) -> None:
+    try:
+        relation = con.sql(sql)  # a SELECT: a relation, so the row limit is part of the plan (LIMIT rows)
+        box["df"] = (relation.limit(rows) if rows is not None else relation).df()
+    except BaseException as err:  # noqa: BLE001 -- handed to the waiting thread
+        box["error"] = err
+
+
+def _execute(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, seconds: float):
+    """Run in a worker thread; interrupt DuckDB when the time is up or on Ctrl-C (the main thread stays in Python, so
+    it gets the signal)."""
+    box: dict = {}
+    worker = threading.Thread(target=_run, args=(con, sql, rows, box), daemon=True, name="tailstudy-sql")
+    worker.start()
+    try:
+        worker.join(seconds)
+    except KeyboardInterrupt:
+        con.interrupt()
+        worker.join(10)
+        raise
+    if worker.is_alive():
+        con.interrupt()
+        worker.join(10)
+        raise InputError(f"SQL: stopped after {seconds:g} s (--timeout SECONDS to allow more)")
+    if "error" in box:
+        raise box["error"]
+    return box["df"]
+
+
+def guarded_query(ws: Workspace, sql: str, limits: Limits = Limits()):
+    """Run one read-only query on the catalog -> pandas DataFrame (at most `limits.rows` rows); every refusal or SQL
+    error is one InputError."""
     from tailstudy.catalog import resolve_query
 
+    shipped = sql.startswith("@")
     sql = resolve_query(sql)
-    check_read_only(sql)
-    con = connect_guarded(ws)
+    temp_dir = tempfile.mkdtemp(prefix="tailstudy-sql-")  # DuckDB's spill files: never in the workspace
     previous = os.getcwd()
-    os.chdir(ws.root)  # a relative path DuckDB does not find in the workspace would be opened from the cwd
     try:
-        return con.execute(sql).df()
-    except duckdb.PermissionException as err:
-        raise InputError(f"SQL: not allowed: {first_line(err)} (`tailstudy sql` reads only the workspace)") from None
-    except duckdb.Error as err:
-        raise InputError(f"SQL error: {first_line(err)}") from None
+        con = connect_guarded(ws, limits, temp_dir)
+        try:
+            os.chdir(ws.root)  # relative paths resolve (and are checked) against the workspace, not the caller's cwd
+            check_read_only(con, sql, shipped)
+            df = _execute(con, sql, limits.rows, limits.seconds)
+        except duckdb.PermissionException as err:
+            raise InputError(f"SQL: not allowed: {first_line(err)} (`tailstudy sql` reads only the workspace "
+                             f"{ws.root})") from None
+        except duckdb.InterruptException:
+            raise InputError(f"SQL: stopped after {limits.seconds:g} s (--timeout SECONDS to allow more)") from None
+        except duckdb.OutOfMemoryException as err:
+            raise InputError(f"SQL: the query needs more memory than its limit ({first_line(err)}); --memory-limit "
+                             "GB to allow more") from None
+        except duckdb.Error as err:
+            raise InputError(f"SQL error: {first_line(err)}") from None
+        finally:
+            os.chdir(previous)
+            con.close()
     finally:
-        os.chdir(previous)
-        con.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return df
 
 
-def limit_rows(df, limit: int | None):
-    """Table output shows at most `limit` rows -> (rows shown, note or None); CSV/JSON are never limited."""
-    if limit is None or limit <= 0 or len(df) <= limit:
+def limit_note(df, rows: int | None):
+    """A result fetched with `rows` + 1 as its limit -> (at most `rows` rows, a note when there were more)."""
+    if rows is None or len(df) <= rows:
         return df, None
-    return df.head(limit), (f"showing {limit:,} of {len(df):,} rows (--limit N, --limit 0 for all, or "
-                            "--format csv/json, which are never limited)")
+    return df.head(rows), (f"showing the first {rows:,} rows; there are more (--limit N for more, --limit 0 for "
+                           "all)")

@@ -119,7 +119,13 @@ class Workspace:
         from tailstudy.preflight import check_workspace
 
         check_workspace(self.root)  # a file or a read-only directory: one line before any work
-        return file_lock(self.root / ".lock", f"workspace {self.root}", timeout, say)
+        return self._locked(file_lock(self.root / ".lock", f"workspace {self.root}", timeout, say))
+
+    @contextlib.contextmanager
+    def _locked(self, lock) -> Iterator[None]:
+        with lock:
+            self.clean_stale_temps()  # whoever holds the workspace first clears what killed writers left
+            yield
 
     def artifact_lock(self, stage: str, key: str):
         """Held while an artifact is built (and its work directory used): one builder per artifact at a time."""
@@ -139,7 +145,7 @@ class Workspace:
         The caller fills the yielded directory and may add entries to ``manifest``; on any exception the temp
         directory is removed and no artifact appears. With ``replace`` an existing artifact is swapped out.
         """
-        from tailstudy.integrity import fsync_dir, record_files
+        from tailstudy.integrity import MANIFEST_FORMAT, fsync_dir, record_files
 
         final = self.root / stage / key
         tmp = self.root / stage / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
@@ -148,7 +154,7 @@ class Workspace:
         try:
             yield tmp
             manifest = {"stage": stage, "key": key, **manifest, "seconds": round(time.time() - started, 3),
-                        "files": record_files(tmp)}
+                        "files": record_files(tmp), "format": MANIFEST_FORMAT}
             atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=_json_default))
             if final.exists() and (replace or self.problem(stage, key) is not None):  # forced, or corrupt
                 stale = final.with_name(f".old-{key}-{uuid.uuid4().hex[:8]}")
@@ -160,8 +166,11 @@ class Workspace:
             else:
                 os.rename(tmp, final)
             fsync_dir(final.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException as err:
+            written = tree_bytes(tmp) if is_disk_full(err) else 0
+            shutil.rmtree(tmp, ignore_errors=True)  # no partial artifact, whatever went wrong
+            if is_disk_full(err):
+                raise disk_full_error(tmp, written) from None
             raise
         scratch = self.root / stage / f".work-{key}"
         if scratch.exists():
@@ -189,34 +198,145 @@ class Workspace:
                     found.append(Artifact(stage_dir.name, art_dir.name, art_dir))
         return found
 
+    def record_problems(self, full: bool = False) -> list[str]:
+        """What is wrong with the study records (studies/<name>/): one line per corrupt study."""
+        from tailstudy.integrity import records_problem
+
+        studies = self.root / "studies"
+        found = [records_problem(d, full) for d in sorted(studies.iterdir()) if d.is_dir()] if studies.is_dir() else []
+        return [p for p in found if p]
+
+    def drop_corrupt_records(self, say) -> None:
+        """A corrupt study record is removed (saying so), so the catalog's views never fail on it; the next run of its
+        study writes it again from the artifacts, which are untouched."""
+        for problem in self.record_problems():
+            path = Path(problem.split(": ", 1)[0])
+            path.unlink(missing_ok=True)
+            say(f"{problem}; removed: run study {path.parent.name} again to rewrite it")
+
     def clean_stale_temps(self) -> int:
-        """Remove temp directories left by killed runs: only those whose artifact lock is free, i.e. whose builder is
-        gone (never a live builder's temp, never finished artifacts, never resumable work dirs)."""
+        """Remove what killed writers left, never what a live one is writing -> how many were removed:
+        - an artifact's temp directory (.tmp-KEY-*, .old-KEY-*) and the temp files in its resumable work directory
+          (.work-KEY: checkpoints, shards, match parts being written) once the artifact's lock is free (its builder
+          is gone); the work directory's finished files stay, for the next builder to resume from;
+        - elsewhere (the workspace's own files, studies/, specs/): temp files whose writer, named in the file name
+          (host, pid), is gone -- the catalog's ``.catalog-*.duckdb`` and every ``.NAME.*.tmp`` of the writers here
+          (see `temp_path`); untagged ones of older versions once they are an hour old."""
         from tailstudy.locks import is_free
 
         removed = 0
-        if self.root.is_dir():
-            for stage_dir in self.root.iterdir():
-                if stage_dir.is_dir():
-                    for tmp in [*stage_dir.glob(".tmp-*"), *stage_dir.glob(".old-*")]:
-                        found = TEMP_NAME.match(tmp.name)
-                        if found and is_free(self.lock_path(stage_dir.name, found["key"])):
-                            shutil.rmtree(tmp, ignore_errors=True)
-                            removed += 1
+        if not self.root.is_dir():
+            return removed
+        for stage_dir in [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]:
+            for tmp in [*stage_dir.glob(".tmp-*"), *stage_dir.glob(".old-*"), *stage_dir.glob(".work-*")]:
+                found = TEMP_NAME.match(tmp.name) or WORK_NAME.match(tmp.name)
+                if not found or not is_free(self.lock_path(stage_dir.name, found["key"])):
+                    continue
+                if tmp.name.startswith(".work-"):
+                    for leftover in [p for p in tmp.rglob(".*") if p.is_file() and TEMP_FILE.match(p.name)]:
+                        leftover.unlink(missing_ok=True)
+                        removed += 1
+                else:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    removed += 1
+        for folder in [self.root, *(self.root / "studies").glob("*"), self.root / "specs"]:
+            for path in (folder.iterdir() if folder.is_dir() else []):
+                if path.is_file() and _writer_gone(path):
+                    path.unlink(missing_ok=True)
+                    removed += 1
         return removed
+
+
+# ---------------------------------------------------------------- temp files: named by their writer, cleaned when it is gone
+
+WORK_NAME = re.compile(r"^\.work-(?P<key>.+)$")
+TEMP_FILE = re.compile(r"^\..+\.tmp$")
+# .NAME.<host>-<pid>-<random>.tmp and .catalog-<host>-<pid>-<random>.duckdb[.wal]; <host>: 6 hex digits of the host name
+TAGGED = re.compile(r"^\.(?:.+\.|catalog-)(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}(?:\.tmp|\.duckdb(?:\.wal)?)$")
+LEGACY = re.compile(r"^\.(?:.+\.[0-9a-f]{8}\.tmp|catalog-[0-9a-f]{8}\.duckdb(?:\.wal)?)$")
+LEGACY_AGE_S = 3600
+
+
+def writer_tag() -> str:
+    """<host>-<pid> of this process: a temp file's name says who writes it, so a cleaner can tell a dead writer's."""
+    import socket
+
+    return f"{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]}-{os.getpid()}"
+
+
+def temp_path(path: Path) -> Path:
+    """Where a writer of `path` writes before its atomic rename: beside it, hidden, named by this process."""
+    return path.with_name(f".{path.name}.{writer_tag()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _writer_gone(path: Path) -> bool:
+    found = TAGGED.match(path.name)
+    if found:
+        if found["host"] != writer_tag().split("-")[0]:
+            return False  # another machine's writer (a shared workspace): not ours to judge
+        try:
+            os.kill(int(found["pid"]), 0)
+            return False
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+    return bool(LEGACY.match(path.name)) and time.time() - path.stat().st_mtime > LEGACY_AGE_S
+
+
+# ---------------------------------------------------------------- a full disk: one line naming it and the space needed
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC (or EDQUOT) from Python, or torch.save's C++ writer failing on a full disk."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("unexpected pos" in text or "file write failed" in text)
+
+
+def tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def disk_full_error(path: Path, written: int = 0):
+    """The disk holding `path` is full -> one InputError naming its mount point, what is free and what the write that
+    failed needed (at least what it had written; that was removed)."""
+    from tailstudy.errors import InputError
+
+    mount = Path(path).resolve()
+    while not mount.exists() or (not os.path.ismount(mount) and mount != mount.parent):
+        mount = mount.parent
+    usage = shutil.disk_usage(mount)
+    needed = f"; writing {path.name} needed more than the {_size(written)} it had written" if written else ""
+    return InputError(f"{mount}: the disk is full ({_size(usage.free)} free of {_size(usage.total)}{needed}): free "
+                      "some space and run again (finished work is kept)")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise disk_full_error(path, len(data)) from None
         raise
 
 
@@ -227,10 +347,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Deterministic, atomic Parquet write (no timestamps in the file: same table -> same bytes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_path(path)
     try:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
+        if is_disk_full(err) or "No space left" in str(err):  # pyarrow's IOError carries the OS message
+            raise disk_full_error(path, written) from None
         raise

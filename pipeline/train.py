@@ -4,18 +4,22 @@ from __future__ import annotations
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from tailstudy.data import images_on, num_batches
+from tailstudy.items import num_batches
 from tailstudy.models import learner_kwargs, make_learner, reads_captions
 from tailstudy.spec import TrainSpec
 
-TRAIN_VERSION = 3  # 3: streamed from shards, open_clip transforms (augmentation), max_steps; 2: logit scales init 1/0.07, capped at 100
+# 4: AdamW as open_clip sets it up (no decay on gains, biases, logit scales: `decays`), weight decay 0.2 by default,
+# sampled vocabularies drawn by frequency (`linear`) by default, frozen heads (text_head) (issue 22); one batch path
+# (issue 24): open_clip's transforms applied per image in a DataLoader, so input batches are contiguous NCHW (the
+# replica path handed the model channels-last views: other kernels, other roundings), same items and crops.
+# 3: streamed from shards, open_clip transforms (augmentation), max_steps; 2: logit scales init 1/0.07, capped at 100
+TRAIN_VERSION = 4
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -44,46 +48,24 @@ def distributed_context(device: torch.device) -> tuple[DistributedContext, torch
     return DistributedContext(dist.get_rank(), dist.get_world_size()), device
 
 
-@dataclass
-class TrainData:
-    """Decoded images in memory (tests and small experiments); studies stream from shards (`tailstudy.data.ShardData`)."""
-
-    images: torch.Tensor  # uint8 (N, H, W, 3)
-    labels: torch.Tensor  # long (N,), class index or -1 for open-world samples
-    captions: list[str]
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.labels)
-
-    def for_learner(self, learner, text: bool) -> "MemoryBatches":
-        keep = torch.ones(len(self.labels), dtype=torch.bool) if learner.uses_unlabeled else self.labels >= 0
-        index = torch.nonzero(keep).squeeze(1)
-        tokens = learner.tokenize([self.captions[i] for i in index.tolist()]) if text else None
-        return MemoryBatches(self.images[index], self.labels[index], tokens)
+MAX_AUTO_PARALLEL = 4  # training runs at once by default: more would multiply memory for little gain on CPUs
 
 
-@dataclass
-class MemoryBatches:
-    images: torch.Tensor
-    labels: torch.Tensor
-    tokens: torch.Tensor | None
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
-    @property
-    def num_samples(self) -> int:
-        return len(self.labels)
 
-    def close(self) -> None:
-        pass  # nothing runs beside an in-memory source
-
-    def epoch(self, epoch: int, seed: int, batch_size: int, rank: int, world: int, workers, pin: bool):
-        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        for b in range(num_batches(len(order), batch_size)):
-            idx = order[b * batch_size:(b + 1) * batch_size][rank::world]
-            batch = {"images": to_float(self.images[idx], torch.device("cpu")), "labels": self.labels[idx]}
-            if self.tokens is not None:
-                batch["tokens"] = self.tokens[idx]
-            yield batch
+def cpu_plan(cfg: TrainSpec, jobs: int = 1) -> tuple[int, int]:
+    """(training runs at once, torch threads per process) on CPU. Each process gets its share of the cores: torch's
+    default (a thread per core in every process) collapses as soon as anything else runs beside it, since its
+    threads spin at every barrier while the cores are busy elsewhere (measured: 41-87 against 370-980 images/s with
+    one thread per process, benchmarks/bench_threads.py)."""
+    cores = usable_cores()
+    parallel = cfg.parallel or max(1, min(cores, MAX_AUTO_PARALLEL))
+    return parallel, cfg.threads or max(1, cores // (parallel + max(jobs, 1)))
 
 
 def pick_device(requested: str) -> torch.device:
@@ -94,20 +76,26 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1]."""
-    return images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """No partial file survives a failed save; a full disk is one line (torch.save says '... unexpected pos ...')."""
+    from tailstudy.store import disk_full_error, is_disk_full, temp_path
+
+    tmp = temp_path(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise disk_full_error(path, written) from None
+        raise
 
 
-def build_learner(kind: str, cfg: TrainSpec, class_counts: list[int], class_names: list[str] | None = None):
+def build_learner(kind: str, cfg: TrainSpec, class_counts: list[int], class_names: list[str] | None = None,
+                  head_embeddings: torch.Tensor | None = None):
     return make_learner(kind, **learner_kwargs(kind, cfg, num_classes=len(class_counts), class_counts=class_counts,
-                                               class_names=class_names))
+                                               class_names=class_names, head_embeddings=head_embeddings))
 
 
 def _wrap(learner, ctx: DistributedContext, device: torch.device):
@@ -129,30 +117,38 @@ def schedule(cfg: TrainSpec, num_samples: int) -> tuple[int, int, int]:
     return steps_per_epoch, total_steps, min(steps_per_epoch, total_steps // 10 + 1)
 
 
+def decays(name: str, param: torch.Tensor) -> bool:
+    """open_clip's rule (open_clip_train.main): weight decay on weight matrices and embeddings only -- never on gains,
+    biases, norms or temperatures (`logit_scale`), which decay would pull toward zero for no regularising gain."""
+    return param.ndim >= 2 and not any(part in name for part in ("bn", "ln", "bias", "logit_scale"))
+
+
 def _optimizer(learner, cfg: TrainSpec, total_steps: int, warmup: int):
-    opt = torch.optim.AdamW([p for p in learner.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    named = [(n, p) for n, p in learner.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if decays(n, p)], "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
     cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total_steps - warmup))))  # noqa
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else cosine(s))
     return opt, sched
 
 
 def train(kind: str, data, class_counts: list[int], cfg: TrainSpec, seed: int, work_dir: Path,
-          progress: Callable[[int, int, dict], None] | None = None,
-          class_names: list[str] | None = None) -> tuple[torch.nn.Module, list[dict]]:
-    """Train a learner on `data` (`tailstudy.data.ShardData` streamed from shards, or in-memory `TrainData`); resumes
+          progress: Callable[[int, int, dict], None] | None = None, class_names: list[str] | None = None,
+          head_embeddings: torch.Tensor | None = None) -> tuple[torch.nn.Module, list[dict]]:
+    """Train a learner on `data` (`tailstudy.data.ShardData`: items streamed from shards); resumes
     from ``work_dir/checkpoint.pt`` when a previous attempt was killed.
 
     Under torchrun every rank takes its share of each global batch, gradients are averaged by DDP (CLIP's loss
     gathers features across ranks), and rank 0 alone writes checkpoints."""
     ctx, device = distributed_context(pick_device(cfg.device))
     torch.manual_seed(seed)
-    learner = build_learner(kind, cfg, class_counts, class_names).to(device)
+    learner = build_learner(kind, cfg, class_counts, class_names, head_embeddings).to(device)
     if cfg.channels_last:
         learner = learner.to(memory_format=torch.channels_last)
     model = _wrap(learner, ctx, device)
     step_fn = torch.compile(model) if cfg.compile else model
-    source = data.for_learner(learner, reads_captions(kind))
+    source = data.for_learner(learner, reads_captions(kind), cfg.batch_size, cfg.workers, device)  # a DataSource
     if source.num_samples == 0:
         raise RuntimeError(f"{kind}: the subset has no training samples this learner can use")
     steps_per_epoch, total_steps, warmup = schedule(cfg, source.num_samples)
@@ -183,7 +179,7 @@ def _epochs(learner, step_fn, source, opt, sched, device, cfg: TrainSpec, seed: 
     for epoch in range(start_epoch, epochs):
         learner.train()
         steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
-        batches = source.epoch(epoch, seed, cfg.batch_size, ctx.rank, ctx.world, cfg.workers, device.type == "cuda")
+        batches = source.batches(epoch, seed, ctx.rank, ctx.world)
         log.append({"epoch": epoch, **run_epoch(step_fn, batches, steps, opt, sched, device, cfg, seed, epoch, ctx)})
         if ctx.is_main:
             _save_atomic({"model": learner.state_dict(), "optimizer": opt.state_dict(),
@@ -194,7 +190,7 @@ def _epochs(learner, step_fn, source, opt, sched, device, cfg: TrainSpec, seed: 
 
 
 def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
-    images = images_on(batch, device)
+    images = batch["images"].to(device, non_blocking=True)
     out = {"images": images.contiguous(memory_format=torch.channels_last) if channels_last else images,
            "labels": batch["labels"].to(device, non_blocking=True)}
     if "tokens" in batch:

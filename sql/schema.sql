@@ -62,7 +62,8 @@ CREATE OR REPLACE VIEW run_metrics AS SELECT NULL::VARCHAR AS run_id, NULL::VARC
     NULL::DOUBLE AS rho_acc, NULL::DOUBLE AS rho_pred, NULL::DOUBLE AS head_acc, NULL::DOUBLE AS mid_acc,
     NULL::DOUBLE AS tail_acc, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2, NULL::DOUBLE AS acc_logfreq_slope,
     NULL::DOUBLE AS trimmed_acc, NULL::DOUBLE AS rho_acc_corpus, NULL::DOUBLE AS rho_pred_corpus,
-    NULL::DOUBLE AS rho_nc1_freq, NULL::DOUBLE AS rho_nc2_mean_freq, NULL::DOUBLE AS rho_nc2_weight_freq WHERE false;
+    NULL::DOUBLE AS rho_nc1_freq, NULL::DOUBLE AS rho_nc2_mean_freq, NULL::DOUBLE AS rho_nc2_weight_freq,
+    NULL::DOUBLE AS top1_caption_prompt WHERE false;
 
 CREATE OR REPLACE VIEW train_log AS SELECT NULL::VARCHAR AS train_key, NULL::BIGINT AS epoch, NULL::DOUBLE AS loss,
     NULL::BIGINT AS steps, NULL::DOUBLE AS seconds, NULL::BIGINT AS samples, NULL::DOUBLE AS samples_per_s,

@@ -4,6 +4,9 @@
 -- workspace, or `duckdb -cmd "SET file_search_path='WORKSPACE'" -readonly WORKSPACE/catalog.duckdb`). ${DATA} (the
 -- package's shipped data) is read once into the catalog's own table. Each statement is applied on its own; one whose
 -- files do not exist yet leaves the empty shape of sql/schema.sql in place.
+-- Keys come from the end of each file name, anchored ('(?:^|/)corpus/([^/]+)/captions\.parquet$'): DuckDB reports
+-- a file found through file_search_path by its absolute name and one found from the working directory by a relative
+-- name (no leading '/'), and every client must read the same keys either way.
 
 -- every artifact's stage, key and inputs (the manifest's `inputs` object, JSON), for joining keys to their inputs
 CREATE OR REPLACE VIEW artifacts AS
@@ -14,7 +17,7 @@ FROM read_text('*/*/manifest.json');
 
 -- captions of every corpus artifact (corpus_key = the corpus stage key)
 CREATE OR REPLACE VIEW captions AS
-SELECT regexp_extract(filename, '/corpus/([^/]+)/', 1) AS corpus_key,
+SELECT regexp_extract(filename, '(?:^|/)corpus/([^/]+)/captions\.parquet$', 1) AS corpus_key,
        sample_id, caption, title, tags, description, url, shard, key
 FROM read_parquet('corpus/*/captions.parquet', filename = true);
 
@@ -23,7 +26,7 @@ FROM read_parquet('corpus/*/captions.parquet', filename = true);
 -- connection, decode, invalid_url, ...); attempts counts fetches (retry rounds included); bytes = stored image size.
 -- e.g. success rate: select corpus_key, avg((status = 'success')::int) from downloads group by all
 CREATE OR REPLACE VIEW downloads AS
-SELECT regexp_extract(filename, '/corpus/([^/]+)/', 1) AS corpus_key,
+SELECT regexp_extract(filename, '(?:^|/)corpus/([^/]+)/downloads\.parquet$', 1) AS corpus_key,
        sample_id, url, status, error_kind, error_message, attempts, bytes, width, height, original_width,
        original_height, sha256, shard, key
 FROM read_parquet('corpus/*/downloads.parquet', filename = true);
@@ -37,7 +40,8 @@ FROM read_parquet('vocab/*/concepts.parquet');
 -- or the corpus key of a study's corpus)
 CREATE OR REPLACE VIEW matches AS
 SELECT m.match_key, sample_id, concept_id, method, score, a.input_digest
-FROM (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, sample_id, concept_id, method, score
+FROM (SELECT regexp_extract(filename, '(?:^|/)match/([^/]+)/matches/[^/]+$', 1) AS match_key, sample_id, concept_id,
+             method, score
       FROM read_parquet('match/*/matches/*.parquet', filename = true)) AS m
 LEFT JOIN (SELECT key AS match_key,
                   coalesce(inputs ->> 'captions', inputs ->> 'corpus') AS input_digest
@@ -54,7 +58,7 @@ WHERE f.stage = 'frequency';
 -- sum over corpora that share a name)
 CREATE OR REPLACE VIEW concept_freq AS
 SELECT corpus, vocab, method, concept_id, name, count, rank, share, k.frequency_key, k.match_key, k.input_digest
-FROM (SELECT *, regexp_extract(filename, '/frequency/([^/]+)/', 1) AS frequency_key
+FROM (SELECT *, regexp_extract(filename, '(?:^|/)frequency/([^/]+)/concept_freq\.parquet$', 1) AS frequency_key
       FROM read_parquet('frequency/*/concept_freq.parquet', filename = true)) AS f
 LEFT JOIN frequency_keys AS k USING (frequency_key);
 
@@ -62,7 +66,7 @@ LEFT JOIN frequency_keys AS k USING (frequency_key);
 CREATE OR REPLACE VIEW imbalance AS
 SELECT corpus, vocab, method, concepts, total, max, min_nonzero, max_min_ratio, zero_concepts, gini, top10_share,
        zipf_exponent, captions, no_concept, one_concept, several_concepts, k.frequency_key, k.match_key, k.input_digest
-FROM (SELECT *, regexp_extract(filename, '/frequency/([^/]+)/', 1) AS frequency_key
+FROM (SELECT *, regexp_extract(filename, '(?:^|/)frequency/([^/]+)/imbalance\.parquet$', 1) AS frequency_key
       FROM read_parquet('frequency/*/imbalance.parquet', union_by_name = true, filename = true)) AS f
 LEFT JOIN frequency_keys AS k USING (frequency_key);
 
@@ -74,13 +78,15 @@ SELECT subset_key, study, factor, level FROM read_parquet('studies/*/subsets.par
 CREATE OR REPLACE VIEW subsets AS
 SELECT s.subset_key, s.study, s.factor, s.level, m.sample_id, m.copy, m.label, m.caption
 FROM read_parquet('studies/*/subsets.parquet') AS s
-JOIN (SELECT regexp_extract(filename, '/curate/([^/]+)/', 1) AS subset_key, sample_id, copy, label, caption
+JOIN (SELECT regexp_extract(filename, '(?:^|/)curate/([^/]+)/subset\.parquet$', 1) AS subset_key, sample_id, copy,
+             label, caption
       FROM read_parquet('curate/*/subset.parquet', filename = true)) AS m
   ON m.subset_key = s.subset_key;
 
 -- per-class frequency of each subset
 CREATE OR REPLACE VIEW subset_freq AS
-SELECT regexp_extract(filename, '/curate/([^/]+)/', 1) AS subset_key, concept_id, name, count, rank, share
+SELECT regexp_extract(filename, '(?:^|/)curate/([^/]+)/subset_freq\.parquet$', 1) AS subset_key, concept_id, name,
+       count, rank, share
 FROM read_parquet('curate/*/subset_freq.parquet', filename = true);
 
 -- the current runs of every study in the workspace (rewritten on each study run)
@@ -99,7 +105,9 @@ FROM read_parquet('evaluate/*/per_class.parquet', union_by_name = true);
 
 -- run-level metrics, labelled by study factor and level (a run shared by two levels appears under both). rho_* use
 -- the subset's frequency (NULL on a flat subset), rho_*_corpus the corpus's natural frequency (defined on every
--- level); rho_nc*_freq correlate per-class neural collapse with training frequency. NULL = undefined, never NaN.
+-- level); rho_nc*_freq correlate per-class neural collapse with training frequency; top1_caption_prompt = CLIP's
+-- top-1 with the prompt its own captions use (NULL for supervised learners): far above top1, the evaluation prompts are
+-- out of distribution for that text tower. NULL = undefined, never NaN.
 CREATE OR REPLACE VIEW run_metrics AS
 SELECT r.run_id, r.study, r.factor, r.level, r.model AS learner, r.seed,
        nullif(m.top1, 'NaN'::DOUBLE) AS top1, nullif(m.top5, 'NaN'::DOUBLE) AS top5,
@@ -111,16 +119,20 @@ SELECT r.run_id, r.study, r.factor, r.level, r.model AS learner, r.seed,
        nullif(m.rho_pred_corpus, 'NaN'::DOUBLE) AS rho_pred_corpus,
        nullif(m.rho_nc1_freq, 'NaN'::DOUBLE) AS rho_nc1_freq,
        nullif(m.rho_nc2_mean_freq, 'NaN'::DOUBLE) AS rho_nc2_mean_freq,
-       nullif(m.rho_nc2_weight_freq, 'NaN'::DOUBLE) AS rho_nc2_weight_freq
+       nullif(m.rho_nc2_weight_freq, 'NaN'::DOUBLE) AS rho_nc2_weight_freq,
+       nullif(m.top1_caption_prompt, 'NaN'::DOUBLE) AS top1_caption_prompt
 FROM read_parquet('studies/*/runs.parquet') AS r
-JOIN read_parquet('evaluate/*/metrics.parquet', union_by_name = true) AS m USING (run_id);
+-- evaluations of an older version have no top1_caption_prompt column: the empty shape adds it (NULL)
+JOIN (SELECT * FROM read_parquet('evaluate/*/metrics.parquet', union_by_name = true)
+      UNION ALL BY NAME SELECT NULL::VARCHAR AS run_id, NULL::DOUBLE AS top1_caption_prompt WHERE false) AS m
+  USING (run_id);
 
 -- per-epoch training log of every run (train_key = the train stage key): loss, optimisation steps, samples/s (in all;
 -- per device = per GPU under DDP), fraction of the epoch spent waiting for data, peak RSS (MB, this process's
 -- high-water mark + its data workers' RSS at the epoch's end) and peak GPU memory allocated (MB, NULL on CPU)
 CREATE OR REPLACE VIEW train_log AS
-SELECT regexp_extract(filename, '/train/([^/]+)/', 1) AS train_key, epoch, loss, steps, seconds, samples,
-       samples_per_s, samples_per_s_per_device, data_wait_frac, peak_rss_mb,
+SELECT regexp_extract(filename, '(?:^|/)train/([^/]+)/train_log\.parquet$', 1) AS train_key, epoch, loss, steps,
+       seconds, samples, samples_per_s, samples_per_s_per_device, data_wait_frac, peak_rss_mb,
        nullif(peak_gpu_mb, 'NaN'::DOUBLE) AS peak_gpu_mb
 FROM read_parquet('train/*/train_log.parquet', filename = true, union_by_name = true);
 
@@ -163,7 +175,7 @@ SELECT i.corpus, i.key AS index_key, c.row, c.sample_id, c.caption, c.normalised
 FROM (SELECT * FROM read_parquet('index/*/captions/*.parquet', filename = true, union_by_name = true)
       UNION ALL BY NAME SELECT NULL::VARCHAR AS url, NULL::VARCHAR AS image_hash WHERE false) AS c
 JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
-  ON i.key = regexp_extract(c.filename, '/index/([^/]+)/', 1);
+  ON i.key = regexp_extract(c.filename, '(?:^|/)index/([^/]+)/captions/[^/]+$', 1);
 
 -- the token index (issue 15): every word of every indexed caption, with its caption row and its position among the
 -- caption's words. e.g. captions holding "red fox":
@@ -173,7 +185,7 @@ CREATE OR REPLACE VIEW tokens AS
 SELECT i.corpus, w.term::VARCHAR AS term, w.row, w.pos
 FROM read_parquet('index/*/words/*.parquet', filename = true) AS w
 JOIN (SELECT key, corpus FROM read_json('index/*/manifest.json', union_by_name = true)) AS i
-  ON i.key = regexp_extract(w.filename, '/index/([^/]+)/', 1);
+  ON i.key = regexp_extract(w.filename, '(?:^|/)index/([^/]+)/words/[^/]+$', 1);
 
 -- each matched (sample, concept) once per match artifact, labelled with its corpus, vocabulary and method: what the
 -- duplicate-aware counts below group
@@ -232,7 +244,8 @@ FROM read_parquet('describe/*/concept_descriptiveness.parquet');
 -- count = matched captions, distinct_* / *_duplicate_rate over those that have one (as concept_freq_dedup; NULL where
 -- none has one)
 CREATE OR REPLACE VIEW concept_freq_urls AS
-WITH keyed AS (SELECT regexp_extract(filename, '/match/([^/]+)/', 1) AS match_key, inputs.corpus AS corpus_key
+WITH keyed AS (SELECT regexp_extract(filename, '(?:^|/)match/([^/]+)/manifest\.json$', 1) AS match_key,
+                      inputs.corpus AS corpus_key
                FROM read_json('match/*/manifest.json', filename = true, union_by_name = true)),
      c AS (SELECT c.corpus_key, c.sample_id, nullif(c.url, '') AS url, nullif(d.sha256, '') AS image_hash
            FROM captions AS c LEFT JOIN downloads AS d USING (corpus_key, sample_id))

@@ -7,6 +7,7 @@ would, to check the process-level behaviour (exit code, catalog checksum) end to
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import sys
@@ -20,6 +21,13 @@ from tests.conftest import cli
 
 PROGRESS = re.compile(r"\[\d\d:\d\d[<,]")  # a tqdm progress line (stderr), not a message
 GOOD_SPEC = "name: t\ncorpus: {concepts: 10, samples: 200}\ntrain: {arch: tiny, epochs: 1}\n"
+
+
+@pytest.fixture(autouse=True)
+def _existing_workspace(tmp_path):
+    """The cases name `-w tmp_path/ws`, which must exist (-w never creates a workspace): a missing one is its own
+    case (test_a_missing_workspace_*), not what the others are about."""
+    (tmp_path / "ws").mkdir()
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -130,7 +138,7 @@ def test_bad_run_option(case, tmp_path, monkeypatch, capsys):
 
 
 def _file_workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "ws"
+    path = tmp_path / "ws-file"
     path.write_text("not a directory")
     return path
 
@@ -138,7 +146,7 @@ def _file_workspace(tmp_path: Path) -> Path:
 WORKSPACES = {
     "a_file": (_file_workspace, ["the workspace path is a file"]),
     "read_only": (lambda _tmp: Path("/sys"), ["/sys: the workspace is not writable"]),
-    "cannot_create": (lambda _tmp: Path("/sys/tailstudy-ws"), ["cannot create the workspace"]),
+    "does_not_exist": (lambda _tmp: Path("/sys/tailstudy-ws"), ["workspace /sys/tailstudy-ws (-w) does not exist"]),
 }
 
 
@@ -157,6 +165,63 @@ def test_bad_workspace(case, command, tmp_path, monkeypatch, capsys):
         args = ["match", str(captions), "--vocab", "imagenet100", "-j", "1"]
     code, _, err = run_main(monkeypatch, capsys, *args, "-w", str(ws))
     assert_one_line(code, err, *fragments)
+
+
+# ---------------------------------------------------------------- a workspace that does not exist (a typo)
+# The rule (flows/cli.py `_workspace`): a workspace named by -w or $TAILSTUDY_WORKSPACE must exist; only the default
+# ./workspace may be created, and only by run, match and ingest. Read-only commands create nothing.
+
+def _command(command: str, tmp_path: Path) -> list[str]:
+    spec, captions = tmp_path / "spec.yaml", tmp_path / "caps.csv"
+    spec.write_text(GOOD_SPEC)
+    captions.write_text("caption\na dog\n")
+    return {"catalog": ["catalog"], "verify": ["verify"], "status": ["status"], "sql": ["sql", "select 1"],
+            "export": ["export", "caption=full", str(tmp_path / "out")], "count": ["count", "fox"],
+            "run": ["run", str(spec)], "match": ["match", str(captions), "--vocab", "imagenet100", "-j", "1"],
+            "ingest": ["ingest", str(captions)]}[command]
+
+
+def _tree(root: Path) -> list[Path]:
+    return sorted(root.rglob("*"))
+
+
+@pytest.mark.parametrize("command", ["catalog", "verify", "status", "sql", "export", "count", "run", "match", "ingest"])
+def test_a_missing_workspace_is_refused_and_nothing_is_created(command, tmp_path, monkeypatch, capsys):
+    args, missing = _command(command, tmp_path), tmp_path / "typo" / "ws"
+    before = _tree(tmp_path)
+    code, out, err = run_main(monkeypatch, capsys, *args, "-w", str(missing))
+    assert_one_line(code, err, f"workspace {missing} (-w) does not exist")
+    assert _tree(tmp_path) == before and not out
+
+
+@pytest.mark.parametrize("command", ["status", "run"])
+def test_a_missing_workspace_from_the_environment_is_refused(command, tmp_path, monkeypatch, capsys):
+    args, missing = _command(command, tmp_path), tmp_path / "nope"
+    monkeypatch.setenv("TAILSTUDY_WORKSPACE", str(missing))
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    line = assert_one_line(code, err, f"workspace {missing} ($TAILSTUDY_WORKSPACE) does not exist")
+    assert ("unset TAILSTUDY_WORKSPACE" in line) == (command == "run") and not missing.exists()
+
+
+def test_the_default_workspace_is_made_only_by_commands_that_build(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TAILSTUDY_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = _command("match", tmp_path)
+    before = _tree(tmp_path)
+    for command in ("status", "verify", "catalog", "sql"):
+        code, _, err = run_main(monkeypatch, capsys, *_command(command, tmp_path))
+        assert_one_line(code, err, f"workspace {tmp_path / 'workspace'} does not exist", "or give -w")
+    assert _tree(tmp_path) == before
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert (tmp_path / "workspace" / "catalog.duckdb").is_file()
+
+
+def test_console_script_refuses_a_missing_workspace(tmp_path):
+    for args in (["verify", "-w"], ["run", "--workspace"]):
+        done = cli(*args, str(tmp_path / "nope"), cwd=tmp_path)
+        assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["ws"]  # the fixture's, and nothing else
 
 
 # ---------------------------------------------------------------- vocabularies given to `tailstudy match`
@@ -373,7 +438,7 @@ def test_sql_still_reads_the_views_and_pivots(sql_ws, monkeypatch, capsys):
 def test_table_output_is_limited_but_csv_is_not(sql_ws, monkeypatch, capsys):
     query = "select * from range(2500)"
     code, out, err = run_main(monkeypatch, capsys, "sql", query, "-w", str(sql_ws.root), "--limit", "10")
-    assert code == 0 and "showing 10 of 2,500 rows" in err
+    assert code == 0 and "showing the first 10 rows; there are more" in err  # LIMIT 11 inside the query
     assert out.count("\n") < 30
     code, out, _ = run_main(monkeypatch, capsys, "sql", query, "-w", str(sql_ws.root), "--format", "csv")
     assert code == 0 and len(out.splitlines()) == 2501
@@ -391,7 +456,7 @@ def test_console_script_copy_to_is_exit_2_and_catalog_intact(sql_ws):
 
 def test_catalog_refresh_names_an_unreadable_parquet(sql_ws, tmp_path, monkeypatch, capsys):
     ws = tmp_path / "ws"
-    shutil.copytree(sql_ws.root, ws)
+    shutil.copytree(sql_ws.root, ws, dirs_exist_ok=True)
     freq = next(ws.glob("frequency/*/concept_freq.parquet"))
     freq.write_bytes(freq.read_bytes()[: freq.stat().st_size // 2])
     code, _, err = run_main(monkeypatch, capsys, "catalog", "-w", str(ws))
@@ -400,7 +465,7 @@ def test_catalog_refresh_names_an_unreadable_parquet(sql_ws, tmp_path, monkeypat
 
 def test_verify_names_a_corrupt_manifest(sql_ws, tmp_path, monkeypatch, capsys):
     ws = tmp_path / "ws"
-    shutil.copytree(sql_ws.root, ws)
+    shutil.copytree(sql_ws.root, ws, dirs_exist_ok=True)
     manifest = next(ws.glob("vocab/*/manifest.json"))
     manifest.write_text('{"stage": "vo')
     code, _, err = run_main(monkeypatch, capsys, "verify", "-w", str(ws))
@@ -432,3 +497,148 @@ def test_relative_paths_never_reach_the_callers_directory(sql_ws, tmp_path, monk
                               str(sql_ws.root), "--format", "csv")
     assert "do not read" not in out
     assert code in (0, 2) and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- specs checked by their consequences (issue 23)
+
+CONSEQUENCES = {
+    "name_dotdot": ("name: '..'\n", ["name", "names a directory"]),
+    "name_dot": ("name: .\n", ["name", "names a directory"]),
+    "name_300_chars": (f"name: {'n' * 300}\n", ["name", "at most 64 characters"]),
+    "negative_seed": ("name: t\nseeds: [-1]\n", ["seeds.0", "greater than or equal to 0"]),
+    "seed_over_2_63": ("name: t\nseeds: [9223372036854775808]\n", ["seeds.0", "less than or equal to 4294967295"]),
+    "negative_corpus_seed": ("name: t\ncorpus: {seed: -5}\n", ["corpus.seed"]),
+    "lr_inf": ("name: t\ntrain: {lr: .inf}\n", ["train.lr", "finite"]),
+    "lr_nan": ("name: t\ntrain: {lr: .nan}\n", ["train.lr", "finite"]),
+    "weight_decay_inf": ("name: t\ntrain: {weight_decay: .inf}\n", ["train.weight_decay", "finite"]),
+    "scale_inf": ("name: t\nbase: {scale: .inf}\n", ["base.scale", "finite"]),
+    "zipf_nan": ("name: t\ncorpus: {profile: {zipf: .nan}}\n", ["corpus.profile", "finite"]),
+    "no_learners": ("name: t\nlearners: []\n", ["learners: needs at least one learner"]),
+    "no_eval_classes": ("name: t\nevaluate: {classes: []}\n", ["evaluate.classes", "at least one class"]),
+    "unknown_profile": ("name: t\ncorpus: {profile: laion9000}\n", ["corpus.profile", "unknown profile 'laion9000'"]),
+}
+# refused by `tailstudy run`'s checks of the machine and the world, before the first stage
+RUN_CONSEQUENCES = {
+    "world_over_capacity": ("name: t\ncorpus: {concepts: 300, open_concepts: 0}\n", ["corpus", "fit the world"]),
+    "open_world_over_capacity": ("name: t\ncorpus: {concepts: 200, open_concepts: 100}\n", ["fit the world"]),
+    "samples_1e15": ("name: t\ncorpus: {samples: 1000000000000000}\n", ["images", "on disk", "free"]),
+    "per_class_1e12": ("name: t\nevaluate: {per_class: 1000000000000}\n", ["evaluate.per_class", "on disk"]),
+    "min_count_1e9": ("name: t\ncorpus: {min_count: 1000000000}\n", ["corpus.min_count", "on disk"]),
+    "batch_of_a_billion": ("name: t\ntrain: {arch: tiny, batch_size: 1000000000}\n",
+                           ["train.batch_size", "of memory", "available"]),
+    "eval_class_not_in_the_world": ("name: t\ncorpus: {concepts: 10, samples: 200}\nevaluate: {classes: [nosuch, goose]}\n",
+                                    ["evaluate.classes: unknown class 'nosuch'"]),
+    "base_class_not_in_the_world": ("name: t\ncorpus: {concepts: 10, samples: 200}\nbase: {concepts: [nosuch, goose]}\n",
+                                    ["base.concepts: unknown class 'nosuch'"]),
+    "more_classes_than_targets": ("name: t\ncorpus: {concepts: 10, samples: 200}\nfactors: {concepts: [all, 50]}\n",
+                                  ["factors.concepts 50", "50 classes asked, the corpus has 10"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONSEQUENCES))
+def test_spec_refused_by_its_consequences(case, tmp_path, monkeypatch, capsys):
+    text, fragments = CONSEQUENCES[case]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    code, _, err = run_main(monkeypatch, capsys, "run", str(spec), "-w", str(tmp_path / "ws"))
+    assert_one_line(code, err, str(spec), *fragments)
+    assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").iterdir())
+
+
+@pytest.mark.parametrize("case", sorted(RUN_CONSEQUENCES))
+def test_run_refuses_what_the_machine_or_world_cannot_hold(case, tmp_path, monkeypatch, capsys):
+    text, fragments = RUN_CONSEQUENCES[case]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    code, _, err = run_main(monkeypatch, capsys, "run", str(spec), "-w", str(tmp_path / "ws"))
+    assert_one_line(code, err, str(spec), *fragments)
+    assert not any((tmp_path / "ws").iterdir())  # no stage ran
+
+
+@pytest.mark.parametrize("args,fragment", [(["--lock-timeout", "nan"], "--lock-timeout nan"),
+                                           (["--lock-timeout", "inf"], "--lock-timeout inf"),
+                                           (["--lock-timeout", "-1"], "--lock-timeout -1")])
+def test_lock_timeout_must_be_a_number_of_seconds(args, fragment, tmp_path, monkeypatch, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD_SPEC)
+    code, _, err = run_main(monkeypatch, capsys, "run", str(spec), "-w", str(tmp_path / "ws"), *args)
+    assert_one_line(code, err, fragment)
+
+
+@pytest.mark.parametrize("args,fragment", [(["--retry-wait", "inf"], "retry_wait"),
+                                           (["--retry-wait", "nan"], "retry_wait"),
+                                           (["--retry-wait", "1e300"], "retry_wait")])
+def test_ingest_retry_wait_is_finite(args, fragment, tmp_path, monkeypatch, capsys):
+    urls = tmp_path / "urls.csv"
+    urls.write_text("url,caption\nhttp://127.0.0.1:9/a.jpg,a dog\n")
+    code, _, err = run_main(monkeypatch, capsys, "ingest", str(urls), "-w", str(tmp_path / "ws"), *args)
+    assert_one_line(code, err, fragment)
+
+
+# ---------------------------------------------------------------- real captions: long, dictionary-typed, named twice
+
+def _match_counts(monkeypatch, capsys, captions: Path, ws: Path) -> dict[str, int]:
+    from tailstudy import catalog
+    from tailstudy.store import Workspace
+
+    code, _, err = run_main(monkeypatch, capsys, "match", str(captions), "--vocab", "imagenet100", "-j", "1",
+                            "-w", str(ws))
+    assert code == 0, err
+    df = catalog.query(Workspace(ws), "select name, count from concept_freq where count > 0")
+    return dict(zip(df["name"], df["count"]))
+
+
+def test_a_one_megabyte_csv_caption_and_a_twenty_megabyte_json_caption_are_read(tmp_path, monkeypatch, capsys):
+    long = "a goose " * 130_000  # 1 MB in one CSV field
+    (tmp_path / "long.csv").write_text(f'caption\n"{long}"\na lorikeet\n')
+    assert _match_counts(monkeypatch, capsys, tmp_path / "long.csv", tmp_path / "ws") == {"goose": 1, "lorikeet": 1}
+    huge = "a rock crab on a rock " * 1_000_000  # 22 MB in one JSON line
+    lines = [json.dumps({"caption": "a goose"}), json.dumps({"caption": huge}), json.dumps({"caption": "a lorikeet"})]
+    (tmp_path / "huge.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "ws2").mkdir()
+    assert _match_counts(monkeypatch, capsys, tmp_path / "huge.jsonl", tmp_path / "ws2") == {
+        "goose": 1, "lorikeet": 1, "rock crab": 1}
+
+
+def test_a_dictionary_typed_caption_column_is_text(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    frame = pd.DataFrame({"sample_id": pd.Categorical(["a", "b", "c"]),
+                          "caption": pd.Categorical(["a goose", "a lorikeet", "a goose again"])})
+    frame.to_parquet(tmp_path / "cat.parquet")
+    assert pq.read_schema(tmp_path / "cat.parquet").field("caption").type.id == pa.dictionary(pa.int8(), pa.string()).id
+    assert _match_counts(monkeypatch, capsys, tmp_path / "cat.parquet", tmp_path / "ws") == {"goose": 2, "lorikeet": 1}
+
+
+@pytest.mark.parametrize("text,fragment", [("caption,caption\na goose,a lorikeet\n", "column 'caption' appears 2 times"),
+                                           ("sample_id,caption,sample_id\n1,a goose,2\n",
+                                            "column 'sample_id' appears 2 times")])
+def test_a_column_named_twice_is_refused_by_name(text, fragment, tmp_path, monkeypatch, capsys):
+    captions = tmp_path / "dup.csv"
+    captions.write_text(text)
+    code, _, err = run_main(monkeypatch, capsys, "match", str(captions), "--vocab", "imagenet100", "-w",
+                            str(tmp_path / "ws"))
+    assert_one_line(code, err, str(captions), fragment)
+
+
+def test_url_lists_take_long_dictionary_captions_and_refuse_twice_named_columns(tmp_path):
+    import pandas as pd
+
+    from tailstudy.corpus.readers import read_url_list
+    from tailstudy.errors import InputError
+    from tailstudy.spec import UrlsCorpusSpec
+
+    def read(path: Path):
+        return read_url_list(UrlsCorpusSpec.model_validate({"source": "urls", "path": str(path)}))
+
+    long = "a goose " * 2_700_000  # 21.6 MB: one JSON line
+    (tmp_path / "urls.jsonl").write_text(json.dumps({"url": "http://127.0.0.1:9/a.jpg", "caption": long}) + "\n")
+    assert read(tmp_path / "urls.jsonl").table.column("caption")[0].as_py() == long
+    (tmp_path / "urls.csv").write_text(f'url,caption\nhttp://127.0.0.1:9/a.jpg,"{long[:1_100_000]}"\n')
+    assert len(read(tmp_path / "urls.csv").table.column("caption")[0].as_py()) == 1_100_000
+    pd.DataFrame({"url": ["http://127.0.0.1:9/a.jpg"], "caption": pd.Categorical(["a goose"])}).to_parquet(
+        tmp_path / "urls.parquet")
+    assert read(tmp_path / "urls.parquet").table.column("caption").to_pylist() == ["a goose"]
+    (tmp_path / "dup.csv").write_text("url,caption,caption\nhttp://127.0.0.1:9/a.jpg,a goose,a lorikeet\n")
+    with pytest.raises(InputError, match="column 'caption' appears 2 times"):
+        read(tmp_path / "dup.csv")

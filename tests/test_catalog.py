@@ -21,6 +21,7 @@ def matched(tmp_path: Path) -> Path:
     frame = pd.DataFrame({"sample_id": [f"s{i}" for i in range(len(CAPTIONS))], "caption": CAPTIONS})
     frame.to_parquet(tmp_path / "x.parquet")
     frame.to_csv(tmp_path / "x.csv", index=False)
+    (tmp_path / "ws").mkdir()
     done = cli("match", str(tmp_path / "x.parquet"), "--vocab", "imagenet1k", "-j", "1", "-w", str(tmp_path / "ws"))
     assert done.returncode == 0, done.stderr
     return tmp_path
@@ -85,9 +86,38 @@ def test_cli_version_formats_and_choices(matched):
     ws = str(matched / "ws")
     status = pd.read_json(io.StringIO(cli("status", "--format", "json", "-w", ws).stdout), orient="records")
     assert set(status.stage) == {"vocab", "match", "frequency"}
+    frequency = status[status.stage == "frequency"].rows.iloc[0]
+    assert isinstance(frequency, dict) and frequency["concept_freq"] > 0, frequency  # an object, not "a=1, b=2"
+    summed = cli("sql", "select sum(count) as n, avg(count) as mean from concept_freq where count > 0", "-w", ws)
+    assert summed.stdout.split("\n")[3].split() == ["│", "16", "│", "5.333", "│"], summed.stdout  # HUGEINT sum
     lines = cli("status", "-f", "csv", "-w", ws).stdout.splitlines()
     assert lines[0] == "stage,key,rows,seconds" and len(lines) == 4
     bad = cli("status", "--format", "xml", "-w", ws)
     assert bad.returncode == 2 and "xml" in bad.stderr
     bad = cli("export", "caption=full", str(matched / "e"), "--format", "tar", "-w", ws)
     assert bad.returncode == 2 and not (matched / "e").exists()
+
+
+def test_help_alias_and_flags_without_a_type():
+    """`-h` is `--help` for every command; a flag shows no value type (typer 0.29 printed `<bool>` for each)."""
+    from typer.testing import CliRunner
+
+    from tailstudy.flows.cli import app
+
+    runner = CliRunner()
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"run", "sql", "status", "match", "export", "deploy"} <= set(commands)
+    for args in ([], *([name] for name in commands)):
+        short, long = runner.invoke(app, [*args, "-h"]), runner.invoke(app, [*args, "--help"])
+        assert short.exit_code == 0 and short.output == long.output and "Usage:" in short.output, args
+        assert "<bool>" not in short.output, args
+    assert "--verbose" in runner.invoke(app, ["run", "-h"]).output
+    assert cli("verify", "-h").returncode == 0  # the console script too
+
+
+def test_missing_values_print_as_a_dash():
+    from tailstudy.output import cell
+
+    assert [cell(v) for v in (float("nan"), None, pd.NA, pd.NaT, 0.25, 3, "x")] == ["–", "–", "–", "–", "0.250", "3",
+                                                                                     "x"]
+    assert cell(1047.0, integral=True) == "1047" and cell(1047.0) == "1047.000"

@@ -221,10 +221,8 @@ def _expected_caption(w: World, kind: str, prefix: bool, sample_id: str, label: 
         return f"a {name}"
     if kind == "full_unprefixed":  # ours: the web caption as drawn
         return row["caption"]
-    if kind == "full":  # the paper's Full Text: always the class name first
-        return f"{name}. {row['caption']}" if row["caption"] else name
-    text = row[kind]
-    if not prefix:
+    text = row["caption"] if kind == "full" else row[kind]  # full: the paper's Full Text, the whole caption
+    if prefix is False or (prefix == "where_missing" and name in text):
         return text
     return f"{name}. {text}" if text else name
 
@@ -234,7 +232,7 @@ def test_caption_variants_keep_the_same_rows(w, open_world):
     level = dict(imbalance="balanced", diversity=0.5, open_world=open_world)
     keys = None
     for kind in VARIANTS:
-        for prefix in (True, False):
+        for prefix in (True, False, "where_missing"):
             manifest, freq, _ = w.run(caption=kind, name_prefix=prefix, **level)
             got = [(r["sample_id"], r["copy"], r["label"]) for r in manifest.to_pylist()]
             if keys is None:
@@ -248,6 +246,17 @@ def test_caption_variants_keep_the_same_rows(w, open_world):
                     assert r["caption"] and r["caption"] not in NAMES.values()
     assert any(r[1] > 0 for r in keys)
     assert any(r[2] is None for r in keys) == open_world
+
+
+def test_the_class_name_is_prefixed_always_only_where_missing_or_never():
+    from tailstudy.curate import with_name
+
+    named, other = "a blurry photo of my Tabby  Cat!", "my cat at home"
+    assert with_name(named, "tabby cat", True) == "tabby cat. a blurry photo of my Tabby  Cat!"
+    assert with_name(named, "tabby cat", "where_missing") == named  # already named: no copy at the front
+    assert with_name(other, "tabby cat", "where_missing") == "tabby cat. my cat at home"
+    assert with_name("tabby cats galore", "tabby cat", "where_missing") == "tabby cat. tabby cats galore"  # whole words
+    assert with_name(other, "tabby cat", False) == other and with_name("", "tabby cat", "where_missing") == "tabby cat"
 
 
 def test_empty_field_with_prefix_is_just_the_name(w):
@@ -273,6 +282,25 @@ def test_open_world_adds_label_less_rows_only_when_asked(w):
     assert labelled(opened) == labelled(closed)
     assert class_counts(opened) == POOL
     assert freq.column("count").to_pylist() == [POOL[c] for c in TARGETS]
+
+
+def test_open_world_at_equal_size_replaces_labelled_rows_with_open_world_concepts():
+    """The paper's IN-Caps-100 vs IN-Caps 10%: the same total, every class keeping the same share of its samples, the
+    rest captions of open-world concepts (rows naming a non-target concept), never captions that name nothing."""
+    w = World(POOL, n_other_only=10)
+    closed, _, _ = w.run(open_world=False)
+    same, freq, stats = w.run(open_world="equal_size")
+    assert same.num_rows == closed.num_rows == sum(POOL.values())
+    other_only = {sid for sid in w.open if "other" in w.by_id[sid]["caption"]}
+    nulls = {r["sample_id"] for r in same.to_pylist() if r["label"] is None}
+    # f = 40 / (40 + 10) = 0.8: 32 labelled samples, 8 of the 10 open-world captions
+    assert len(nulls) == stats["open_world_samples"] == 8 and nulls <= other_only
+    counts = class_counts(same)
+    assert sum(counts.values()) == 32 and all(counts[c] in (math.floor(0.8 * n), math.ceil(0.8 * n))
+                                              for c, n in POOL.items())
+    assert {r["sample_id"] for r in labelled(same)} <= {r["sample_id"] for r in labelled(closed)}
+    check_labels_are_true(w, same)
+    assert freq.column("count").to_pylist() == [counts[c] for c in TARGETS]
 
 
 # ---------------------------------------------------------------- diversity

@@ -1,12 +1,12 @@
-"""Streamed data (tailstudy.data): batches independent of the worker count, seeded, bounded memory; training on shards
-is deterministic per seed; a CLIP run's export loads with open_clip's API alone and gives the evaluate stage's top-1."""
+"""Streamed data (tailstudy.data): batches independent of the worker count, seeded, bounded memory, spawned workers;
+items located by the shards' recorded member indexes; training on shards is deterministic per seed."""
 from __future__ import annotations
 
 import io
 import pickle
-import subprocess
 import sys
 import tracemalloc
+import types
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tailstudy.corpus.shards import ShardWriter, encode_png
-from tailstudy.data import BatchStream, ItemIndex, ShardData, build_index, epoch_order, make_loader, open_clip_transform
+from tailstudy.corpus.shards import ShardWriter, encode_png, image_members
+from tailstudy.data import ShardBatches, ShardData, ShardSource, data_workers, open_clip_transform
+from tailstudy.items import ItemIndex, locate_items, epoch_order
 
 CFG = {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "interpolation": "bicubic",
        "resize_mode": "shortest"}
@@ -39,7 +40,7 @@ def write_shards(root: Path, n: int, size: int = 32, per_shard: int = 50) -> dic
 def index(tmp_path_factory) -> ItemIndex:
     root = tmp_path_factory.mktemp("shards")
     wanted = write_shards(root, 120)
-    return build_index(sorted(root.glob("*.tar")), wanted, root, with_captions=True)
+    return locate_items(sorted(root.glob("*.tar")), wanted, root, with_captions=True)
 
 
 def caption_lengths(texts: list[str]) -> torch.Tensor:  # a stand-in tokenizer (module level: workers unpickle it)
@@ -47,15 +48,39 @@ def caption_lengths(texts: list[str]) -> torch.Tensor:  # a stand-in tokenizer (
 
 
 def batches(index, workers: int, seed: int = 0, epoch: int = 0, batch_size: int = 16) -> list[dict]:
-    stream = BatchStream(index, open_clip_transform(CFG, True), batch_size, seed, epoch, True,
-                         tokenize=caption_lengths)
-    return list(make_loader(stream, workers))
+    source = ShardSource(index, open_clip_transform(CFG, True), batch_size, workers, tokenize=caption_lengths)
+    try:
+        return list(source.batches(epoch, seed))
+    finally:
+        source.close()
+
+
+def assert_same(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
 def test_index_applies_the_manifest_copies_and_captions(index):
     assert len(index) == 120 + 24  # every fifth sample has a second copy
     assert sorted(index.caption)[:2] == ["caption 0", "caption 1"] and "other 5" in index.caption
     assert np.bincount(index.label).tolist() == [36, 36, 36, 36]
+
+
+def test_items_are_located_by_the_recorded_index_not_the_tar_headers(tmp_path):
+    """The shards' member indexes (written with them) place every image: with every tar header wiped, the item index
+    and the images it reads are unchanged."""
+    wanted = write_shards(tmp_path, 10)
+    shard = tmp_path / "train-00000.tar"
+    before = locate_items([shard], wanted, tmp_path, False)
+    data = bytearray(shard.read_bytes())
+    for _key, _ext, offset, _size in image_members(shard):
+        data[offset - 512:offset] = bytes(512)  # a plain ustar header sits right before its member's data
+    shard.write_bytes(bytes(data))
+    after = locate_items([shard], wanted, tmp_path, False)
+    assert np.array_equal(before.offset, after.offset) and np.array_equal(before.size, after.size)
+    source = ShardSource(after, open_clip_transform(CFG, False), 4, 0, shuffle=False)
+    assert next(iter(source.batches(0)))["images"].shape == (4, 3, 32, 32)
 
 
 def test_epoch_order_is_a_seeded_permutation(index):
@@ -69,41 +94,72 @@ def test_epoch_order_is_a_seeded_permutation(index):
 def test_batches_do_not_depend_on_the_number_of_workers(index, one_torch_thread):
     zero, two = batches(index, 0), batches(index, 2)
     assert len(zero) == len(two) == 9
-    for a, b in zip(zero, two):
-        assert torch.equal(a["items"], b["items"]) and torch.equal(a["images"], b["images"])
-        assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["tokens"], b["tokens"])
-    again = batches(index, 0)
-    assert all(torch.equal(a["images"], b["images"]) for a, b in zip(zero, again))
+    assert_same(zero, two)
+    assert_same(zero, batches(index, 0))
     other = batches(index, 0, epoch=1)  # another epoch: another order and other crops
     assert not torch.equal(zero[0]["items"], other[0]["items"])
     assert zero[0]["images"].shape == (16, 3, 32, 32) and zero[0]["images"].dtype == torch.float32
+    assert torch.equal(zero[0]["tokens"], caption_lengths([index.caption[i] for i in zero[0]["items"].tolist()]))
 
 
 def test_eval_transform_is_open_clips_resize_and_centre_crop(tmp_path):
     wanted = write_shards(tmp_path, 4, size=48)
-    idx = build_index(sorted(tmp_path.glob("*.tar")), {k: v[:1] for k, v in wanted.items()}, tmp_path, False)
+    idx = locate_items(sorted(tmp_path.glob("*.tar")), {k: v[:1] for k, v in wanted.items()}, tmp_path, False)
     transform = open_clip_transform(CFG, False)
-    got = next(iter(BatchStream(idx, transform, 4, shuffle=False)))["images"]
+    got = next(iter(ShardBatches(idx, transform, 4, shuffle=False)))["images"]
     with open(tmp_path / "train-00000.tar", "rb") as f:
         f.seek(int(idx.offset[0]))
         expected = transform(Image.open(io.BytesIO(f.read(int(idx.size[0])))))
     assert got.shape == (4, 3, 32, 32) and torch.equal(got[0], expected)
-    in_worker = pickle.loads(pickle.dumps(BatchStream(idx, transform, 4, shuffle=False)))  # what a worker unpickles
+    in_worker = pickle.loads(pickle.dumps(ShardBatches(idx, transform, 4, shuffle=False)))  # what a worker unpickles
     assert torch.equal(next(iter(in_worker))["images"], got)
 
 
-def test_a_data_worker_imports_neither_open_clip_nor_pyarrow(index, tmp_path):
-    """A spawned worker unpickles the stream: torch, torchvision and PIL, not open_clip (timm, transformers, ...)."""
-    (tmp_path / "stream.pkl").write_bytes(pickle.dumps(BatchStream(index, open_clip_transform(CFG, True), 16)))
-    code = ("import pickle, sys; s = pickle.load(open(sys.argv[1], 'rb')); next(iter(s)); "
-            "print(sorted(m for m in ('open_clip', 'pyarrow', 'timm', 'transformers') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "stream.pkl")], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
+MARK = "tailstudy_test_parent_only"
+
+
+def parent_state(texts: list[str]) -> torch.Tensor:  # as a tokenizer: does this process have the parent's modules?
+    return torch.tensor([MARK in sys.modules] * len(texts))
+
+
+def test_spawned_workers_persist_and_a_run_can_leave_an_epoch_early(index, one_torch_thread):
+    """Workers are fresh interpreters, not forks: a fork would inherit everything the training process holds (its
+    model, optimiser, a CUDA context). A run capped by max_steps leaves an epoch early: the next epoch's batches are
+    still that epoch's, from the same persistent workers."""
+    expected = batches(index, 0, epoch=1)
+    sys.modules[MARK] = types.ModuleType(MARK)
+    source = ShardSource(index, open_clip_transform(CFG, True), 16, 1, tokenize=parent_state)
+    try:
+        first = iter(source.batches(0))
+        next(first), next(first)
+        loader = source.batches(1)
+        got = list(loader)
+        assert source.batches(2) is loader  # the next epoch: the same loader, its workers kept
+    finally:
+        source.close()
+        del sys.modules[MARK]
+    assert not any(b.pop("tokens").any() for b in got)  # tokenised in a process without the parent's modules
+    assert_same([{k: v for k, v in b.items() if k != "tokens"} for b in expected], got)
+
+
+def test_a_broken_image_fails_the_run(tmp_path):
+    with ShardWriter(tmp_path / "s.tar") as w:
+        w.add("good", {"png": encode_png(np.zeros((24, 24, 3), np.uint8))})
+        w.add("bad", {"png": b"\x89PNG not an image"})
+    index = locate_items([tmp_path / "s.tar"], {"good": [(0, "")], "bad": [(0, "")]}, tmp_path, False)
+    source = ShardSource(index, open_clip_transform(CFG, False), 2, 0, shuffle=False)
+    with pytest.raises(Exception, match="cannot identify image"):
+        list(source.batches(0))
+
+
+def test_default_workers():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert data_workers(3, cpu) == 3 and data_workers(0, cuda) == 0  # a set value is kept
+    assert data_workers(None, cpu) == 0 and 1 <= data_workers(None, cuda) <= 4
 
 
 def peak_python_memory(index: ItemIndex) -> int:
-    stream = BatchStream(index, open_clip_transform({**CFG, "size": 64}, False), 8, shuffle=False)
+    stream = ShardBatches(index, open_clip_transform({**CFG, "size": 64}, False), 8, shuffle=False)
     tracemalloc.start()
     try:
         for _ in stream:
@@ -120,7 +176,7 @@ def test_iterating_holds_a_batch_not_the_dataset(tmp_path):
     peaks = []
     for root, n in ((small, 100), (large, 400)):
         wanted = write_shards(root, n, size=64)
-        peaks.append(peak_python_memory(build_index(sorted(root.glob("*.tar")), wanted, root, False)))
+        peaks.append(peak_python_memory(locate_items(sorted(root.glob("*.tar")), wanted, root, False)))
     image_bytes = 64 * 64 * 3
     assert peaks[1] < peaks[0] + 40 * image_bytes, peaks  # 300 more images would be > 300 * image_bytes
 
@@ -144,9 +200,9 @@ def test_training_on_shards_is_deterministic_per_seed_for_any_worker_count(index
 
 
 @pytest.mark.slow
-def test_clip_tokens_made_beside_workers_give_the_same_weights(index, tmp_path, one_torch_thread):
-    """With data workers, a text learner's captions are tokenised in the training process (ParentTokens), without
-    them inside the stream: the weights are the same."""
+def test_clip_tokenised_in_workers_gives_the_same_weights(index, tmp_path, one_torch_thread):
+    """A text learner's captions are tokenised where the batch is built (a data worker, or this process with
+    none): the weights are the same."""
     from tailstudy.spec import TrainSpec
     from tailstudy.train import train
 

@@ -30,6 +30,7 @@ KILL_IN = ("corpus", "match", "curate", "train", "evaluate")
 
 
 def start(spec: Path, ws: Path) -> subprocess.Popen:
+    ws.mkdir(parents=True, exist_ok=True)  # -w names an existing workspace
     env = {**os.environ, "PREFECT_HOME": _PREFECT_HOME, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     return subprocess.Popen([str(VENV_BIN / "tailstudy"), "run", str(spec), "-w", str(ws)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -98,6 +99,9 @@ def test_kill_9_in_every_stage_then_resume_is_byte_identical(reference, tmp_path
     differing = [name for name in expected if got[name] != expected[name]]
     assert not differing, differing
     assert not [p for p in ws.glob("*/.tmp-*")], "temp dirs of killed runs are cleaned"
+    temps = [p for p in ws.rglob("*") if p.is_file() and ".prefect" not in p.parts
+             and (p.name.endswith(".tmp") or p.name.startswith(".catalog-"))]
+    assert not temps, f"temp files of killed writers are cleaned: {temps}"
 
 
 def test_two_runs_at_once_on_one_workspace_both_succeed(reference, tmp_path):

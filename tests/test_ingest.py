@@ -391,6 +391,7 @@ def test_interrupted_ingest_resumes_without_refetching_finished_shards(server, n
     urls = tmp_path / "resume.csv"
     urls.write_text("\n".join(lines) + "\n")
     ws = tmp_path / "ws"
+    ws.mkdir()
     args = [str(VENV_BIN / "tailstudy"), "ingest", str(urls), "--url-col", "url", "--caption-col", "caption",
             "--shard-size", "4", "--threads", "2", "--timeout", "5", "--image-size", "32", "--retry-rounds", "0",
             "-w", str(ws)]
@@ -472,6 +473,7 @@ def test_a_shard_that_is_not_a_tar_is_named(tmp_path):
 def test_cli_bad_input_is_one_line_without_traceback(tmp_path, capsys):
     path = tmp_path / "list.csv"
     path.write_text("link,caption\nhttp://127.0.0.1:9/a.jpg,a lemon\n")
+    (tmp_path / "ws").mkdir()
     code, out, err = run_cli(capsys, "ingest", str(path), "-w", str(tmp_path / "ws"))
     assert code == 2
     lines = err.strip().splitlines()

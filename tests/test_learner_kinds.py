@@ -82,7 +82,7 @@ def test_batch_logit_adjust_is_cross_entropy_over_present_classes_plus_log_count
 def test_frozen_text_head_uses_fixed_minilm_embeddings_of_a_name():
     from sentence_transformers import SentenceTransformer
 
-    from tailstudy.models.learners import minilm_path
+    from tailstudy.models.towers import minilm_path
 
     names = ["tench", "goldfish", "great white shark"]
     learner = make_learner("sl_frozen_text_head", arch="tiny", num_classes=3, class_names=names)
@@ -95,12 +95,13 @@ def test_frozen_text_head_uses_fixed_minilm_embeddings_of_a_name():
     assert (emb[1] @ emb[0]) < 0.9
 
 
-def test_clip_with_a_frozen_minilm_text_tower_trains_only_the_projection():
+def test_clip_with_a_frozen_minilm_text_tower_trains_only_the_projection(tmp_path):
+    from helpers.tiny_shards import shard_data
     from tailstudy.spec import TrainSpec
-    from tailstudy.train import TrainData, train
+    from tailstudy.train import train
 
-    data = TrainData(torch.randint(0, 255, (16, 32, 32, 3), dtype=torch.uint8), torch.tensor([0, 1] * 8),
-                     ["a tench", "a goldfish"] * 8)
+    data = shard_data(tmp_path / "shards", torch.randint(0, 255, (16, 32, 32, 3), dtype=torch.uint8).numpy(),
+                      [0, 1] * 8, ["a tench", "a goldfish"] * 8)
     learner0 = make_learner("clip", arch="tiny", num_classes=2, text_tower="minilm_frozen")
     before = {k: v.clone() for k, v in learner0.model.text.state_dict().items()}
     cfg = TrainSpec(arch="tiny", epochs=1, batch_size=8, device="cpu", text_tower="minilm_frozen")
@@ -115,15 +116,15 @@ def test_clip_with_a_frozen_minilm_text_tower_trains_only_the_projection():
 
 
 def test_learner_options_come_from_each_learners_declared_constructor():
-    """What enters a learner's training key, derived from its constructor; pinned to the table it replaced, so
-    existing training keys stay valid."""
+    """What enters a learner's training key, derived from its constructor (text_head: which language a frozen text
+    head is made of, where the learner can have one)."""
     from tailstudy.models import COMMON_OPTIONS, learner_options
 
-    before = {"clip": {"text_tower"}, "sl": {"head"}, "sl_sampled_vocab": {"head", "num_to_sample", "vocab_weights",
-                                                                           "vocab_chunk"},
-              "sl_frozen_text_head": set(), "sl_batch_logit_adjust": {"head"},
-              # new: the paper's Fig. 9 learner (its head is always the frozen text head, so not an option)
-              "sl_sampled_vocab_frozen_text": {"num_to_sample", "vocab_weights", "vocab_chunk"}}
+    before = {"clip": {"text_tower"}, "sl": {"head", "text_head"},
+              "sl_sampled_vocab": {"head", "num_to_sample", "vocab_weights", "vocab_chunk", "text_head"},
+              "sl_frozen_text_head": {"text_head"}, "sl_batch_logit_adjust": {"head", "text_head"},
+              # the paper's Fig. 9 learner (its head is always the frozen text head, so not an option)
+              "sl_sampled_vocab_frozen_text": {"num_to_sample", "vocab_weights", "vocab_chunk", "text_head"}}
     assert {name: set(learner_options(name)) - set(COMMON_OPTIONS) for name in known_learners()} == before
     assert [name for name in known_learners() if reads_captions(name)] == ["clip"]
 

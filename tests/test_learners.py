@@ -7,9 +7,10 @@ from collections import Counter
 import pytest
 import torch
 
+from helpers.tiny_shards import shard_data
 from tailstudy.models.learners import SampledVocabLearner, sample_vocabulary
 from tailstudy.spec import TrainSpec
-from tailstudy.train import CHECKPOINT, TrainData, train
+from tailstudy.train import CHECKPOINT, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -235,14 +236,16 @@ NAMES = ["goldfish", "tench", "great white shark", "hen"]
 CLASS_COUNTS = [20, 10, 5, 2, 3, 1]  # six classes; the batch labels use 0..3 so sampled vocabularies draw from 4, 5
 
 
-def tiny_data() -> TrainData:
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """36 random 32 px images in shards: 32 labelled with 4 classes, 4 open-world ones (-1)."""
     g = gen(0)
     n_labelled, n_open = 32, 4
     images = torch.randint(0, 256, (n_labelled + n_open, 32, 32, 3), dtype=torch.uint8, generator=g)
     labels = torch.cat([torch.arange(n_labelled) % 4, torch.full((n_open,), -1)])
     labels = labels[torch.randperm(len(labels), generator=g)]
     captions = [f"a {NAMES[lab]}" if lab >= 0 else "a photo of something" for lab in labels.tolist()]
-    return TrainData(images, labels, captions)
+    return shard_data(tmp_path_factory.mktemp("tiny"), images.numpy(), labels.numpy(), captions)
 
 
 def assert_same_state(a: dict, b: dict):
@@ -256,8 +259,8 @@ class Killed(Exception):
 
 
 @pytest.mark.parametrize("kind", ["sl", "clip", "sl_sampled_vocab"])
-def test_train_checkpoints_each_epoch_and_resumes_to_identical_weights(kind, tmp_path):
-    data = tiny_data()
+def test_train_checkpoints_each_epoch_and_resumes_to_identical_weights(kind, tmp_path, tiny_data):
+    data = tiny_data
     cfg = TrainSpec(arch="tiny", epochs=3, batch_size=16, device="cpu", num_to_sample=5, vocab_weights="linear")
     seed = 3
 

@@ -339,6 +339,7 @@ def test_dedup_column_options_on_the_command_line(tmp_path):
     path = tmp_path / "c.parquet"
     pq.write_table(pa.table({"caption": ["a red fox", "a red fox"], "link": ["u", "u"]}), path)
     ws = str(tmp_path / "ws")
+    (tmp_path / "ws").mkdir()
     alone = cli("match", str(path), "--vocab", "imagenet1k", "--url-col", "link", "-w", ws)
     assert alone.returncode == 2 and "apply only with --index" in alone.stderr
     missing = cli("match", str(path), "--vocab", "imagenet1k", "--index", "--hash-col", "sha", "-w", ws)

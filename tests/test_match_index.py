@@ -87,6 +87,7 @@ def test_count_command(tmp_path):
     path = tmp_path / "web.parquet"
     pq.write_table(pa.table({"caption": pa.array(captions, pa.string())}), path)
     ws = tmp_path / "ws"
+    ws.mkdir()
     assert cli("count", "fox", "-w", str(ws)).returncode == 2  # no index yet: one line, exit 2
     done = cli("match", str(path), "--vocab", "imagenet1k", "--index", "-j", "1", "-w", str(ws))
     assert done.returncode == 0, done.stderr

@@ -284,6 +284,7 @@ def test_cli_match_then_sql(tmp_path, monkeypatch, capsys):
     src = tmp_path / "web.csv"
     src.write_text("TEXT,url\nTwo goldfishes,u1\nT-SHIRTS &amp; more,u2\nnothing here,u3\n", encoding="utf-8")
     ws = str(tmp_path / "ws")
+    (tmp_path / "ws").mkdir()
     code, out, err = run_cli(monkeypatch, capsys, "match", str(src), "--vocab", "imagenet1k", "-w", ws)
     assert code in (0, None), err
     assert "3 captions: 2 with a concept" in " ".join(out.split())
@@ -302,6 +303,7 @@ def test_the_installed_command_flushes_its_output_and_keeps_exit_codes(tmp_path)
     src = tmp_path / "web.csv"
     src.write_text("TEXT\nTwo goldfishes\nT-SHIRTS &amp; more\nnothing here\n", encoding="utf-8")
     ws = tmp_path / "ws"
+    ws.mkdir()
     done = subprocess.run([VENV_BIN / "tailstudy", "match", src, "--vocab", "imagenet1k", "-w", ws],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -325,6 +327,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, nee
     src = tmp_path / "web.csv"
     src.write_text("TEXT\ngoldfish\n", encoding="utf-8")
     base = ["match", str(src), "-w", str(tmp_path / "ws")]
+    (tmp_path / "ws").mkdir()
     if "--vocab" not in args:
         base += ["--vocab", "imagenet1k"]
     code, _, err = run_cli(monkeypatch, capsys, *base, *args)
@@ -339,5 +342,6 @@ def test_cli_empty_vocabulary(tmp_path, monkeypatch, capsys):
     src.write_text("caption\ngoldfish\n", encoding="utf-8")
     empty = tmp_path / "empty.csv"
     empty.write_text("name,synonyms\n", encoding="utf-8")
+    (tmp_path / "ws").mkdir()
     code, _, err = run_cli(monkeypatch, capsys, "match", str(src), "--vocab", str(empty), "-w", str(tmp_path / "ws"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and f"{empty}: vocabulary is empty" in err, err

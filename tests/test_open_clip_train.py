@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_open_clip_train_runs_two_steps_on_a_corpus_s_shards(tmp_path: Path):
     from tailstudy.corpus.synthetic import generate
-    from tailstudy.models.learners import open_clip_config_dir
+    from tailstudy.models.towers import open_clip_config_dir
     from tailstudy.spec import CorpusSpec, EvaluateSpec
 
     generate(CorpusSpec(concepts=4, open_concepts=0, samples=120, open_samples=0, profile="uniform", min_count=1),

@@ -43,6 +43,7 @@ def chromium() -> str:
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     (root / "shared.yaml").write_text(SHARED_SPEC)
+    (root / "ws").mkdir()
     done = cli("run", str(root / "shared.yaml"), "-w", str(root / "ws"))
     assert done.returncode == 0, done.stderr
     return root
@@ -91,3 +92,35 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
     keep = os.environ.get("TAILSTUDY_KEEP_SCREENSHOT")
     if keep:
         shutil.copyfile(shot, keep)
+
+
+def test_a_level_whose_runs_are_all_drawn_elsewhere_gets_no_empty_panel():
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from tailstudy.figures import acc_vs_freq_figure
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for cell, model, run in (("caption=a_cname", "clip", "r1"), ("caption=a_cname", "sl", "r2"),
+                             ("caption=full", "sl", "r2"), ("caption=full", "clip", "r3"),
+                             ("imbalance=natural", "sl", "r2")):  # sl never reads captions: one run, three levels
+        rows += [{"cell": cell, "model": model, "run_id": run, "concept_id": c, "train_count": 5 * (c + 1),
+                  "acc": float(rng.random())} for c in range(6)]
+    png, notes = acc_vs_freq_figure(pd.DataFrame(rows))
+    with Image.open(io.BytesIO(png)) as img:
+        width = img.size[0]
+    assert width == 2 * 430, "two panels: imbalance=natural has nothing of its own to draw"
+    assert "imbalance=natural / sl: the same training runs as caption=a_cname (drawn there)" in notes
+    assert "caption=full / sl: the same training runs as caption=a_cname (drawn there)" in notes
+
+
+@pytest.mark.slow
+def test_undefined_values_print_as_a_dash(study):
+    report = next((study / "ws" / "report").glob("*/report.html")).read_text()
+    markdown = next((study / "ws" / "report").glob("*/report.md")).read_text()
+    assert "<td>nan</td>" not in report and "| nan |" not in markdown
+    assert "<td>–</td>" in report  # e.g. the claims this study cannot test

@@ -156,7 +156,7 @@ def test_artifacts_built_before_checksums_are_reused_and_their_parquet_checked(t
     ws = Workspace(tmp_path)
     path = build_table(ws)
     manifest = json.loads((path / "manifest.json").read_text())
-    del manifest["files"]  # as the previous version wrote it
+    del manifest["files"], manifest["format"]  # as versions before checksums wrote it
     (path / "manifest.json").write_text(json.dumps(manifest))
     assert ws.exists("curate", "k1")
     assert ws.produce("curate", "k1", lambda out: pytest.fail("rebuilt"), {}) == "reused"
@@ -281,6 +281,7 @@ def test_kill_9_of_match_leaves_no_pool_workers(tmp_path):
     for part in range(4):
         rows = ["caption"] + [f"a photo of a goldfish and a tench number {i}" for i in range(150_000)]
         (captions / f"part{part}.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "ws").mkdir()
     proc = subprocess.Popen([str(VENV_BIN / "tailstudy"), "match", str(captions), "--vocab", "imagenet100",
                              "-j", "2", "-w", str(tmp_path / "ws")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -310,6 +311,7 @@ def test_a_server_that_does_not_start_in_time_is_one_line_naming_the_setting(tmp
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: t\ncorpus: {concepts: 10, samples: 200}\ntrain: {arch: tiny, epochs: 1}\n")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), STARTUP_SETTING: "0", "COLUMNS": "300"}
+    (tmp_path / "ws").mkdir()
     done = subprocess.run([str(VENV_BIN / "tailstudy"), "run", str(spec), "-w", str(tmp_path / "ws")], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr
@@ -326,3 +328,207 @@ def test_our_start_up_timeout_is_a_default_the_user_overrides(monkeypatch):
     monkeypatch.setenv(STARTUP_SETTING, "7")
     prefect_startup_defaults()
     assert os.environ[STARTUP_SETTING] == "7"
+
+
+# ---------------------------------------------------------------- children import only what is installed
+
+SHADOWS = ("concurrent", "json", "multiprocessing", "signal", "subprocess", "uvicorn", "typing_extensions", "anyio")
+TINY_RUN = ("name: iso\ncorpus: {concepts: 5, open_concepts: 0, samples: 100, open_samples: 0, min_count: 1}\n"
+            "evaluate: {per_class: 2}\nlearners: [sl]\ntrain: {arch: tiny, epochs: 1, batch_size: 32}\n")
+
+
+def _shadowing_cwd(tmp_path: Path) -> Path:
+    """A working directory whose `json.py`, `concurrent.py`, ... record that they were imported."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for name in SHADOWS:
+        (cwd / f"{name}.py").write_text(f"open({str(cwd / 'imported.txt')!r}, 'a').write({name!r} + '\\n')\n")
+    (cwd / "ws").mkdir()
+    return cwd
+
+
+@pytest.mark.slow
+def test_no_child_imports_the_callers_files(tmp_path):
+    """Prefect's server (`python -m uvicorn`), the watchdog (`python -m`), forkserver/spawn workers (`python -c`) put
+    their current directory first on sys.path unless PYTHONSAFEPATH is set, as every entry point now does."""
+    cwd = _shadowing_cwd(tmp_path)
+    captions = cwd / "caps"
+    captions.mkdir()
+    for part in range(2):
+        (captions / f"p{part}.csv").write_text("caption\n" + "a goldfish in a bowl\n" * 3000)
+    (cwd / "iso.yaml").write_text(TINY_RUN)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "COLUMNS": "200"}
+    env.pop("PYTHONSAFEPATH", None)  # as a user's shell has it
+    for args in (["match", "caps", "--vocab", "imagenet100", "-j", "2", "-w", "ws"], ["sql", "@top_concepts", "-w", "ws"],
+                 ["run", "iso.yaml", "-w", "ws"]):
+        done = subprocess.run([str(VENV_BIN / "tailstudy"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+        time.sleep(1.0)  # the watchdog outlives its parent by a moment
+        assert not (cwd / "imported.txt").exists(), (args, (cwd / "imported.txt").read_text())
+
+
+@pytest.mark.slow
+def test_kill_9_just_as_prefects_server_starts_leaves_nothing_running(tmp_path):
+    """The watchdog finds the children of a killed run by the mark they inherit, not by its last look at the process
+    tree: a server started a few milliseconds before the kill is ended too."""
+    import psutil
+
+    cwd = tmp_path
+    (cwd / "ws").mkdir()
+    (cwd / "iso.yaml").write_text(TINY_RUN)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "COLUMNS": "200"}
+    proc = subprocess.Popen([str(VENV_BIN / "tailstudy"), "run", "iso.yaml", "-w", "ws"], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, seen = None, []
+    deadline = time.monotonic() + 300
+    while server is None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            seen = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            break
+        for child in seen:
+            try:
+                if "uvicorn" in " ".join(child.cmdline()):
+                    server = child
+            except psutil.Error:
+                pass
+        time.sleep(0.01)
+    assert server is not None, "the run ended before Prefect's server started"
+    os.kill(proc.pid, signal.SIGKILL)  # within ~10 ms of the server's start: never seen by a half-second poll
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _still_running(seen):
+        time.sleep(0.3)
+    assert not _still_running(seen), [p.cmdline() for p in _still_running(seen)]
+
+
+# ---------------------------------------------------------------- nothing left behind; manifests cannot switch checks off
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda m: m.update(files={}), "not recorded in the manifest"),
+    (lambda m: m.update(files="all good"), "not a mapping"),
+    (lambda m: m["files"].pop("t.parquet"), "not recorded in the manifest"),
+    (lambda m: m.pop("files"), "not a mapping"),  # format 2 requires the record
+])
+def test_a_manifest_cannot_switch_integrity_checks_off(tmp_path, edit, fragment):
+    ws = Workspace(tmp_path)
+    path = build_table(ws)
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert fragment in (ws.problem("curate", "k1") or "")
+    assert not ws.exists("curate", "k1")  # rebuilt by the next run
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_every_writers_temp_is_cleaned_when_its_writer_is_gone(tmp_path):
+    from tailstudy.store import temp_path, writer_tag
+
+    ws = Workspace(tmp_path / "ws")
+    build_table(ws)
+    host, dead = writer_tag().split("-")[0], _dead_pid()
+    work = ws.scratch_dir("train", "k9")
+    (work / "ckpt.pt").write_bytes(b"a finished checkpoint")  # resumable work: kept
+    left = [ws.root / f".catalog-{host}-{dead}-0123abcd.duckdb", ws.root / f".catalog-{host}-{dead}-0123abcd.duckdb.wal",
+            ws.root / "studies" / "s" / f".runs.parquet.{host}-{dead}-89abcdef.tmp",
+            ws.root / "specs" / f".s.yaml.{host}-{dead}-01234567.tmp",
+            work / f".ckpt.pt.{host}-{dead}-fedcba98.tmp", work / ".shard.tar.0a1b2c3d.tmp",
+            ws.root / ".catalog-0a1b2c3d.duckdb"]  # untagged, from an older version: cleaned when an hour old
+    live = [temp_path(ws.root / "studies" / "s" / "subsets.parquet"),  # this process writes it
+            ws.root / f".catalog-ffffff-{dead}-0123abcd.duckdb",  # another host's writer: not ours to judge
+            ws.root / ".catalog-1a1b2c3d.duckdb"]  # untagged and recent
+    for path in left + live:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 100)
+    os.utime(left[-1], (time.time() - 7200, time.time() - 7200))
+    with ws.lock(0):  # whoever takes the workspace cleans first
+        pass
+    assert [p for p in left if p.exists()] == []
+    assert all(p.exists() for p in live) and (work / "ckpt.pt").exists()
+    assert ws.exists("curate", "k1")
+
+
+def test_a_locked_work_directory_keeps_its_temps(tmp_path):
+    from tailstudy.store import writer_tag
+
+    ws = Workspace(tmp_path / "ws")
+    work = ws.scratch_dir("train", "k9")
+    temp = work / f".ckpt.pt.{writer_tag().split('-')[0]}-{_dead_pid()}-fedcba98.tmp"
+    temp.write_bytes(b"x")
+    holder = hold_lock(ws.lock_path("train", "k9"))  # a live builder of train/k9 in another process
+    try:
+        ws.clean_stale_temps()
+        assert temp.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    ws.clean_stale_temps()
+    assert not temp.exists()
+
+
+def test_corrupt_study_records_are_named_and_never_break_the_catalog(tmp_path, capsys):
+    from tailstudy import catalog
+    from tailstudy.store import write_parquet
+
+    ws = Workspace(tmp_path / "ws")
+    build_table(ws)
+    study = ws.root / "studies" / "s"
+    write_parquet(pa.table({"subset_key": ["k1"], "study": ["s"], "factor": ["base"], "level": ["base"]}),
+                  study / "subsets.parquet")
+    (study / "runs.parquet").write_bytes(b"PAR1 this is not a parquet file PAR1")
+    (study / "spec.json").write_text("{")
+    assert "runs.parquet: corrupt Parquet file" in ws.record_problems()[0]
+    done = subprocess.run([str(VENV_BIN / "tailstudy"), "verify", "-w", str(ws.root)], capture_output=True, text=True)
+    assert done.returncode == 2 and "runs.parquet: corrupt Parquet file" in done.stderr, done.stderr
+    catalog.refresh(ws)  # the corrupt record is removed with a line; the views read the rest
+    assert "run study s again" in capsys.readouterr().err and not (study / "runs.parquet").exists()
+    assert catalog.query(ws, "select count(*) as n from study_subsets").n[0] == 1
+
+
+# ---------------------------------------------------------------- a full disk
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs (root, Linux; skipped where mounting is not allowed)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small file system here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_naming_it_and_leaves_no_partial_file(small_disk):
+    import torch
+
+    from tailstudy.store import write_parquet
+    from tailstudy.train import _save_atomic
+
+    with pytest.raises(InputError, match=rf"^{small_disk}: the disk is full \(.* free of .*needed more than"):
+        _save_atomic({"w": torch.zeros(2_000_000)}, small_disk / "ckpt.pt")  # 8 MB: torch's '... unexpected pos'
+    with pytest.raises(InputError, match=rf"^{small_disk}: the disk is full"):
+        write_parquet(pa.table({"x": list(os.urandom(4_000_000))}), small_disk / "t.parquet")
+    ws = Workspace(small_disk / "ws")
+    with pytest.raises(InputError, match=rf"^{small_disk}: the disk is full .*needed more than"):
+        ws.produce("curate", "k1", lambda out: (out / "big.bin").write_bytes(os.urandom(4_000_000)) and {}, {})
+    assert [p.name for p in small_disk.rglob("*") if p.is_file()] == []  # no partial file, no temp directory
+
+
+@pytest.mark.slow
+def test_a_run_on_a_full_disk_ends_in_one_line_and_leaves_no_temp(small_disk, tmp_path):
+    (small_disk / "ws").mkdir()
+    (tmp_path / "iso.yaml").write_text(TINY_RUN)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "COLUMNS": "300"}
+    done = subprocess.run([str(VENV_BIN / "tailstudy"), "run", str(tmp_path / "iso.yaml"), "-w", str(small_disk / "ws")],
+                          env=env, capture_output=True, text=True, timeout=900)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(errors) == 1 and f"{small_disk}: the disk is full" in errors[0], done.stderr[-3000:]
+    temps = [p for p in small_disk.rglob("*") if p.name.endswith(".tmp") or p.name.startswith((".tmp-", ".catalog-"))]
+    assert temps == []

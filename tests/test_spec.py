@@ -57,6 +57,14 @@ def test_zipf_level_is_parsed_and_labelled(tmp_path):
     ("name: x\nevaluate: {classes: imagenet999}\n", "evaluate.classes"),
     ("name: x\ntrain: {head: bilinear}\n", "train.head"),
     ("name: x\ncorpus: {world: 1}\n", "corpus.world"),
+    ("name: x\nlearners: [{name: v, learner: sl_sampled_vocab, train: {epochs: 3}}]\n",
+     "learners[0].train.epochs: not an option of learner 'sl_sampled_vocab'"),
+    ("name: x\nlearners: [{name: v, learner: sl_sampled_vocab, train: {num_to_sample: 1}}]\n",
+     "learners[0].train.num_to_sample"),
+    ("name: x\nlearners: [{name: v, learner: nope}]\n", "unknown learner 'nope'"),
+    ("name: x\nlearners: [sl, {name: sl, learner: sl_sampled_vocab}]\n", "'sl' is listed twice"),
+    ("name: x\nlearners: [{name: v, learner: sl, levels: [caption=title]}]\n", "learners[0].levels: 'caption=title'"),
+    ("name: x\nlearners: [{name: 'a/b', learner: sl}]\n", "learners.0"),
 ])
 def test_bad_specs_give_one_line_errors_naming_the_problem(tmp_path, text, fragment):
     path = write(tmp_path, text)
@@ -109,3 +117,31 @@ def test_old_section_names_are_read_the_same_with_one_line_each(tmp_path, capsys
 def test_old_and_new_name_together_is_an_error():
     with pytest.raises(SpecError, match="both learners: and models:"):
         parse_spec({"name": "x", "models": ["sl"], "learners": ["sl"]})
+
+
+def test_learner_variants_train_with_their_own_options_where_they_are_asked_to(tmp_path):
+    """A variant is a registered learner with its own values of the options it declares, on the cells it names;
+    a variant whose options equal the study's shares the plain learner's training runs (same keys)."""
+    from tailstudy.stages import plan_study
+
+    spec = load_spec(write(tmp_path, """name: v
+corpus: {concepts: 10, samples: 200, open_samples: 20, open_concepts: 5}
+factors: {imbalance: [natural, balanced]}
+learners:
+  - sl_sampled_vocab
+  - {name: voc4, learner: sl_sampled_vocab, train: {num_to_sample: 4}, levels: [base]}
+  - {name: same, learner: sl_sampled_vocab, levels: [imbalance=balanced]}
+train: {num_to_sample: 8}
+seeds: [0]
+"""))
+    runs = {r.name: r for r in spec.learner_runs()}
+    assert runs["voc4"].learner == "sl_sampled_vocab" and runs["voc4"].train.num_to_sample == 4
+    assert runs["sl_sampled_vocab"].train == spec.train
+    graph = plan_study(spec)
+    trained = {(n.config["cell"].level, n.config["learner"]) for n in graph.evaluations}
+    assert trained == {("natural", "sl_sampled_vocab"), ("balanced", "sl_sampled_vocab"), ("natural", "voc4"),
+                       ("balanced", "same")}
+    from tailstudy.stages import REGISTRY
+
+    keyed = {n.config["learner"]: REGISTRY["train"].key_config(n.config) for n in graph.of("train")}
+    assert keyed["voc4"]["train"]["num_to_sample"] == 4 and keyed["same"] == keyed["sl_sampled_vocab"]

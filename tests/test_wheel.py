@@ -1,5 +1,7 @@
 """The wheel is a library install: built from the checkout, installed into a fresh virtualenv, `tailstudy match` and
 `tailstudy run` work from a folder outside the checkout (data and SQL come from the package via importlib.resources).
+Its metadata keeps what ordinary resolution would install runnable: img2dataset (which requires the `dataclasses`
+backport that breaks Prefect's server) only in the `ingest` extra, webdataset and pandas capped to tested releases.
 
 The fresh venv gets tailstudy alone (--no-deps); its dependencies come from this venv's site-packages through a .pth
 file, so the test does not download or copy torch."""
@@ -63,7 +65,7 @@ def test_wheel_carries_its_data_and_runs_outside_the_checkout(installed):
     module, data, sql = where.stdout.split()
     assert str(REPO) not in module and Path(data).is_relative_to(Path(module).parent)
     assert (Path(data) / "studies" / "default.yaml").is_file() and (Path(sql) / "views.sql").is_file()
-    (installed / "elsewhere").mkdir()
+    (installed / "elsewhere" / "ws").mkdir(parents=True)
     caps = ["a photo of a goldfish", "a tench in a net", "my dog, a beagle", "nothing here"] * 3
     pd.DataFrame({"sample_id": [f"s{i}" for i in range(len(caps))], "caption": caps}).to_parquet(
         installed / "elsewhere" / "small.parquet")
@@ -76,3 +78,46 @@ def test_wheel_carries_its_data_and_runs_outside_the_checkout(installed):
     done = tailstudy(installed, "run", "mini.yaml", "-w", "ws")
     assert done.returncode == 0, done.stderr[-3000:]
     assert list((installed / "elsewhere" / "ws" / "report").glob("*/report.html"))
+
+
+def test_wheel_metadata_keeps_the_server_runnable_and_caps_what_the_product_needs(installed):
+    from email.parser import Parser
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    info = next((installed / "venv" / "lib").glob("python3*/site-packages/tailstudy-*.dist-info"))
+    reqs = [Requirement(r) for r in Parser().parsestr((info / "METADATA").read_text()).get_all("Requires-Dist")]
+    core = {canonicalize_name(r.name): r.specifier for r in reqs if r.marker is None}
+    ingest = {canonicalize_name(r.name): r.specifier for r in reqs
+              if r.marker is not None and r.marker.evaluate({"extra": "ingest"})}
+    assert "img2dataset" not in core and "dataclasses" not in core  # so `pip install tailstudy` never shadows it
+    assert ingest["img2dataset"].contains("1.47.0") and not ingest["img2dataset"].contains("1.48.0")
+    assert core["webdataset"].contains("0.2.86") and not core["webdataset"].contains("0.2.96")  # KeyError: 'fname'
+    assert core["pandas"].contains("2.3.3") and not core["pandas"].contains("3.0.0")
+
+
+def test_deploy_from_the_wheel_says_in_one_line_that_it_needs_a_checkout(installed):
+    (installed / "elsewhere").mkdir(exist_ok=True)
+    env = {**os.environ, "PREFECT_HOME": _PREFECT_HOME, "PYTHONPATH": "", "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    done = run(installed / "venv" / "bin" / "tailstudy", "deploy", cwd=installed / "elsewhere", env=env)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "need a checkout" in lines[0], done.stderr
+
+
+def test_a_module_shadowing_the_standard_library_is_named_with_what_to_run(tmp_path):
+    """Prefect starts its server with its site-packages folder first on sys.path (uvicorn --app-dir): a file there
+    named like a standard-library module replaces it in that process. Named before any run, and in the start-up
+    error."""
+    from tailstudy.lifeline import shadowed_stdlib, startup_timeout_message
+
+    assert shadowed_stdlib() == []  # this environment (deploy/setup.sh leaves the backport out)
+    (tmp_path / "dataclasses.py").write_text("# the 0.6 backport's name\n")
+    (tmp_path / "fine.py").write_text("")
+    found = shadowed_stdlib(tmp_path)
+    assert len(found) == 1 and f"{tmp_path / 'dataclasses.py'} shadows" in found[0]
+    assert "pip uninstall -y dataclasses" in found[0]
+    exited = RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server. Ephemeral server "
+                          "process exited with code 1. stdout: None")
+    assert "exited with code 1 before it answered" in startup_timeout_message(exited)
+    assert startup_timeout_message(RuntimeError("something else")) is None

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from tailstudy.corpus import captions as world_captions
 from tailstudy.corpus import synthetic
 from tailstudy.corpus.shards import decode_image, iter_shard
 from tailstudy.corpus.synthetic import generate
@@ -213,9 +214,9 @@ def test_images_decode_to_the_configured_size(world_dir):
 # ---------------------------------------------------------------- filler words name no concept
 
 def _filler_words() -> list[str]:
-    texts = [*synthetic.SHAPES, *synthetic.COLOURS, *synthetic.TEXTURES, *synthetic.GENERIC_TAGS,
+    texts = [*synthetic.SHAPES, *synthetic.COLOURS, *synthetic.TEXTURES, *world_captions.GENERIC_TAGS,
              *synthetic.POSITIONS.values(), "on a dark background", "on a grey background"]
-    texts += [t.replace("{name}", " ").replace("{n}", "1234") for t in synthetic.NAMED_TITLES + synthetic.UNNAMED_TITLES]
+    texts += [t.replace("{name}", " ").replace("{n}", "1234") for t in world_captions.NAMED_TITLES + world_captions.UNNAMED_TITLES]
     words = set()
     for t in texts:
         words.update(re.findall(r"[A-Za-z0-9]+", t))
@@ -223,9 +224,9 @@ def _filler_words() -> list[str]:
 
 
 def test_filler_phrases_and_words_match_no_concept(matcher):
-    texts = [*synthetic.SHAPES, *synthetic.COLOURS, *synthetic.TEXTURES, *synthetic.GENERIC_TAGS,
+    texts = [*synthetic.SHAPES, *synthetic.COLOURS, *synthetic.TEXTURES, *world_captions.GENERIC_TAGS,
              *synthetic.POSITIONS.values()]
-    texts += [t.replace("{name}", "").replace("{n}", "1234") for t in synthetic.NAMED_TITLES + synthetic.UNNAMED_TITLES]
+    texts += [t.replace("{name}", "").replace("{n}", "1234") for t in world_captions.NAMED_TITLES + world_captions.UNNAMED_TITLES]
     for text in texts:
         assert matcher.match_one(text) == [], text
     words = _filler_words()
@@ -247,7 +248,7 @@ def test_world_3_families_are_runs_of_wordnet_order_and_world_2_is_reachable(wor
     # in hierarchy order, every family is one contiguous run (its members are each other's nearest relatives)
     runs = [f for i, f in enumerate(families) if i == 0 or f != families[i - 1]]
     assert len(runs) == len(set(families))
-    assert world["world"] == 3
+    assert world["world"] == 4  # from world 3 on
     old = json.loads((_generate(tmp_path / "w2", world=2) / "world.json").read_text())
     assert "world" not in old
     # same concepts, targets and counts; only the looks are assigned differently
@@ -259,3 +260,34 @@ def test_world_3_families_are_runs_of_wordnet_order_and_world_2_is_reachable(wor
 def test_world_2_keeps_its_corpus_key_when_selected_explicitly():
     assert "world" not in CorpusSpec(world=2).model_dump()
     assert CorpusSpec(world=2).model_dump() != CorpusSpec().model_dump()
+
+
+# ---------------------------------------------------------------- world 4: web alt-text frames around the name
+
+def test_world_4_titles_put_the_name_inside_depiction_phrases_at_the_stated_rate():
+    rng = np.random.default_rng(0)
+    titles = [world_captions.named_title("tabby cat", 4, rng) for _ in range(4000)]
+    assert all("tabby cat" in t for t in titles)
+    plain = {t.format(name="tabby cat") for t in world_captions.NAMED_TITLES}
+    framed = [t for t in titles if t not in plain]
+    # DEPICTION_RATE of the titles are framed (a few framed ones can coincide with a plain title: counted as plain)
+    assert abs(len(framed) / len(titles) - world_captions.DEPICTION_RATE) < 0.03
+    words = collections.Counter(w for t in framed for w in t.replace("tabby cat", "").split())
+    assert {"photo", "of", "a", "the", "my"} <= set(words) and words["photo"] > words["drawing"] > 0
+    # world 3 never draws a frame: its captions (and corpus keys) stay as they were
+    rng = np.random.default_rng(0)
+    assert all(world_captions.named_title("tabby cat", 3, rng) in plain for _ in range(200))
+
+
+def test_world_4_frame_words_match_no_concept(matcher):
+    words = [*world_captions.PHOTO_MEDIA, *world_captions.ART_MEDIA, *world_captions.OBJECT_FORMS, *world_captions.ADJECTIVES,
+             *world_captions.DETERMINERS]
+    frames = [f.format(det0="a ", medium="photo", det="the", adj="", name="", form="toy")
+              for f in world_captions.DEPICTION_FRAMES + world_captions.OBJECT_FRAMES]
+    for text in words + frames:
+        assert matcher.match_one(text) == [], text
+
+
+def test_world_4_is_the_default_and_the_older_worlds_keep_their_keys():
+    assert CorpusSpec().world == 4 and CorpusSpec().model_dump()["world"] == 4
+    assert CorpusSpec(world=3).model_dump()["world"] == 3

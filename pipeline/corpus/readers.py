@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from tailstudy.corpus.shards import IMAGE_EXTS
 from tailstudy.errors import InputError
+from tailstudy.tabular import MAX_BLOCK, check_distinct, decoded, read_table
 
 TEXT_FIELDS = ("title", "tags", "description")
 # columns every corpus's per-sample status table (downloads.parquet, the `downloads` view) has, in this order
@@ -90,23 +91,8 @@ class UrlList:
         return [i for i in range(self.table.num_rows) if i not in self.invalid]
 
 
-def _read_table(path: Path, fmt: str, header: bool, column_names: list[str]) -> pa.Table:
-    import pyarrow.csv as pacsv
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
-
-    if fmt == "parquet":
-        return pq.read_table(path)
-    if fmt in ("csv", "tsv"):
-        read = pacsv.ReadOptions(column_names=None if header else column_names, block_size=1 << 24)
-        # TSV lists (CC-12M) put raw quotes inside captions: no quoting there
-        parse = pacsv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else pacsv.ParseOptions()
-        convert = pacsv.ConvertOptions(strings_can_be_null=False)
-        return pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
-    return pajson.read_json(path)
-
-
 def _as_text(column: pa.ChunkedArray) -> list:
+    column = decoded(column)  # a dictionary-encoded column (a pandas category) as its values
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
         return [", ".join(str(v) for v in item) if item is not None else None for item in column.to_pylist()]
     return pc.cast(column, pa.string()).to_pylist()
@@ -136,7 +122,7 @@ def _read_list_table(path: Path, cfg, url_col: str, caption_col: str) -> pa.Tabl
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (no header, no rows)")
     try:
-        table = _read_table(path, fmt, cfg.header, [url_col, caption_col])
+        table = read_table(path, fmt, cfg.header, [url_col, caption_col])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{path}: cannot read as {fmt}: {first}") from None
@@ -198,6 +184,8 @@ def read_url_list(cfg) -> UrlList:
     url_col, caption_col = cols["url_col"], cols["caption_col"]
     table = _read_list_table(path, cfg, url_col, caption_col)
     id_col = _check_columns(path, cfg, table.column_names, cols)
+    check_distinct(path, table.column_names, [url_col, caption_col, id_col,
+                                              *(getattr(cfg, f"{field}_col") for field in TEXT_FIELDS)])
     n = table.num_rows
     ids = _sample_ids(path, table, id_col)
     urls = _as_text(table.column(url_col))
@@ -319,14 +307,17 @@ def read_folder_metadata(path: Path) -> dict[str, dict]:
         raise InputError(f"{path}: no such metadata file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty metadata file")
+    import csv
+
     suffix = path.suffix.lower()
     rows: list[dict]
     try:
         if suffix in (".tsv", ".csv"):
-            import csv
-
+            csv.field_size_limit(max(csv.field_size_limit(), MAX_BLOCK))  # long captions (the default is 128 kB)
             with open(path, newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
+                reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+                check_distinct(path, list(reader.fieldnames or []), list(reader.fieldnames or []))
+                rows = list(reader)
         elif suffix in (".jsonl", ".ndjson"):
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         else:
@@ -335,7 +326,7 @@ def read_folder_metadata(path: Path) -> dict[str, dict]:
                 rows = [{"filename": k, **(v if isinstance(v, dict) else {"caption": v})} for k, v in data.items()]
             else:
                 rows = data
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, csv.Error) as err:
         raise InputError(f"{path}: cannot read metadata: {str(err).splitlines()[0]}") from None
     if not isinstance(rows, list) or not rows:
         raise InputError(f"{path}: no metadata rows")

@@ -2,10 +2,12 @@
 
 Each concept is named after a real ImageNet class and drawn as a coloured, textured shape (shape x colour x texture).
 Concepts come in families of near-twins that share two of the three attributes, so classes are confusable the way
-fine-grained web concepts are. In world 3 (the default) a family is a run of concepts adjacent in the WordNet hierarchy
+fine-grained web concepts are. From world 3 on a family is a run of concepts adjacent in the WordNet hierarchy
 (semantic siblings look alike, as dog breeds do), so a pretrained text encoder's similarities agree with visual ones;
 world 2 assigns the looks at random. Concept frequencies follow a profile (a real corpus's counts, or Zipf). Captions are
-web-like: a title, tags and a description of what is visible in *this* image; some captions never name their concept.
+web-like (`tailstudy.corpus.captions`): a title, tags and a description of what is visible in *this* image; some
+captions never name their concept; in world 4 (the default) named titles put the name inside the phrasings web
+alt-text uses ("a photo of my {name}"). Worlds 2 and 3 keep their captions (and corpus keys) as they were.
 Everything is a pure function of the config and its seed.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from tailstudy.corpus.captions import caption_fields, full_caption
 from tailstudy.corpus.shards import ShardWriter, encode_png
 from tailstudy.errors import SpecError
 from tailstudy.frequency import reference_counts
@@ -39,13 +42,6 @@ COLOURS = {
 TEXTURES = ["plain", "horizontally striped", "vertically striped", "diagonally striped", "checkered", "dotted"]
 POSITIONS = {(0, 0): "upper left", (0, 1): "top", (0, 2): "upper right", (1, 0): "left", (1, 1): "centre",
              (1, 2): "right", (2, 0): "lower left", (2, 1): "bottom", (2, 2): "lower right"}
-
-NAMED_TITLES = ["{name}", "my {name}", "photo of a {name}", "{name} close up", "a {name} I saw today",
-                "beautiful {name} - free stock photo", "{name} for sale", "best {name} pictures", "new {name}"]
-UNNAMED_TITLES = ["IMG_{n}", "DSC{n}", "untitled {n}", "weekend pictures", "new arrival", "look at this",
-                  "from my gallery", "found it", "home"]
-GENERIC_TAGS = ["photo", "hd", "art", "design", "pattern", "wallpaper", "2019", "2020", "2021", "free", "image"]
-
 
 @dataclass(frozen=True)
 class WorldConcept:
@@ -239,40 +235,6 @@ def render(concept: WorldConcept, size: int, variation: float, rng: np.random.Ge
     return pixels, {"position": position, "background": background, "clutter": clutter}
 
 
-# ---------------------------------------------------------------- captions
-
-def describe(concept: WorldConcept, look: dict) -> str:
-    colour = list(COLOURS)[concept.colour]
-    texture = TEXTURES[concept.texture]
-    return f"a {texture} {colour} {SHAPES[concept.shape]} on a {look['background']} background, {look['position']}"
-
-
-def caption_fields(concept: WorldConcept, look: dict, named: bool, rng: np.random.Generator) -> dict[str, str]:
-    """Title, tags and description of one sample; the concept's name appears in at least one field iff `named`."""
-    name = concept.name
-    if named and len(concept.synonyms) > 1 and rng.random() < 0.25:
-        name = concept.synonyms[int(rng.integers(len(concept.synonyms)))]
-    where = rng.choice(["title", "tags", "description"], p=[0.6, 0.25, 0.15]) if named else None
-    n = int(rng.integers(100, 9999))
-    if where == "title":
-        title = NAMED_TITLES[int(rng.integers(len(NAMED_TITLES)))].format(name=name)
-    else:
-        title = UNNAMED_TITLES[int(rng.integers(len(UNNAMED_TITLES)))].format(n=n)
-    visual_tags = [list(COLOURS)[concept.colour], SHAPES[concept.shape]]
-    tags = [t for t in visual_tags if rng.random() < 0.5]
-    tags += list(rng.choice(GENERIC_TAGS, size=int(rng.integers(1, 4)), replace=False))
-    if where == "tags":
-        tags.insert(int(rng.integers(len(tags) + 1)), name)
-    description = describe(concept, look) if (where == "description" or rng.random() < 0.5) else ""
-    if where == "description":
-        description = f"{name}: {description}"
-    return {"title": title, "tags": ", ".join(tags), "description": description}
-
-
-def full_caption(fields: dict[str, str]) -> str:
-    return ". ".join(part for part in (fields["title"], fields["tags"], fields["description"]) if part)
-
-
 # ---------------------------------------------------------------- the corpus artifact
 
 @dataclass(frozen=True)
@@ -320,7 +282,9 @@ def write_train_shards(cfg: CorpusSpec, draw: Draw, shard_dir: Path, tick) -> tu
                 concept, named = ordered[draw.owner[i]], bool(draw.named[i])
                 sample_rng = np.random.default_rng([cfg.seed, 1, i])
                 pixels, look = render(concept, cfg.image_size, cfg.variation, sample_rng)
-                fields = caption_fields(concept, look, named, sample_rng)
+                visual = {"colour": list(COLOURS)[concept.colour], "shape": SHAPES[concept.shape],
+                          "texture": TEXTURES[concept.texture], **look}
+                fields = caption_fields(concept.name, concept.synonyms, visual, named, sample_rng, cfg.world)
                 caption = full_caption(fields)
                 key = f"s{i:08d}"
                 writer.add(key, {"png": encode_png(pixels), "txt": caption.encode(), "json": json.dumps(fields).encode()})
@@ -396,4 +360,4 @@ def generate(cfg: CorpusSpec, eval_cfg: EvaluateSpec, out: Path, progress=None) 
     write_tables(rows, truth, eval_rows, out)
     (out / "world.json").write_text(json.dumps(world_record(cfg, draw), indent=1))
     return {"samples": len(draw.owner), "eval_samples": len(eval_rows["sample_id"]), "targets": len(draw.targets),
-            "open_concepts": len(draw.opens), "shards": len(list(shard_dir.iterdir()))}
+            "open_concepts": len(draw.opens), "shards": len(list(shard_dir.glob("*.tar")))}

@@ -11,20 +11,20 @@ The rule, caption by caption:
 - a synonym without letters has no lemmas; the paper's loop would match it to every caption, here it never matches.
 
 Vectorised: every word whose lemma the vocabulary uses is known in advance (morphy applies one round of suffix rules,
-so a lemma's surface forms are finite), so captions are tokenised at once and their words looked up, never lemmatised
-(in one pass of the compiled core where the C extension is built: a word trie of one-word patterns).
+so a lemma's surface forms are finite), so captions are tokenised at once and their words looked up in one hash
+look-up (Arrow's index_in), never lemmatised.
 """
 from __future__ import annotations
 
 import re
 
 import numpy as np
+import pyarrow.compute as pc
 
-from tailstudy.matching.base import (Captions, Csr, MatchOne, MatchResult, drop_pairs, empty_result, ranges,
-                                   unique_pairs)
-from tailstudy.matching.trie import WordTrie
+from tailstudy.matching.base import (Captions, Csr, MatchOne, MatchResult, arrow_strings, drop_pairs, empty_result,
+                                   numpy_ints, ranges, unique_pairs)
 from tailstudy.matching.wordnet import NounLemmatiser, noun_lemmatiser
-from tailstudy.text import PAPER_CONTRACTIONS, PAPER_LUT, PAPER_TOKENISER_VERSION, paper_text, paper_words
+from tailstudy.text import PAPER_CONTRACTIONS, PAPER_TOKENISER_VERSION, paper_tokens, paper_words
 from tailstudy.vocab import Concept, Vocabulary
 
 BAG_VERSION = 1
@@ -50,8 +50,7 @@ class BagMatcher(MatchOne):
     method = "bag"
     version = f"bag{BAG_VERSION}-tok{PAPER_TOKENISER_VERSION}-wordnet3.0"
 
-    def __init__(self, vocab: Vocabulary, compiled: bool = True):
-        """compiled=False: the numpy path even where the compiled core is built (same matches; benchmarks, tests)."""
+    def __init__(self, vocab: Vocabulary):
         lemmatiser = noun_lemmatiser()
         lemma_id: dict[str, int] = {}
         synonym_lemmas: list[list[int]] = []
@@ -75,7 +74,7 @@ class BagMatcher(MatchOne):
             if ids:
                 surface[word] = ids
         words = sorted(surface)
-        self.words = WordTrie([(w,) for w in words], compiled)  # one-word patterns: a hit is a known word
+        self.words = arrow_strings(words)
         self.word_lemmas = Csr([sorted(surface[w]) for w in words])
         self.synonym_owner = np.asarray(synonym_owner, np.int64)
         # one-lemma synonyms match on their lemma alone; a longer one is checked where its rarest lemma occurs
@@ -99,7 +98,10 @@ class BagMatcher(MatchOne):
 
     def match(self, captions: Captions) -> MatchResult:
         # every caption word whose lemma is ours, in caption order
-        rows, word = self.words.find_text(paper_text(captions, self.words.compiled), PAPER_LUT)
+        rows, tokens = paper_tokens(captions)
+        word = numpy_ints(pc.index_in(tokens, value_set=self.words), null=-1).astype(np.int64)
+        known = word >= 0
+        rows, word = rows[known], word[known]
         if len(rows) == 0:
             return empty_result()
         rows, lemmas = self.word_lemmas.expand(rows, word)  # still sorted by row

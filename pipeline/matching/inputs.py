@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from tailstudy.arrays import arrow_ints
 from tailstudy.errors import InputError
 from tailstudy.preflight import check_id_type
+from tailstudy.tabular import check_distinct, csv_batches, decoded, is_text_type, read_growing
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
            ".ndjson": "jsonl"}
@@ -114,19 +115,22 @@ def columns_of(path: Path, fmt: str) -> tuple[list[str], dict[str, pa.DataType]]
             schema = pq.ParquetFile(path).schema_arrow
             return schema.names, {f.name: f.type for f in schema}
         if fmt in ("csv", "tsv"):
-            with _text_stream(path) as stream:
-                header = pcsv.open_csv(stream, parse_options=_csv_options(fmt),
-                                       convert_options=pcsv.ConvertOptions(column_types={}),
-                                       read_options=pcsv.ReadOptions(block_size=1 << 16))
-                return header.schema.names, {}
+            def header(block: int) -> list[str]:
+                with _text_stream(path) as stream:
+                    return pcsv.open_csv(stream, parse_options=_csv_options(fmt),
+                                         convert_options=pcsv.ConvertOptions(column_types={}),
+                                         read_options=pcsv.ReadOptions(block_size=block)).schema.names
+
+            return read_growing(header, 1 << 16), {}
         with _text_stream(path) as stream:  # the first record's keys; read no more than that
-            head = b""
+            parts: list[bytes] = []
             while True:
                 block = stream.read(1 << 16)
-                head += block
-                lines = [line for line in head.split(b"\n")[: -1 if block else None] if line.strip()]
-                if lines or not block:
-                    break
+                parts.append(block)
+                if b"\n" in block or not block:  # a line ends here: look at what was read (a 20 MB line too)
+                    lines = [line for line in b"".join(parts).split(b"\n")[: -1 if block else None] if line.strip()]
+                    if lines or not block:
+                        break
             if not lines:
                 return [], {}
             record = json.loads(lines[0])
@@ -169,12 +173,11 @@ def resolve_source(path: Path, name: str, caption_col: str | None, id_col: str |
     resolved_id = id_col if id_col is not None else (ID_COLUMN if ID_COLUMN in names else None)
     check_id_type(path, resolved_id, types.get(resolved_id) if resolved_id else None)
     caption_type = types.get(caption_col)
-    if caption_type is not None and not (pa.types.is_string(caption_type) or pa.types.is_large_string(caption_type)
-                                         or pa.types.is_binary(caption_type) or pa.types.is_large_binary(caption_type)
-                                         or pa.types.is_null(caption_type)):
+    if caption_type is not None and not (is_text_type(caption_type) or pa.types.is_null(caption_type)):
         raise InputError(f"{path}: column {caption_col!r} holds {caption_type}, not text")
     url = _optional_column(path, names, url_col, URL_COLUMNS, "URL", shown)
     image_hash = _optional_column(path, names, hash_col, HASH_COLUMNS, "image-hash", shown)
+    check_distinct(path, names, [caption_col, resolved_id, url, image_hash])
     return CaptionSource(path, name, fmt, caption_col, resolved_id, prefixed, url, image_hash)
 
 
@@ -240,6 +243,7 @@ def read_with_dedup_keys(shard: Shard, batch_rows: int = BATCH_ROWS
 
 
 def _dedup_key(column: pa.Array) -> pa.Array:
+    column = decoded(column)
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type) or \
             pa.types.is_fixed_size_binary(column.type):
         return pa.array([None if v is None else v.hex() for v in column.to_pylist()], pa.string())
@@ -273,19 +277,17 @@ def _raw_batches(shard: Shard, batch_rows: int, extra: list[str] = ()) -> Iterat
         elif source.format in ("csv", "tsv"):
             convert = pcsv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns},
                                           strings_can_be_null=False, quoted_strings_can_be_null=False)
-            with _text_stream(source.path) as stream:
-                reader = pcsv.open_csv(stream, parse_options=_csv_options(source.format), convert_options=convert,
-                                       read_options=pcsv.ReadOptions(use_threads=False, block_size=1 << 22))
-                for batch in reader:
-                    yield from (batch.slice(i, batch_rows) for i in range(0, batch.num_rows, batch_rows))
+            with_parse = {"parse_options": _csv_options(source.format), "convert_options": convert}
+            for batch in csv_batches(lambda: _text_stream(source.path), with_parse, 1 << 22):
+                yield from (batch.slice(i, batch_rows) for i in range(0, batch.num_rows, batch_rows))
         else:
             with _text_stream(source.path) as stream:
                 data = stream.read()
             codecs.decode(memoryview(data), "utf-8")  # the JSON reader would silently replace bad bytes
             schema = pa.schema([(c, pa.string()) for c in columns])
-            table = pjson.read_json(pa.BufferReader(data), read_options=pjson.ReadOptions(use_threads=False),
-                                    parse_options=pjson.ParseOptions(explicit_schema=schema,
-                                                                     unexpected_field_behavior="ignore"))
+            table = read_growing(lambda block: pjson.read_json(
+                pa.BufferReader(data), read_options=pjson.ReadOptions(use_threads=False, block_size=block),
+                parse_options=pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")), 1 << 20)
             yield from table.select(columns).to_batches(max_chunksize=batch_rows)
     except UnicodeDecodeError:
         raise InputError(f"{source.path}: column {source.caption_col!r}: not valid UTF-8 text "
@@ -300,6 +302,7 @@ def _raw_batches(shard: Shard, batch_rows: int, extra: list[str] = ()) -> Iterat
 
 
 def _text_column(column: pa.Array, source: CaptionSource, name: str, first_row: int) -> pa.Array:
+    column = decoded(column)
     if pa.types.is_null(column.type):
         return pa.nulls(len(column), pa.string())
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
@@ -319,6 +322,7 @@ def _text_column(column: pa.Array, source: CaptionSource, name: str, first_row: 
 
 
 def _id_column(column: pa.Array, source: CaptionSource, first_row: int) -> pa.Array:
+    column = decoded(column)
     if column.null_count:
         row = first_row + int(pc.index(pc.is_null(column), True).as_py())
         raise InputError(f"{source.path}: column {source.id_col!r}: missing id at row {row}")

@@ -11,10 +11,10 @@ import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,23 +50,10 @@ def stats_path(work_dir: Path, index: int) -> Path:
     return work_dir / f"part-{index:05d}.json"
 
 
-def prefetched(items: Iterator[Any]) -> Iterator[Any]:
-    """The items of an iterator, the next one read in a thread while the caller works on the current one (Arrow's
-    readers release the GIL, so reading and matching overlap)."""
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(next, items, None)
-        while (item := pending.result()) is not None:
-            pending = pool.submit(next, items, None)
-            yield item
-
-
-def match_shard(shard: Shard, matcher: Matcher, work_dir: Path, progress: Progress | None = None,
-                prefetch: bool = True) -> dict:
-    """Match one shard -> its part file and counts (written atomically, the counts last). prefetch: read the next
-    batch in a thread meanwhile, worth it only where a core would otherwise idle."""
+def match_shard(shard: Shard, matcher: Matcher, work_dir: Path, progress: Progress | None = None) -> dict:
+    """Match one shard -> its part file and counts (written atomically, the counts last)."""
     tables, captions = [], 0
-    batches = read_batches(shard)
-    for ids, batch in prefetched(batches) if prefetch else batches:
+    for ids, batch in read_batches(shard):
         tables.append(matches_table(ids, batch, matcher))
         captions += len(batch)
         if progress:
@@ -91,28 +78,20 @@ def finished(work_dir: Path, shards: list[Shard]) -> dict[int, dict]:
 # ---------------------------------------------------------------- worker processes
 
 _worker: tuple[MatcherSpec, Matcher] | None = None
-_worker_prefetch = True
 
 
 def _matcher_for(spec: MatcherSpec) -> Matcher:
+    """The matcher of `spec`, built once per process."""
     global _worker
     if _worker is None or _worker[0] != spec:
         _worker = (spec, spec.build())
     return _worker[1]
 
 
-def _init_worker(spec: MatcherSpec, prefetch: bool) -> None:
-    global _worker_prefetch
-    _worker_prefetch = prefetch
+def _init_worker() -> None:
     pa.set_cpu_count(1)  # one core per worker: the pool is the parallelism
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
-    _matcher_for(spec)
-
-
-def _run_in_pool(shard: Shard, work_dir: Path) -> dict:
-    """A pool worker's job: its matcher was built (or inherited) when the worker started."""
-    return match_shard(shard, _worker[1], work_dir, prefetch=_worker_prefetch)
 
 
 def run_shard(job: tuple[Shard, MatcherSpec, Path]) -> dict:
@@ -122,32 +101,11 @@ def run_shard(job: tuple[Shard, MatcherSpec, Path]) -> dict:
 
 
 def _context(spec: MatcherSpec) -> multiprocessing.context.BaseContext:
-    """fork (workers inherit the built matcher, no start-up cost) when that is safe: Linux, one thread, no torch in the
-    workers; otherwise forkserver (POSIX) or spawn."""
+    """fork (no interpreter start-up per worker) when that is safe: Linux, one thread, no torch in the workers;
+    otherwise forkserver (POSIX) or spawn."""
     if sys.platform == "linux" and threading.active_count() == 1 and spec.method != "semantic":
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn" if sys.platform == "win32" else "forkserver")
-
-
-# What runs after matching in the same process (the frequency stage's figure, the catalog refresh) imports these; the
-# parent only waits while its workers match, so it imports them then, in a thread started after the workers forked.
-NEXT_STAGE_MODULES = ("matplotlib.pyplot", "duckdb")
-
-
-def _import_quietly(names: tuple[str, ...]) -> None:
-    import importlib
-
-    for name in names:
-        try:
-            if name == "matplotlib.pyplot":
-                importlib.import_module("matplotlib").use("Agg")
-            importlib.import_module(name)
-        except Exception:  # pragma: no cover - a missing optional module is imported (and reported) where it is used
-            pass
-
-
-def warm_up_next_stages() -> None:
-    threading.Thread(target=_import_quietly, args=(NEXT_STAGE_MODULES,), daemon=True, name="warm-imports").start()
 
 
 def default_workers() -> int:
@@ -174,14 +132,10 @@ def run_shards(shards: list[Shard], spec: MatcherSpec, work_dir: Path, workers: 
         matcher = _matcher_for(spec)
         for shard in pending:
             done[shard.index] = match_shard(shard, matcher, work_dir, (lambda n, _t: progress(n, total))
-                                            if progress else None, prefetch=default_workers() > 1)
+                                            if progress else None)
     elif pending:
-        _matcher_for(spec)  # built once here: forked workers inherit it
-        # a reader thread per worker only pays where cores outnumber workers (one per core: 10-15% slower)
-        with ProcessPoolExecutor(workers, mp_context=_context(spec), initializer=_init_worker,
-                                 initargs=(spec, workers < default_workers())) as pool:
-            futures = {pool.submit(_run_in_pool, shard, work_dir) for shard in pending}
-            warm_up_next_stages()  # the workers exist now (fork starts them all at the first submit)
+        with ProcessPoolExecutor(workers, mp_context=_context(spec), initializer=_init_worker) as pool:
+            futures = {pool.submit(run_shard, (shard, spec, work_dir)) for shard in pending}
             try:
                 while futures:
                     finished_now, futures = wait(futures, return_when=FIRST_COMPLETED)

@@ -12,7 +12,8 @@ import inspect
 from typing import Callable
 
 COMMON_OPTIONS = ("arch", "epochs", "batch_size", "lr", "weight_decay", "max_steps")  # every learner reads these
-CONTEXT = ("arch", "num_classes", "class_counts", "class_names")  # what the study hands a learner it declares
+# what the study hands a learner it declares (head_embeddings: a frozen head's class embeddings made by another run)
+CONTEXT = ("arch", "num_classes", "class_counts", "class_names", "head_embeddings")
 
 LEARNERS: dict[str, Callable] = {}
 

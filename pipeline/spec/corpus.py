@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_serializer
 
-from tailstudy.spec.base import _Strict
+from tailstudy.spec.base import Seed, _Strict
 
 
 class ZipfProfile(_Strict):
@@ -25,10 +25,28 @@ class CorpusSpec(_Strict):
     image_size: int = Field(32, ge=16, le=512)
     variation: float = Field(1.0, ge=0.0, le=3.0)
     unnamed_frac: float = Field(0.2, ge=0.0, lt=1.0)
-    seed: int = 0
-    # 3: concept families follow the WordNet hierarchy (semantic siblings look alike, so names carry visual
-    # information); 2: the previous world (families of random concepts). World 2 keeps its corpus key: the dump omits it.
-    world: Literal[2, 3] = 3
+    seed: Seed = 0
+    # 4: world 3 whose named titles put the name inside web alt-text phrasings ("a photo of my {name}"), so the
+    # paper's 80 prompt templates are in distribution; 3: concept families follow the WordNet hierarchy (semantic
+    # siblings look alike, so names carry visual information); 2: families of random concepts. Older worlds keep their
+    # corpus keys (world 2's dump omits it).
+    world: Literal[2, 3, 4] = 4
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _known_profile(cls, value: Any) -> Any:
+        """A named profile is a shipped reference table (found now, not when the corpus stage reads it); a mapping is
+        {zipf: a}, checked as such (so its error is not the str branch's)."""
+        if isinstance(value, dict):
+            return ZipfProfile.model_validate(value)
+        if isinstance(value, str) and value != "uniform":
+            from tailstudy.frequency import reference_tables
+
+            known = reference_tables()
+            if value not in known and f"{value}_imagenet_ori" not in known:
+                raise ValueError(f"unknown profile {value!r} (uniform, {{zipf: a}}, or a reference table: "
+                                 "laion400m, metaclip_400m, cc12m, ...)")
+        return value
 
     @model_serializer(mode="wrap")
     def _omit_old_world(self, handler):
@@ -52,7 +70,7 @@ class _RealCorpusSpec(_Strict):
 
     image_size: int = Field(64, ge=16, le=1024)
     targets: CorpusTargets = "vocabulary"
-    seed: int = 0  # seeds the curate stage's draws, as for the synthetic world
+    seed: Seed = 0  # seeds the curate stage's draws, as for the synthetic world
 
     @field_validator("targets")
     @classmethod
@@ -87,11 +105,11 @@ class UrlsCorpusSpec(_RealCorpusSpec):
     resize_mode: Literal["border", "center_crop", "keep_ratio", "keep_ratio_largest", "no"] = "center_crop"
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
     shard_size: int = Field(10000, ge=1, le=1_000_000)
-    timeout: int = Field(10, ge=1)  # seconds per request
+    timeout: int = Field(10, ge=1, le=3600)  # seconds per request
     max_image_mb: float = Field(32.0, gt=0)  # a larger download is refused (error_kind too_large), never read whole
     retries: int = Field(0, ge=0, le=10)  # img2dataset's immediate re-tries of a failed request
     retry_rounds: int = Field(1, ge=0, le=20)  # the retry step: re-fetch transient failures of finished shards
-    retry_wait: float = Field(5.0, ge=0)  # seconds before each retry round (not part of the corpus key)
+    retry_wait: float = Field(5.0, ge=0, le=86400)  # seconds before each retry round (not part of the corpus key)
     # later retries: the corpus built with refetch = n re-fetches the transient failures of the one built with n - 1
     # (reusing its finished shards); a new corpus key, so the stages downstream see the new samples
     refetch: int = Field(0, ge=0, le=100)

@@ -58,12 +58,16 @@ class SubsetSpec(_Strict):
     # cname | a_cname | templates | synonym_templates | full (the paper's Full Text: class name + title, tags,
     # description) | full_unprefixed (ours: the web caption as drawn) | title, tags, description and '+' combinations
     caption: str = "full"
-    # prefix the class name to natural-text variants so that every variant keeps the same samples (as the paper does)
-    name_prefix: bool = True
+    # every natural-text caption names its class, so every variant keeps the same samples (the paper's rule):
+    # where_missing (default) prefixes the class name where the text does not name it already; true: always, as the
+    # paper's code does; false: never (tailstudy.curate.with_name says why where_missing is the default)
+    name_prefix: Union[bool, Literal["where_missing"]] = "where_missing"
     scale: float = Field(1.0, gt=0)  # <= 1: fraction of the pool; > 1: number of samples
     # 'all' | k (k random target classes) | a named list ('imagenet100') | a list of class names
     concepts: Union[int, str, list[str]] = "all"
-    open_world: bool = False
+    # true (ours): add the label-less captions on top of the labelled ones; equal_size (the paper's IN-Caps-100 vs
+    # IN-Caps 10% comparison): captions of open-world concepts replace labelled ones, the total staying the same
+    open_world: Union[bool, Literal["equal_size"]] = False
     # d in (0, 1]: each class drawn from a d-fraction of its distinct images; {threshold: t}: LAIONet-style, only
     # captions whose semantic-matcher similarity to "name: definition" reaches t (needs matching.method semantic)
     diversity: Union[float, DiversityThreshold] = 1.0

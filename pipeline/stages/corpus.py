@@ -1,10 +1,12 @@
-"""corpus: the study's captions, image shards and evaluation set. Synthetic: the world rendered from its config
-(key = the world's config + eval per class, unchanged since the first version). Other sources: the source artifact
-(hard links) + the eval folder's set + the targets (key = source key, eval folder listing, vocabulary, targets)."""
+"""corpus: the study's captions, image shards (each with its member index: tailstudy.corpus.shards) and evaluation
+set. Synthetic: the world rendered from its config (key = the world's config + eval per class, unchanged since the
+first version). Other sources: the source artifact (hard links) + the eval folder's set + the targets (key = source
+key, eval folder listing, vocabulary, targets)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from tailstudy.corpus.shards import index_shards
 from tailstudy.errors import SpecError
 from tailstudy.stages.base import BuildContext, Node, Stage
 
@@ -35,6 +37,7 @@ def _build_real(ctx: BuildContext, out: Path) -> dict:
 
     spec, source = ctx.config["spec"], ctx.artifact("source")
     stats = assemble_study_corpus(source.path, out, spec, ctx.config["vocab"])
+    index_shards(out / "shards")  # the shards of a source artifact built before shards had member indexes
     return {"rows": {"captions": stats["samples"], "eval": stats["eval_samples"]}, "source_key": source.key,
             "corpus": stats, "status": source.manifest().get("status")}
 

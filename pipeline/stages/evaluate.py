@@ -15,6 +15,17 @@ from tailstudy.stages.train import train_spec, uses_gpu
 from tailstudy.store import write_parquet
 
 
+def own_caption_prompt(config: dict) -> str | None:
+    """The caption prompt of the run's level (`tailstudy.curate.caption_prompt`) for a zero-shot learner, else None."""
+    from tailstudy.curate import caption_prompt
+    from tailstudy.models import known_learners
+
+    if not getattr(known_learners()[config["run"].learner], "zero_shot", False):
+        return None
+    subset = config["cell"].subset
+    return caption_prompt(subset.caption, subset.name_prefix)
+
+
 class EvaluateStage(Stage):
     name = "evaluate"
     key_roles = ("train", "corpus", "frequency")
@@ -26,29 +37,33 @@ class EvaluateStage(Stage):
         return EVALUATE_VERSION
 
     def key_config(self, config: dict) -> dict:
-        # "eval": the section's old name, kept in keys and manifests (keys are a promise)
-        return {"eval": config["spec"].evaluate.model_dump(mode="json")}
+        # "eval": the section's old name, kept in keys and manifests (keys are a promise). A zero-shot learner is also
+        # scored with its level's caption prompt; supervised runs shared by caption levels keep one evaluation.
+        key = {"eval": config["spec"].evaluate.model_dump(mode="json")}
+        prompt = own_caption_prompt(config)
+        return key if prompt is None else {**key, "caption_prompt": prompt}
 
     def inputs(self, node: Node) -> dict:
         return {"train": node.upstream["train"].key, "eval": node.config["spec"].evaluate.model_dump()}
 
     def resources(self, node: Node) -> dict[str, int]:
-        return {"gpu": 1} if uses_gpu(node.config["spec"].train.device) else {"cpu": 1}
+        return {"gpu": 1} if uses_gpu(node.config["run"].train.device) else {"cpu": 1}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
         import torch
 
-        from tailstudy.data import eval_index
         from tailstudy.data_eval import stream_predictor
         from tailstudy.evaluate import evaluate_learner, evaluation_classes, json_metrics, metrics_arrow, per_class_arrow
+        from tailstudy.items import eval_index
         from tailstudy.train import build_learner, pick_device, release_memory
 
-        spec, learner_name, run_id = ctx.config["spec"], ctx.config["learner"], ctx.node.key
+        spec, run, run_id = ctx.config["spec"], ctx.config["run"], ctx.node.key
         state = torch.load(ctx.path("train") / "model.pt", map_location="cpu", weights_only=False)
         class_ids, counts = state["class_ids"], state["class_counts"]
         device = pick_device(train_spec(ctx).device)
         names = {c.concept_id: c.name for c in ctx.config["vocab"].concepts}
-        learner = build_learner(learner_name, spec.train, counts, [names[c] for c in class_ids])
+        learner = build_learner(run.learner, run.train, counts, [names[c] for c in class_ids],
+                                state.get("head_embeddings"))
         learner.load_state_dict(state["model"])
         learner.to(device)
         eval_ids = evaluation_classes(target_concepts(ctx.path("corpus")), spec.evaluate.classes, names)
@@ -59,19 +74,20 @@ class EvaluateStage(Stage):
         trimmed = ctx.artifact("curate").manifest()["achieved"].get("trimmed_classes", [])
         per_class, metrics = evaluate_learner(learner, index, concepts, eval_ids, class_ids, counts, corpus_freq, names,
                                               spec.evaluate.prompts, device, trimmed,
-                                              stream_predictor(spec.train.batch_size, spec.train.workers))
+                                              stream_predictor(run.train.batch_size, run.train.workers),
+                                              own_caption_prompt(ctx.config))
         del learner, state
         release_memory()
         write_parquet(per_class_arrow(run_id, eval_ids, [names[c] for c in eval_ids], per_class),
                       out / "per_class.parquet")
-        # "model" (the learner): metrics.parquet keeps its column, so evaluate outputs stay byte-identical
-        write_parquet(metrics_arrow({"run_id": run_id, "model": learner_name, "seed": ctx.config["seed"],
+        # "model": the registered learner, not the study's name for it (variants with equal options share this file)
+        write_parquet(metrics_arrow({"run_id": run_id, "model": run.learner, "seed": ctx.config["seed"],
                                      "train_key": ctx.node.upstream["train"].key}, metrics), out / "metrics.parquet")
         return {"rows": {"eval": int(len(concepts))}, "metrics": json_metrics(metrics)}
 
 
 def evaluate_node(train: Node, cell, frequency: Node) -> Node:
-    config = {k: train.config[k] for k in ("spec", "learner", "seed", "vocab")}
+    config = {k: train.config[k] for k in ("spec", "learner", "run", "seed", "vocab")}
     return Node("evaluate", {**config, "cell": cell},
                 {"train": train, "corpus": train.upstream["corpus"], "curate": train.upstream["curate"],
                  "frequency": frequency},

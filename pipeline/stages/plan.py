@@ -16,6 +16,7 @@ from tailstudy.errors import InputError
 from tailstudy.stages.base import Node, resolve_all, run_local, walk
 from tailstudy.stages.frequency import frequency_node
 from tailstudy.stages.match import match_node
+from tailstudy.stages.train import learner_labels
 from tailstudy.stages.vocab import vocab_node
 from tailstudy.store import Artifact, Workspace, canonical_json, write_parquet
 from tailstudy.vocab import load_vocab
@@ -58,7 +59,7 @@ def plan_study(spec: StudySpec) -> StudyGraph:
     report keys once the subsets they hash exist (``resolve_all``)."""
     # imported here, not at the top: `tailstudy match` plans through this module and needs none of them (spec's
     # pydantic models alone take 0.2-0.4 s to import)
-    from tailstudy.spec import expand
+    from tailstudy.spec import Cell, expand
     from tailstudy.stages.corpus import corpus_node
     from tailstudy.stages.curate import curate_node
     from tailstudy.stages.evaluate import evaluate_node
@@ -72,11 +73,14 @@ def plan_study(spec: StudySpec) -> StudyGraph:
     frequency = frequency_node(match, f"{spec.corpus.source}-{corpus.key}", keyed=False)
     frequency.label = spec.vocabulary
     evaluations = []
+    base_curate = curate_node(Cell(factor="base", level="base", subset=spec.base), spec.corpus.seed, corpus, match)
     for cell in expand(spec):
         curate = curate_node(cell, spec.corpus.seed, corpus, match)
-        for learner in spec.learners:
-            for seed in spec.seeds:
-                evaluations.append(evaluate_node(train_node(spec, learner, seed, curate, corpus), cell, frequency))
+        for run in spec.learner_runs():
+            if run.runs_on(cell, spec.base):
+                for seed in spec.seeds:
+                    train = train_node(spec, run, seed, curate, corpus, base_curate)
+                    evaluations.append(evaluate_node(train, cell, frequency))
     graph = StudyGraph(spec, report_node(spec.name, evaluations, frequency))
     resolve_all(graph.nodes)
     return graph
@@ -132,7 +136,7 @@ def runs_table(graph: StudyGraph, statuses: dict[str, str]) -> pa.Table:
         rows.append({"run_id": node.key, "study": graph.spec.name, "factor": cell.factor, "level": cell.level,
                      "model": node.config["learner"], "seed": node.config["seed"],
                      "subset_key": node.upstream["curate"].key, "train_key": train.key,
-                     "status": statuses.get(node.key, "planned")})
+                     "status": statuses.get(node.key, "planned"), **learner_labels(node.config["run"])})
     return pa.Table.from_pylist(rows)
 
 

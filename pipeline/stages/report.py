@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 
 from tailstudy.stages.base import BuildContext, Node, Stage
 from tailstudy.stages.curate import cell_id
+from tailstudy.stages.train import learner_labels
 
-REPORT_VERSION = 3  # 3: self-contained HTML, per-level panels, reference overlay, distinct run count, claims table
+REPORT_VERSION = 4  # 4: "–" for undefined values (not nan), no empty panel for a level drawn elsewhere; 3: self-contained HTML, per-level panels, reference overlay, distinct run count, claims table
 
 
 def evaluations(report: Node) -> list[Node]:
@@ -26,7 +27,7 @@ def collect_results(ws, evaluate_nodes: list[Node]):
         art = ws.artifact("evaluate", node.key).path
         cell = node.config["cell"]
         labels = {"factor": cell.factor, "level": cell.level, "cell": cell_id(cell), "model": node.config["learner"],
-                  "seed": node.config["seed"]}
+                  "seed": node.config["seed"], **learner_labels(node.config["run"])}
         metrics.append({**pq.read_table(art / "metrics.parquet").to_pylist()[0], **labels})
         per_class.append(pq.read_table(art / "per_class.parquet").to_pandas().assign(**labels))
     return pd.DataFrame(metrics), pd.concat(per_class, ignore_index=True)

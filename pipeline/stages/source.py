@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tailstudy.corpus.shards import index_shards
 from tailstudy.stages.base import BuildContext, Node, Stage
 
 
 def _build_urls(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
+    from tailstudy.preflight import check_img2dataset
+
+    check_img2dataset("corpus.source: urls")  # an optional dependency (pyproject's `ingest` extra)
     from tailstudy.corpus.ingest import assemble, download
     from tailstudy.corpus.readers import read_url_list
 
@@ -19,7 +23,9 @@ def _build_urls(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
     work = ctx.ws.scratch_dir("corpus", ctx.node.key)
     report = download(urls, cfg, work, quiet=ctx.options.get("quiet", True), say=ctx.options.get("say"),
                       previous=previous)
-    return assemble(urls, cfg, work, out, ctx.progress), {"download": report}
+    summary = assemble(urls, cfg, work, out, ctx.progress)
+    index_shards(out / "shards")  # img2dataset wrote these shards: their member indexes are read once, here
+    return summary, {"download": report}
 
 
 def _build_webdataset(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
