@@ -4,7 +4,8 @@ inside it as `tailstudy/data` and `tailstudy/sql`, found at run time with import
 Pure Python: the wheel is py3-none-any."""
 from setuptools import find_namespace_packages, setup
 
-FOLDERS = {"tailstudy": "pipeline", "tailstudy.flows": "flows", "tailstudy.data": "data", "tailstudy.sql": "sql"}
+FOLDERS = {"tailstudy": "pipeline", "tailstudy.flows": "flows", "tailstudy.data": "data", "tailstudy.sql": "sql",
+           "tailstudy.deploy": "deploy"}  # deploy/: only what `tailstudy deploy` reads (package_data below)
 
 
 def packages_in(name: str, folder: str) -> list[str]:
@@ -14,8 +15,9 @@ def packages_in(name: str, folder: str) -> list[str]:
 
 
 setup(
-    packages=packages_in("tailstudy", "pipeline") + packages_in("tailstudy.flows", "flows") + ["tailstudy.data",
-                                                                                              "tailstudy.sql"],
+    packages=[*packages_in("tailstudy", "pipeline"), *packages_in("tailstudy.flows", "flows"), "tailstudy.data",
+              "tailstudy.sql", "tailstudy.deploy"],
     package_dir=FOLDERS,
-    package_data={"tailstudy.models": ["configs/*.json"], "tailstudy.data": ["**/*"], "tailstudy.sql": ["**/*.sql"]},
+    package_data={"tailstudy.models": ["configs/*.json"], "tailstudy.data": ["**/*"], "tailstudy.sql": ["**/*.sql"],
+                  "tailstudy.deploy": ["prefect.yaml", "work-pools/*.json"]},
 )

@@ -130,9 +130,9 @@ def main() -> None:
                            "captions_per_cpu_s": args.shard / cpu}
 
     if args.semantic:
-        from tailstudy.matching.semantic import load_model
+        from tailstudy.models.minilm import load_minilm
 
-        model = load_model(args.semantic_device)
+        model = load_minilm(args.semantic_device)
         texts = captions[: args.semantic]
         model.encode(texts[:64], batch_size=64)  # warm-up
         seconds, cpu = best_of(1, lambda: model.encode(texts, batch_size=256, convert_to_numpy=True))

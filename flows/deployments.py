@@ -2,16 +2,17 @@
 
 Every entry flow takes the study spec either as a path that exists where the flow runs (``spec``) or as the spec's
 YAML text (``spec_yaml``: what ``tailstudy submit`` sends, so that a remote worker needs no copy of the file; it is
-kept as ``WORKSPACE/specs/<name>-<digest>.yaml``). ``workspace`` defaults to ``$TAILSTUDY_WORKSPACE`` on the worker,
-else ``./workspace`` under the flow's working directory (the repository checkout for the process pool, /opt/tailstudy
-in the image). The entry flow then runs the work as a subflow whose task runner is chosen by ``task_runner`` and whose
-Prefect results (the stage cache) live in ``WORKSPACE/.prefect/results``, as with ``tailstudy run``: the same
-workspace reuses the same artifacts whichever way a study was started.
+kept as ``WORKSPACE/specs/<name>-<digest>.yaml``); either is parsed once, here, and the parsed spec passed on.
+``workspace`` defaults to ``$TAILSTUDY_WORKSPACE`` on the worker, else ``./workspace`` under the flow's working
+directory (for the process pool, the directory `tailstudy deploy` ran in; /opt/tailstudy in the image). The entry flow
+then runs the work as a subflow whose task runner is chosen by ``task_runner`` and whose Prefect results (the stage
+cache) live in ``WORKSPACE/.prefect/results``, as with ``tailstudy run``: the same workspace reuses the same artifacts
+whichever way a study was started. deploy/prefect.yaml names these flows by module path
+(``tailstudy.flows.deployments.study``): a worker runs them from the installed package, a wheel or a checkout.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import yaml
@@ -19,23 +20,23 @@ from prefect import flow
 
 from tailstudy.flows.study import open_study, study_flow_with
 from tailstudy.flows.task_runners import make_task_runner, parse_task_runner
+from tailstudy.flows.torchrun import check_gpus
 from tailstudy import catalog
 from tailstudy import stages as S
 from tailstudy.errors import InputError
-from tailstudy.spec import default_spec_path, load_spec, parse_spec
-from tailstudy.store import Workspace, atomic_write_text
-
-DEFAULT_WORKSPACE = "workspace"
+from tailstudy.spec import StudySpec, default_spec_path, load_spec, parse_spec
+from tailstudy.store import Workspace, atomic_write_text, workspace_path
 
 
 # ---------------------------------------------------------------- shared by the entry flows
 
 def resolve_workspace(workspace: str | None) -> Workspace:
-    return Workspace(workspace or os.environ.get("TAILSTUDY_WORKSPACE") or DEFAULT_WORKSPACE)
+    return Workspace(workspace_path(workspace))
 
 
-def materialise_spec(ws: Workspace, spec: str | None, spec_yaml: str | None) -> Path:
-    """The spec file the stages read: `spec` as given, or `spec_yaml` stored content-addressed in the workspace."""
+def materialise_spec(ws: Workspace, spec: str | None, spec_yaml: str | None) -> tuple[Path, StudySpec]:
+    """The spec file the stages read (`spec` as given, or `spec_yaml` stored content-addressed in the workspace) and
+    the spec parsed, once."""
     if spec and spec_yaml:
         raise InputError("give either spec (a path on the worker) or spec_yaml (the spec's text), not both")
     if spec_yaml is not None:
@@ -48,10 +49,9 @@ def materialise_spec(ws: Workspace, spec: str | None, spec_yaml: str | None) -> 
         path = ws.root / "specs" / f"{study.name}-{digest}.yaml"
         if not path.is_file():
             atomic_write_text(path, spec_yaml)
-        return path
+        return path, study
     path = Path(spec).expanduser().resolve() if spec else default_spec_path()
-    load_spec(path)  # a missing or bad spec fails here, in one line
-    return path
+    return path, load_spec(path)  # a missing or bad spec fails here, in one line
 
 
 def in_workspace(work_flow, ws: Workspace, task_runner: str | None = None):
@@ -76,9 +76,10 @@ def log_stages(records: list[dict]) -> dict[str, int]:
 # ---------------------------------------------------------------- work flows (run as subflows of the entries)
 
 @flow(name="tailstudy-data-stages", log_prints=True)
-def data_stages_flow(spec_path: str, workspace: str, force: list[str] | None = None) -> dict:
+def data_stages_flow(spec_path: str, workspace: str, force: list[str] | None = None,
+                     spec: StudySpec | None = None) -> dict:
     """The data stages of a study (vocabulary, corpus, match, frequency) and the catalog over them."""
-    graph, executor = open_study(spec_path, workspace, force)
+    graph, executor = open_study(spec_path, workspace, force, spec=spec)
     records = executor.run([graph.node("frequency")])
     catalog.refresh(executor.ws)
     imbalance = executor.ws.artifact("frequency", graph.key("frequency")).manifest().get("imbalance", {})
@@ -102,13 +103,12 @@ def select_runs(graph: S.StudyGraph, learners: list[str] | None, levels: list[st
 @flow(name="tailstudy-train-runs", log_prints=True)
 def train_runs_flow(spec_path: str, workspace: str, models: list[str] | None = None,
                     levels: list[str] | None = None, seeds: list[int] | None = None, gpus: int = 0,
-                    force: list[str] | None = None, train_keys: list[str] | None = None) -> dict:
+                    force: list[str] | None = None, train_keys: list[str] | None = None,
+                    spec: StudySpec | None = None) -> dict:
     """Train and evaluate the selected runs of a study (or train, only, the runs with `train_keys`: what a study
     dispatches); their data stages and subsets are reused (or built)."""
-    from tailstudy.flows.torchrun import check_gpus
-
     check_gpus(gpus)
-    graph, executor = open_study(spec_path, workspace, force, clean=not train_keys)
+    graph, executor = open_study(spec_path, workspace, force, clean=not train_keys, spec=spec)
     executor.ddp = gpus
     if train_keys:
         executor.run(graph.of("curate"))  # train keys hash the subsets
@@ -136,9 +136,10 @@ def study(spec: str | None = None, spec_yaml: str | None = None, workspace: str 
     ws = resolve_workspace(workspace)
     force = S.check_force(force)
     parse_task_runner(task_runner)
-    path = materialise_spec(ws, spec, spec_yaml)
+    path, parsed = materialise_spec(ws, spec, spec_yaml)
     print(f"study {path} in {ws.root} (task runner: {task_runner}, dispatch: {dispatch or 'none'})")
-    summary = in_workspace(study_flow_with(task_runner), ws)(str(path), str(ws.root), force, jobs, dispatch)
+    summary = in_workspace(study_flow_with(task_runner), ws)(str(path), str(ws.root), force, jobs, dispatch,
+                                                             spec=parsed)
     counts = log_stages(summary["stages"])
     print(f"report: {summary['report']}")
     return {"study": summary["study"], "workspace": summary["workspace"], "report": summary["report"],
@@ -152,10 +153,10 @@ def match(spec: str | None = None, spec_yaml: str | None = None, workspace: str 
     ahead of training on GPU workers."""
     ws = resolve_workspace(workspace)
     force = S.check_force(force)
-    path = materialise_spec(ws, spec, spec_yaml)
+    path, parsed = materialise_spec(ws, spec, spec_yaml)
     parse_task_runner(task_runner)
     print(f"data stages of {path} in {ws.root} (task runner: {task_runner})")
-    summary = in_workspace(data_stages_flow, ws, task_runner)(str(path), str(ws.root), force)
+    summary = in_workspace(data_stages_flow, ws, task_runner)(str(path), str(ws.root), force, spec=parsed)
     log_stages(summary["stages"])
     return {"study": summary["study"], "workspace": summary["workspace"], "imbalance": summary["imbalance"]}
 
@@ -169,10 +170,10 @@ def train(spec: str | None = None, spec_yaml: str | None = None, workspace: str 
     gpus: 0 = the spec's train.device; 1 = one GPU, required; N > 1 = one run over N local GPUs through torchrun."""
     ws = resolve_workspace(workspace)
     force = S.check_force(force)
-    path = materialise_spec(ws, spec, spec_yaml)
+    path, parsed = materialise_spec(ws, spec, spec_yaml)
     print(f"training runs of {path} in {ws.root} (gpus: {gpus})")
     summary = in_workspace(train_runs_flow, ws)(str(path), str(ws.root), models, levels, seeds, gpus, force,
-                                                train_keys)
+                                                train_keys, spec=parsed)
     counts = log_stages(summary["stages"])
     return {"study": summary["study"], "workspace": summary["workspace"], "stages": counts}
 

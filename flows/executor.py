@@ -1,14 +1,33 @@
 """One executor for every graph of stage nodes (a study, its data stages, its training runs).
 
-It submits every node whose upstream nodes are done, concurrently, as Prefect tasks on a thread pool, within resource
-limits: ``gpu`` nodes at most one per visible GPU at a time, each pinned to its own device (``cuda:I``, passed to its
-build); ``train`` nodes on CPU at most ``parallel`` at a time (the spec's ``train.parallel``); other (``cpu``) nodes at
-most ``jobs`` at a time. A node's Prefect task is cached by its stage key (never by run id) and refreshed when its
-artifact is missing or forced, so a finished artifact is reused exactly as by ``tailstudy.stages.run_node``. Nodes with
-the same (stage, key) (the base cell under every factor) are built once; the others are recorded as ``shared``.
+It submits every node whose upstream nodes are done, concurrently, as Prefect tasks, within resource limits. It
+names no stage: each stage declares what its builds need (``tailstudy.stages.base.Stage``): ``resources`` (``cpu``:
+at most ``jobs`` at a time; ``parallel``: a training run on CPU, at most ``parallel`` at a time, the spec's
+``train.parallel``; ``gpu``: at most one per visible GPU, pinned to its own ``cuda:I``), ``uses_torch_rng``,
+``isolated`` and ``dispatchable``. A node's Prefect task is cached by its stage key (never by run id) and refreshed
+when its artifact is missing or forced, so a finished artifact is reused exactly as by
+``tailstudy.stages.run_node``. Nodes with the same (stage, key) (the base cell under every factor) are built once;
+the others are recorded as ``shared``.
 
-Concurrent training runs each get a process of their own (``tailstudy.flows.torchrun``): torch's seed and thread pool are
-global to a process, so two runs in one process would not reproduce a sequential run.
+Concurrency, one mechanism per reason (here, then below the executor):
+1. a thread pool (Prefect's ThreadPoolTaskRunner): each node a Prefect task (cached, in the UI); threads suffice, as a
+   build runs in Arrow, DuckDB, torch or a child process, outside the GIL.
+2. slots (`Slots`), the one limiter of what runs at once: CPU jobs, CPU training runs, pinned GPUs, waiting child flow
+   runs, and torch's process-global RNG (one build drawing from it at a time while a seeded run trains here).
+3. child processes (tailstudy.flows.torchrun) for ``isolated`` builds that overlap: torch's seed, threads and device
+   are per process, so two runs in one process would not reproduce either run alone.
+4. DDP (torchrun, N ranks): one isolated build over N local GPUs (``ddp``).
+5. child flow runs (``dispatch``): ``dispatchable`` builds on another work pool (GPU machines), whose concurrency
+   limit, not this process, decides how many run.
+6. file locks (tailstudy.locks): one builder per artifact, across processes (flow runs of a deployment share a
+   workspace); the workspace lock: one `tailstudy run` / `match` / `ingest` per workspace.
+7. the match stage's process pool (tailstudy.matching.sharded): matching is CPU-bound Python, one process per core.
+8. the flow's task runner, for the match stage's shards mapped as tasks: Dask spreads them over machines
+   (tailstudy.flows.task_runners).
+9. a training run's DataLoader workers (tailstudy.data): decoding and augmentation beside the model's step.
+Removed as duplicates: a planning thread of `tailstudy match` (hashing beside the matcher's build: 0.04 s on 1M
+captions), three rules for where a training run builds (one: `where`), second definitions of the GPU and core counts.
+Prefect's threads:N and processes:N runners still duplicate 7 for the match shards (they are CLI options).
 """
 from __future__ import annotations
 
@@ -17,16 +36,17 @@ import queue
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
 from prefect import task
 from prefect.context import TaskRunContext
+from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tailstudy.stages import REGISTRY, STAGES, Node, resolve, run_node, walk
-from tailstudy.stages.base import stage_of
+from tailstudy.flows.torchrun import launch, visible_gpus
+from tailstudy.stages import STAGES, Node, Stage, resolve, run_node, stage_of, walk
 from tailstudy.store import Artifact, Workspace
 
-
-DISPATCHED = 64  # training runs waiting on child flow runs at once (the work pool's concurrency does the limiting)
+DISPATCHED = 64  # builds waiting on child flow runs at once (the work pool's concurrency does the limiting)
 
 
 def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -40,19 +60,6 @@ def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 def node_task(workspace: str, stage: str, key: str, label: str, build: Callable[[], Artifact]) -> dict:
     art = build()
     return {"stage": stage, "key": art.key, "status": art.status, "label": label, "path": str(art.path)}
-
-
-def torch_threads() -> int:
-    """This process's torch thread budget, which concurrent training runs on CPU share."""
-    import torch
-
-    return torch.get_num_threads()
-
-
-def visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 @dataclass
@@ -87,10 +94,10 @@ class Executor:
     force: set[str] = field(default_factory=set)
     jobs: int = 1
     parallel: int = 1
-    threads: int | None = None  # torch threads of each training child on CPU (None: the cores / parallel)
-    spec_path: str | None = None  # lets training run in child processes (needed when runs overlap)
-    ddp: int = 0  # > 1: each training run is one DDP run over this many local GPUs (torchrun)
-    dispatch: str | None = None  # FLOW/DEPLOYMENT: training runs become child flow runs of it (its pool limits them)
+    threads: int | None = None  # torch threads of each isolated build on CPU (None: the cores / parallel)
+    spec_path: str | None = None  # lets isolated builds run in child processes (needed when runs overlap)
+    ddp: int = 0  # > 1: each isolated build is one DDP run over this many local GPUs (torchrun)
+    dispatch: str | None = None  # FLOW/DEPLOYMENT: dispatchable builds become child flow runs of it
     progress: Callable[[Node], Any] | None = None  # node -> context manager yielding its progress callback
     options: dict = field(default_factory=dict)  # runtime knobs for builds (e.g. the match stage's map_shards)
     records: list[dict] = field(default_factory=list)
@@ -102,38 +109,43 @@ class Executor:
 
     def slots(self) -> Slots:
         gpus = visible_gpus()
-        return Slots({"cpu": self.jobs, "train": self.parallel, "gpu": gpus, "dispatch": DISPATCHED, "torch_rng": 1},
+        return Slots({"cpu": self.jobs, "parallel": self.parallel, "gpu": gpus, "dispatch": DISPATCHED, "torch_rng": 1},
                      list(range(gpus)))
 
+    def where(self, stage: Stage) -> str:
+        """Where a build of `stage` runs: "flow" (a child flow run), "process" (a child process) or "here"."""
+        if stage.dispatchable and self.dispatch:
+            return "flow"
+        if stage.isolated and self.isolating():
+            return "process"
+        return "here"
+
+    def isolating(self) -> bool:
+        """Isolated builds overlap (several CPU runs, several GPUs, DDP), so each gets a process of its own."""
+        return self.spec_path is not None and (self.parallel > 1 or self.ddp > 1 or self.gpu_count > 1)
+
     def needs(self, node: Node) -> dict[str, int]:
-        if node.stage == "train" and self.dispatch:
+        stage = stage_of(node)
+        where = self.where(stage)
+        if where == "flow":
             return {"dispatch": 1}
-        if node.stage == "train" and self.ddp > 1:
+        if stage.isolated and self.ddp > 1:
             return {"gpu": self.ddp}
-        needs = stage_of(node).resources(node)
-        # torch's global RNG is per process: a training run in this process (seeded once, then drawing for weight
-        # init and per step) must not overlap anything here that builds a model and so draws from it (evaluate)
-        if node.stage in ("train", "evaluate") and self.trains_in_process():
+        needs = stage.resources(node, self.gpu_count)
+        # torch's RNG is per process: while isolated builds (a seeded training run) may run here, no two builds here
+        # that draw from it overlap
+        if where == "here" and stage.uses_torch_rng and not self.dispatch and not self.isolating():
             needs = {**needs, "torch_rng": 1}
         return needs
 
-    def trains_in_process(self) -> bool:
-        """Whether training runs in this process (else in child processes or child flow runs; see `isolated`)."""
-        return not self.dispatch and not (self.spec_path is not None and (
-            self.parallel > 1 or self.ddp > 1 or self.gpu_count > 1))
-
-    def isolated(self, node: Node, taken: dict) -> bool:
-        return node.stage == "train" and self.spec_path is not None and (
-            self.parallel > 1 or self.ddp > 1 or len(taken["devices"]) > 0 and self.gpu_count > 1)
-
     def build_fn(self, node: Node, taken: dict) -> Callable[[], Artifact]:
         device = f"cuda:{taken['devices'][0]}" if taken["devices"] else None
-        forced = self.forced(node)
+        forced, where = self.forced(node), self.where(stage_of(node))
 
         def build() -> Artifact:
-            if node.stage == "train" and self.dispatch:
+            if where == "flow":
                 return self.build_in_child_flow(node, forced)
-            if self.isolated(node, taken):
+            if where == "process":
                 return self.build_in_child(node, device, forced)
             if self.progress is None:
                 return run_node(self.ws, node, forced, device, **self.options)
@@ -154,32 +166,28 @@ class Executor:
         return Artifact(stage.dir, node.key, path, "ran", node.label)
 
     def build_in_child(self, node: Node, device: str | None, forced: bool) -> Artifact:
-        """A training run in a process of its own (tailstudy.flows.torchrun): pinned to `device`, or on its share of threads."""
-        from tailstudy.flows.torchrun import launch
-
-        threads = (self.threads or max(1, torch_threads() // max(self.parallel, 1))) if device is None else None
+        """A build in a process of its own (tailstudy.flows.torchrun): pinned to `device`, or on its share of cores."""
+        threads = (self.threads or max(1, torch.get_num_threads() // max(self.parallel, 1))) if device is None else None
         if self.ddp > 1:
             device, threads = None, None  # torchrun gives each rank its LOCAL_RANK's GPU
         return self.elsewhere(node, forced, lambda: launch(max(self.ddp, 1), self.spec_path, self.ws.root, node.key,
                                                            forced, device, threads))
 
     def build_in_child_flow(self, node: Node, forced: bool) -> Artifact:
-        """Train on the dispatch deployment's work pool, as a child flow run of this one; wait for it to end."""
-        from prefect.deployments import run_deployment
-
+        """Build on the dispatch deployment's work pool, as a child flow run of this one; wait for it to end."""
         def build() -> None:
             params = {"spec": self.spec_path, "workspace": str(self.ws.root), "train_keys": [node.key],
-                      "force": ["train"] if forced else []}
+                      "force": [node.stage] if forced else []}
             child = run_deployment(self.dispatch, parameters=params, timeout=None, poll_interval=1,
-                                   flow_run_name=f"train-{node.label}".replace("/", "-").replace("=", "-"),
+                                   flow_run_name=f"{node.stage}-{node.label}".replace("/", "-").replace("=", "-"),
                                    tags=["tailstudy", "dispatched"])
             if not child.state.is_completed():
-                raise RuntimeError(f"train {node.label}: child flow run {child.name} ended {child.state.name}")
+                raise RuntimeError(f"{node.stage} {node.label}: child flow run {child.name} ended {child.state.name}")
 
         return self.elsewhere(node, forced, build)
 
     def submit(self, runner: ThreadPoolTaskRunner, node: Node, taken: dict):
-        stage = REGISTRY[node.stage]
+        stage = stage_of(node)
         refresh = self.forced(node) or not self.ws.exists(stage.dir, node.key)
         name = f"{node.stage}[{node.label or node.key}]"
         configured = node_task.with_options(name=node.stage, task_run_name=name, refresh_cache=refresh)

@@ -2,7 +2,6 @@
 (flows/executor.py), then the study records, the catalog and Prefect artifacts of its results."""
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 
@@ -11,10 +10,11 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tailstudy.flows.executor import Executor
+from tailstudy.flows.task_runners import make_task_runner
 from tailstudy import catalog
 from tailstudy import stages as S
-from tailstudy.progress import epoch_bar, item_bar
-from tailstudy.spec import load_spec
+from tailstudy.spec import StudySpec, load_spec
+from tailstudy.preflight import check_study
 from tailstudy.store import Workspace
 from tailstudy.train import cpu_plan
 
@@ -38,15 +38,9 @@ def publish_artifacts(graph: S.StudyGraph, run_metrics, report_dir: Path) -> Non
 
 
 def progress_bar(node: S.Node):
-    """A progress callback for the long stages (rendering / ingesting a corpus, training); none for the others."""
-    if node.stage == "source":
-        return item_bar(f"corpus: ingesting {node.label}")
-    if node.stage == "corpus":
-        source = node.config["spec"].corpus.source
-        return item_bar("corpus: " + ("rendering the synthetic world" if source == "synthetic" else "adding the eval set"))
-    if node.stage == "train":
-        return epoch_bar(f"train {node.label}", node.config["run"].train.epochs)
-    return contextlib.nullcontext(None)
+    """A progress callback for the long stages (each stage says which it has: rendering / ingesting a corpus,
+    training); none for the others."""
+    return S.stage_of(node).progress(node)
 
 
 def map_shards(fn, jobs):
@@ -55,13 +49,15 @@ def map_shards(fn, jobs):
 
 
 def open_study(spec_path: str, workspace: str, force: list[str] | None, jobs: int = 1, dispatch: str | None = None,
-               clean: bool = True):
+               clean: bool = True, spec: StudySpec | None = None):
     """-> (graph, executor) for a flow run; stale temp dirs of killed runs are cleared first, unless `clean` is off
     (a child flow run of a study: its siblings are building in the same workspace). `dispatch` (FLOW/DEPLOYMENT, on
-    a Prefect server): training runs become child flow runs of that deployment."""
-    spec = load_spec(spec_path)
+    a Prefect server): training runs become child flow runs of that deployment. `spec`: the spec at `spec_path`, parsed
+    by the caller (training children, in processes of their own, read `spec_path`)."""
+    spec = load_spec(spec_path) if spec is None else spec
     ws = Workspace(workspace)
     if clean:
+        check_study(spec, ws.root, str(spec_path), trains_here=dispatch is None)  # a submitted study: on its worker
         ws.clean_stale_temps()
     parallel, threads = cpu_plan(spec.train, jobs)
     torch.set_num_threads(threads)  # this process evaluates (and trains, one run at a time) on its share of the cores
@@ -75,8 +71,6 @@ def finish_study(graph: S.StudyGraph, ws: Workspace) -> dict:
     S.write_study_records(ws, graph, {n.key: "completed" for n in graph.evaluations})
     catalog.refresh(ws)
     run_metrics, _ = S.collect_results(ws, graph.evaluations)
-    # users see "learner" (as the spec and the catalog's views say); the stored tables keep their keyed "model" column
-    run_metrics = run_metrics.rename(columns={"model": "learner"})
     report_dir = ws.artifact("report", graph.report.key).path
     publish_artifacts(graph, run_metrics, report_dir)
     return {"results": run_metrics.drop(columns=["cell"]).to_dict("records"),
@@ -85,9 +79,10 @@ def finish_study(graph: S.StudyGraph, ws: Workspace) -> dict:
 
 @flow(name="tailstudy-study", log_prints=True)
 def study_flow(spec_path: str, workspace: str, force: list[str] | None = None, jobs: int = 1,
-               dispatch: str | None = None) -> dict:
-    """Run (or re-use) every node of a study's graph; returns the stage records, the results table and the report."""
-    graph, executor = open_study(spec_path, workspace, force, jobs, dispatch)
+               dispatch: str | None = None, spec: StudySpec | None = None) -> dict:
+    """Run (or re-use) every node of a study's graph; returns the stage records, the results table and the report.
+    `spec`: the spec at `spec_path` where the caller parsed it already (tailstudy run, the entry flows)."""
+    graph, executor = open_study(spec_path, workspace, force, jobs, dispatch, spec=spec)
     records = executor.run([graph.report])
     report = next(r for r in records if r["stage"] == "report")
     return {"study": graph.spec.name, "workspace": str(executor.ws.root), "stages": records,
@@ -98,6 +93,4 @@ def study_flow_with(task_runner: str | None = None):
     """The study flow with a task runner for the tasks it maps (the match stage's per-shard tasks): ``None``/``"local"``
     is Prefect's thread pool in this process; ``"dask:N"`` a local Dask cluster; ``"tcp://HOST:PORT"`` an existing
     Dask cluster (see ``flows/task_runners.py``). Stage keys and artifacts do not depend on the runner."""
-    from tailstudy.flows.task_runners import make_task_runner
-
     return study_flow.with_options(task_runner=make_task_runner(task_runner))

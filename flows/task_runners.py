@@ -16,7 +16,11 @@ checkout with the same install) and must see the workspace at the same path (a s
 from __future__ import annotations
 
 import functools
+import logging
 import os
+
+from prefect.logging import get_run_logger
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from tailstudy.errors import InputError
 
@@ -59,7 +63,7 @@ def local_cluster_kwargs(n_workers: int | None = None) -> dict:
 
 @functools.cache
 def _dask_task_runner_class():
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner  # dask + distributed (a second or more): only when a Dask runner is named
 
     class LoggedDaskTaskRunner(DaskTaskRunner):
         """prefect-dask's runner, which starts (or connects to) its cluster at the first submitted task; this one also
@@ -81,12 +85,8 @@ def log_cluster(client) -> str:
     shown = ", ".join(workers[:8]) + (f", ... ({len(workers) - 8} more)" if len(workers) > 8 else "")
     message = f"Dask cluster {client.scheduler.address}: {len(workers)} workers ({shown})"
     try:
-        from prefect.logging import get_run_logger
-
         get_run_logger().info(message)
     except Exception:  # outside a run context
-        import logging
-
         logging.getLogger("tailstudy.task_runners").info(message)
     return message
 
@@ -95,12 +95,8 @@ def make_task_runner(name: str | None):
     """Build the Prefect task runner named by ``name`` (see the module docstring)."""
     kind, options = parse_task_runner(name)
     if kind == "threads":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
         return ThreadPoolTaskRunner(max_workers=options.get("n_workers"))
     if kind == "processes":
-        from prefect.task_runners import ProcessPoolTaskRunner
-
         return ProcessPoolTaskRunner(max_workers=options.get("n_workers"))
     DaskTaskRunner = _dask_task_runner_class()
     if kind == "dask-address":

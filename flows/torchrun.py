@@ -24,12 +24,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tailstudy.errors import InputError
+import torch
+
+from tailstudy import stages as S
+from tailstudy.errors import InputError, TailstudyError
+from tailstudy.spec import load_spec
+from tailstudy.store import Workspace
 
 
 def visible_gpus() -> int:
-    import torch
-
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -98,19 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
-
-    from tailstudy import stages as S
-    from tailstudy.spec import load_spec
-    from tailstudy.store import Workspace
-
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     ws = Workspace(args.workspace)
     graph = S.plan_study(load_spec(args.spec))
     S.resolve_all(graph.nodes, ws)  # train keys hash the subsets, which the executor built before this process
-    node = next((n for n in graph.of("train") if n.key == args.train_key), None)
+    node = next((n for n in graph.nodes if n.key == args.train_key and S.stage_of(n).isolated), None)
     if node is None:
         raise InputError(f"{args.spec}: no training run with key {args.train_key}")
     result = S.run_node(ws, node, args.force, args.device, epoch_lines(node.label))
@@ -120,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from tailstudy.errors import TailstudyError
-
     try:
         sys.exit(main())
     except TailstudyError as exc:  # one line, as the CLI says it (a full disk, a bad spec): launch() passes it on

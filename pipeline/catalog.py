@@ -6,31 +6,14 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import duckdb
 
 from tailstudy.errors import InputError
+from tailstudy.locks import stderr_say
 from tailstudy.paths import DATA_DIR, SQL_DIR
-from tailstudy.store import Workspace
-
-if TYPE_CHECKING:
-    import duckdb
-
-QUERIES_DIR = SQL_DIR / "queries"
-
-
-def named_queries() -> list[str]:
-    return sorted(p.stem for p in QUERIES_DIR.glob("*.sql"))
-
-
-def resolve_query(text: str) -> str:
-    """`@name` -> the documented query sql/queries/name.sql; anything else is SQL as given. Only a shipped query's
-    bare name is looked up (no path, no `..`): never any other .sql file."""
-    if not text.startswith("@"):
-        return text
-    name, known = text[1:].strip().removesuffix(".sql"), named_queries()
-    if name not in known:
-        raise InputError(f"{text}: no such documented query (known: {', '.join(known)})")
-    return (QUERIES_DIR / f"{name}.sql").read_text(encoding="utf-8")
+from tailstudy.sqlguard import guarded_query, named_queries, use_workspace  # noqa: F401 (named_queries: read here too)
+from tailstudy.store import Workspace, disk_full_error, writer_tag
 
 
 def sql_statements(path: Path, **params: str) -> list[str]:
@@ -48,8 +31,6 @@ def _statement_name(statement: str) -> str:
 
 def _build(path: Path, ws: Workspace) -> list[str]:
     """Create every view in a new catalog file; returns the views that have data behind them."""
-    import duckdb  # here, not at the top: `tailstudy match` checks corpus names (below) before it needs DuckDB
-
     live = []
     with duckdb.connect(str(path)) as con:
         use_workspace(con, ws)
@@ -76,9 +57,6 @@ def refresh(ws: Workspace) -> list[str]:
 
     Never blocks: a reader (read-only or read-write, in this process or another) keeps the old file's snapshot, and
     the rename needs no lock on it. View paths are relative to the workspace (see `use_workspace`)."""
-    from tailstudy.locks import stderr_say
-    from tailstudy.store import disk_full_error, writer_tag
-
     ws.root.mkdir(parents=True, exist_ok=True)
     ws.drop_corrupt_records(stderr_say)
     tmp = ws.root / f".catalog-{writer_tag()}-{uuid.uuid4().hex[:8]}.duckdb"  # a killed builder's: cleaned later
@@ -95,17 +73,8 @@ def refresh(ws: Workspace) -> list[str]:
     return live
 
 
-def use_workspace(con: duckdb.DuckDBPyConnection, ws: Workspace) -> duckdb.DuckDBPyConnection:
-    """Resolve the views' relative paths against the workspace, wherever it now lies (DuckDB's file_search_path)."""
-    quoted = ws.root.as_posix().replace("'", "''")
-    con.execute(f"SET file_search_path = '{quoted}'")
-    return con
-
-
 def query(ws: Workspace, sql: str):
     """Run a read-only query on the catalog -> pandas DataFrame (the guarded connection of tailstudy.sqlguard)."""
-    from tailstudy.sqlguard import guarded_query
-
     return guarded_query(ws, sql)
 
 

@@ -69,8 +69,6 @@ class Runs:
         rm = run_metrics.copy()
         if "cell" not in rm:
             rm["cell"] = rm["factor"] + "=" + rm["level"].astype(str)
-        if "learner" not in rm:
-            rm["learner"] = rm["model"]
         rm["kind"] = rm["kind"] if "kind" in rm else rm["learner"]
         rm["options"] = rm["options"] if "options" in rm else "{}"
         self.df = rm
@@ -288,7 +286,7 @@ def measure(claim: Claim, runs: Runs, classes: int | None) -> list[dict]:
 def claims_table(run_metrics: pd.DataFrame, per_class: pd.DataFrame | None = None,
                  classes: int | None = None) -> pd.DataFrame:
     """One row per (claim, metric) of Wen et al. (2024), measured on a study's runs: `run_metrics` has factor, level,
-    learner (or model), seed, the metrics, and `kind` / `options` where learner variants are used. `classes`: the
+    learner, seed, the metrics, and `kind` / `options` where learner variants are used. `classes`: the
     number of evaluation classes (chance = 1 / classes; default: the classes in `per_class`)."""
     if classes is None and per_class is not None and "concept_id" in per_class:
         classes = int(per_class["concept_id"].nunique()) or None

@@ -14,10 +14,12 @@ The rule that keeps runs deterministic: an epoch's item order is a pure function
 (seed, epoch, b), whichever worker builds it; batches come back in order. So the batches, and the weights trained on
 them, are the same for any number of workers (tested): `workers` is a speed option, not part of a run's key.
 
-Captions are tokenised where a batch is built (a worker, or this process without workers): a worker imports open_clip
-anyway for its transform, and open_clip's tokenizer takes about 1 ms a caption (257 ms for a batch of 256 on the
-2-core machine), time the training loop would otherwise wait for. A script that trains with workers needs the
-``if __name__ == "__main__":`` guard, as any spawning program does (a spawned worker imports the script's main module).
+Captions are tokenised once per run, when the source opens (a token row depends on its caption alone; open_clip's
+tokenizer takes ~0.12 ms a caption, which every epoch would pay again), and the int32 rows travel with the dataset to
+workers instead of the caption strings. The transform's to-tensor and Normalize steps run once per batch on the
+stacked uint8 images, with the same element-wise arithmetic (`split_at_tensor`). A script that trains with workers
+needs the ``if __name__ == "__main__":`` guard, as any spawning program does (a spawned worker imports the script's
+main module).
 
 Slot for a GPU decode backend (not implemented: there are no GPU figures to justify one yet). It would be a second
 `DataSource` that decodes JPEGs on the GPU (nvJPEG through ``torchvision.io.decode_jpeg(..., device="cuda")``, or
@@ -30,6 +32,7 @@ CPU-decoded ones: choosing it would be a key option, unlike `workers`.
 from __future__ import annotations
 
 import io
+import mmap
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.transforms import Compose, PILToTensor
 
 from tailstudy.items import ItemIndex, epoch_order, item_seed, num_batches
 
@@ -65,12 +69,13 @@ class DataSource(Protocol):
 
 class ShardBatches(IterableDataset):
     """The batches of one epoch per iteration (the module's rule): what each DataLoader worker unpickles and runs.
-    `tokenize`: captions -> token tensor (text learners), called in the process that builds the batch."""
+    `tokens`: every item's caption tokenised (text learners), one row per item."""
 
     def __init__(self, index: ItemIndex, transform: Callable, batch_size: int, shuffle: bool = True,
-                 tokenize: Callable | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world: int = 1):
-        self.index, self.transform, self.batch_size, self.shuffle = index, transform, batch_size, shuffle
-        self.tokenize, self.seed, self.epoch, self.rank, self.world = tokenize, seed, epoch, rank, world
+                 tokens: torch.Tensor | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world: int = 1):
+        self.index, self.batch_size, self.shuffle = index, batch_size, shuffle
+        self.per_image, self.per_batch = split_at_tensor(transform)
+        self.tokens, self.seed, self.epoch, self.rank, self.world = tokens, seed, epoch, rank, world
 
     def __len__(self) -> int:
         return num_batches(len(self.index), self.batch_size, self.shuffle)
@@ -103,20 +108,22 @@ class ShardBatches(IterableDataset):
                 f.close()
 
     def batch(self, items: np.ndarray, files: dict) -> dict:
-        ix, rows = self.index, items.tolist()
-        out = {"images": torch.stack([self.transform(self.image(i, files)) for i in rows]),
-               "labels": torch.from_numpy(ix.label[items]), "items": torch.from_numpy(items)}
-        if self.tokenize is not None:
-            out["tokens"] = self.tokenize([ix.caption[i] for i in rows])
+        images = torch.stack([self.per_image(self.image(i, files)) for i in items.tolist()])
+        if self.per_batch is not None:  # the transform's to-tensor and Normalize, on the whole batch at once
+            images = self.per_batch(images.float().div_(255))
+        out = {"images": images, "labels": torch.from_numpy(self.index.label[items]), "items": torch.from_numpy(items)}
+        if self.tokens is not None:
+            out["tokens"] = self.tokens[torch.from_numpy(items)].long()
         return out
 
     def image(self, i: int, files: dict) -> Image.Image:
         shard = int(self.index.shard[i])
-        f = files.get(shard)
-        if f is None:
-            f = files[shard] = open(self.index.shards[shard], "rb")
-        f.seek(int(self.index.offset[i]))
-        img = Image.open(io.BytesIO(f.read(int(self.index.size[i]))))
+        data = files.get(shard)
+        if data is None:  # the shard mapped read-only: an image is a slice of it, no seek and read per image
+            with open(self.index.shards[shard], "rb") as f:
+                data = files[shard] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        start = int(self.index.offset[i])
+        img = Image.open(io.BytesIO(data[start:start + int(self.index.size[i])]))
         # RGB before the transform, as webdataset's "pilrgb" decoding that open_clip_train uses (PIL would resize a
         # palette image with nearest-neighbour sampling, whatever the transform asks)
         return img if img.mode == "RGB" else img.convert("RGB")
@@ -129,7 +136,9 @@ class ShardSource:
     def __init__(self, index: ItemIndex, transform: Callable, batch_size: int, workers: int, shuffle: bool = True,
                  tokenize: Callable | None = None, pin: bool = False):
         self.index, self.transform, self.batch_size, self.workers = index, transform, batch_size, workers
-        self.shuffle, self.tokenize, self.pin = shuffle, tokenize, pin
+        self.shuffle, self.pin = shuffle, pin
+        # captions are tokenised once per run, not once per epoch (each token row depends on its caption alone)
+        self.tokens = tokenize_all(tokenize, index.caption) if tokenize is not None else None
         self._loader: DataLoader | None = None
         self._next: tuple | None = None  # (epoch, seed, rank, world) the open loader's next iteration yields
 
@@ -140,7 +149,7 @@ class ShardSource:
     def batches(self, epoch: int, seed: int = 0, rank: int = 0, world: int = 1) -> DataLoader:
         if self._loader is None or self._next != (epoch, seed, rank, world):
             self.close()
-            dataset = ShardBatches(self.index, self.transform, self.batch_size, self.shuffle, self.tokenize, seed,
+            dataset = ShardBatches(self.index, self.transform, self.batch_size, self.shuffle, self.tokens, seed,
                                    epoch, rank, world)
             self._loader = make_loader(dataset, self.workers, self.pin)
         self._next = (epoch + 1, seed, rank, world)
@@ -151,6 +160,22 @@ class ShardSource:
         if hasattr(running, "_shutdown_workers"):  # they stop now rather than when the loader is collected
             running._shutdown_workers()
         self._loader = self._next = None
+
+
+def tokenize_all(tokenize: Callable, captions: list[str], chunk: int = 4096) -> torch.Tensor:
+    """Every caption's token row (int32: half the memory of the tokenizer's int64; the batch restores it)."""
+    return torch.cat([tokenize(captions[i:i + chunk]).to(torch.int32) for i in range(0, len(captions), chunk)])
+
+
+def split_at_tensor(transform) -> tuple[Callable, Callable | None]:
+    """open_clip's transform as (per image, per batch): its steps up to the to-tensor step on each PIL image, ending in
+    a uint8 tensor, then to-tensor's float conversion and its Normalize on the stacked batch -- the same arithmetic,
+    element by element, without two tensor operations per image. Any other transform runs whole, per image."""
+    steps = list(getattr(transform, "transforms", []))
+    names = [type(step).__name__ for step in steps]
+    if len(steps) < 2 or names[-2] not in ("MaybeToTensor", "ToTensor") or names[-1] != "Normalize":
+        return transform, None
+    return Compose([*steps[:-2], PILToTensor()]), steps[-1]
 
 
 def make_loader(dataset: ShardBatches, workers: int, pin: bool = False) -> DataLoader:

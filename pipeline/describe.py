@@ -85,27 +85,6 @@ def concept_descriptiveness(matches: pa.Table, captions: pa.Table, vocab: Vocabu
     return pa.Table.from_pylist(rows)
 
 
-def index_and_describe(ws, captions: str | Path, vocab_ref: str, results: dict, caption_col: str | None = None,
-                       id_col: str | None = None, force: bool = False, url_col: str | None = None,
-                       hash_col: str | None = None) -> dict:
-    """What ``tailstudy match --index`` adds after matching: the index stage, then the describe stage (both in
-    pipeline/stages/); `results` = match_captions's artifacts."""
-    from tailstudy.matching.inputs import input_digest, resolve_sources
-    from tailstudy.stages import Node, run_local
-    from tailstudy.stages.describe import describe_node
-    from tailstudy.stages.index import index_node
-    from tailstudy.vocab import load_vocab
-
-    freq = results["frequency"].manifest()
-    labels = {k: freq[k] for k in ("corpus", "vocab", "method")}
-    sources = resolve_sources(captions, caption_col, id_col, url_col, hash_col)
-    index = index_node(sources, input_digest(sources), labels["corpus"])
-    match = Node("match", label=labels["method"], key=results["match"].key)  # built already
-    describe = describe_node(match, index, load_vocab(vocab_ref), labels)
-    built = run_local(ws, [describe], lambda node: force and node.stage in ("index", "describe"))
-    return {"index": built["index"], "describe": built["describe"]}
-
-
 def pick_by_descriptiveness(texts: list[str], most: bool) -> str:
     """Of a sample's caption fields (caption, title, tags, description), the one with the most (or fewest) normalised
     words; empty fields are skipped, the first wins a tie, all empty -> ''."""

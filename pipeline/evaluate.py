@@ -4,27 +4,17 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import torch
+
+from tailstudy.curate import select_concepts
 from tailstudy.data_eval import stream_predictor
 from tailstudy.stats import spearman
-
-EVALUATE_VERSION = 4  # 4: CLIP also scored with its captions' own prompt (top1_caption_prompt); 3: fixed eval class
-# list, rho vs corpus frequency, per-class NC, NaN -> null
-
-
-def prompt_templates(kind: str) -> list:
-    """'templates': the 80 OpenAI ImageNet prompts, averaged per class; 'a_cname': the single prompt "a {name}";
-    any other kind is one pattern with '{}' for the name (a level's caption prompt, e.g. "{}.")."""
-    if kind == "templates":
-        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-        return list(OPENAI_IMAGENET_TEMPLATES)
-    pattern = "a {}" if kind == "a_cname" else kind
-    return [lambda name: pattern.format(name)]
+from tailstudy.variants import prompt_templates
 
 
 @torch.no_grad()
 def encode_class_names(learner, class_names: list[str], prompts: str):
-    """What a learner needs to score these classes (CLIP: one text embedding per class, its prompts averaged)."""
+    """What a learner needs to score these classes (CLIP: one text embedding per class, its prompts averaged over
+    `prompts`: a kind of tailstudy.variants.prompt_templates)."""
     learner.eval()
     templates = prompt_templates(prompts)
     return learner.encode_classes([[t(name) for t in templates] for name in class_names])
@@ -32,8 +22,6 @@ def encode_class_names(learner, class_names: list[str], prompts: str):
 
 def evaluation_classes(targets: list[int], choice, names: dict[int, str]) -> list[int]:
     """The study's fixed evaluation class list (`evaluate.classes`): all targets, a named list, or class names."""
-    from tailstudy.curate import select_concepts
-
     return select_concepts(targets, choice, names, seed=0)
 
 
@@ -59,7 +47,7 @@ def evaluate_learner(learner, images, concepts: np.ndarray, eval_ids: list[int],
     by name, as the paper evaluates CLIP; a supervised learner scores the evaluation classes its head has, and images
     of the others count as wrong. -> (per-class table over eval_ids, run metrics).
 
-    `caption_prompt`: the prompt the run's own captions wrap each class name in (`tailstudy.curate.caption_prompt`).
+    `caption_prompt`: the prompt the run's own captions wrap each class name in (`tailstudy.variants.caption_prompt`).
     A zero-shot learner is also scored with it (`top1_caption_prompt`): a top-1 well above the `prompts` one means
     those prompts are out of distribution for this text tower, and its results reflect the prompts, not the data."""
     scored = [names[c] for c in (eval_ids if learner.zero_shot else learner_ids)]
@@ -273,7 +261,7 @@ def per_class_arrow(run_id: str, concept_ids: list[int], names: list[str], per_c
 
 
 def metrics_arrow(labels: dict, metrics: dict[str, float]) -> pa.Table:
-    """One run's metrics row: `labels` (run_id, model, seed, train_key) then every metric as a nullable double."""
+    """One run's metrics row: `labels` (run_id, kind, seed, train_key) then every metric as a nullable double."""
     return pa.table({**{k: [v] for k, v in labels.items()}, **{k: _floats([v]) for k, v in metrics.items()}})
 
 

@@ -85,41 +85,41 @@ def acc_vs_freq_figure(per_class: pd.DataFrame) -> tuple[bytes, list[str]]:
     frequency, a binned trend line and Spearman's ρ. Runs shared by two levels (same evaluated run) are drawn once,
     in the first level's panel; the other panel names where they are, and a level whose runs are all drawn elsewhere
     gets no panel (it would be an empty plot): the notes say where its runs are. -> (PNG, notes on shared runs)."""
-    models = list(dict.fromkeys(per_class["model"]))
-    colours = dict(zip(models, plt.cm.tab10(np.arange(len(models)) % 10)))
+    learners = list(dict.fromkeys(per_class["learner"]))
+    colours = dict(zip(learners, plt.cm.tab10(np.arange(len(learners)) % 10)))
     drawn: dict[frozenset, str] = {}
     notes = []
-    plan: dict[str, list] = {}  # level -> [(model, its rows or None when drawn elsewhere, the level drawn in)]
+    plan: dict[str, list] = {}  # level -> [(learner, its rows or None when drawn elsewhere, the level drawn in)]
     for cell in dict.fromkeys(per_class["cell"]):
         plan[cell] = []
-        for model in models:
-            part = per_class[(per_class.cell == cell) & (per_class.model == model)]
+        for learner in learners:
+            part = per_class[(per_class.cell == cell) & (per_class.learner == learner)]
             if part.empty:
                 continue
             runs = frozenset(part.run_id)
             if runs in drawn:
-                notes.append(f"{cell} / {model}: the same training runs as {drawn[runs]} (drawn there)")
-                plan[cell].append((model, None, drawn[runs]))
+                notes.append(f"{cell} / {learner}: the same training runs as {drawn[runs]} (drawn there)")
+                plan[cell].append((learner, None, drawn[runs]))
             else:
                 drawn[runs] = cell
-                plan[cell].append((model, part, cell))
+                plan[cell].append((learner, part, cell))
     cells = [cell for cell, entries in plan.items() if any(part is not None for _, part, _ in entries)]
     cols = min(3, len(cells))
     rows = -(-len(cells) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.5 * rows), sharey=True, squeeze=False)
     for ax, cell in zip(axes.flat, cells):
-        for model, part, where in plan[cell]:
+        for learner, part, where in plan[cell]:
             if part is None:
-                ax.plot([], [], " ", label=f"{model}: same runs as {where}")
+                ax.plot([], [], " ", label=f"{learner}: same runs as {where}")
                 continue
             means = _class_means(part)
             freq = np.maximum(means.train_count.to_numpy(float), 1)
             acc = means.acc.to_numpy(float)
             rho = spearmanr(freq, acc)[0] if len(np.unique(freq)) > 1 else float("nan")
-            ax.scatter(freq, acc, s=10, alpha=0.45, color=colours[model])
+            ax.scatter(freq, acc, s=10, alpha=0.45, color=colours[learner])
             tx, ty = binned_trend(freq, acc)
-            ax.plot(tx, ty, "-o", color=colours[model], markersize=3, linewidth=1.5,
-                    label=f"{model}: ρ = {'n/a' if np.isnan(rho) else f'{rho:.2f}'}")
+            ax.plot(tx, ty, "-o", color=colours[learner], markersize=3, linewidth=1.5,
+                    label=f"{learner}: ρ = {'n/a' if np.isnan(rho) else f'{rho:.2f}'}")
         ax.set_xscale("log")
         ax.set_title(cell, fontsize=9)
         ax.set_xlabel("training samples of the class", fontsize=8)
@@ -137,15 +137,15 @@ def by_level_figure(summary: pd.DataFrame) -> bytes:
     """ρ(freq, predictions) and top-1 per factor level and learner, with seed spread as error bars."""
     summary = summary.assign(cell=summary.factor + "=" + summary.level)
     cells = list(dict.fromkeys(summary.cell))
-    models = list(dict.fromkeys(summary.model))
+    learners = list(dict.fromkeys(summary.learner))
     fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.3 * len(cells) * 2), 3.8))
-    width = 0.8 / max(1, len(models))
+    width = 0.8 / max(1, len(learners))
     x = np.arange(len(cells))
     for ax, metric, title in ((axes[0], "rho_pred", "ρ(train frequency, predictions)"), (axes[1], "top1", "top-1")):
-        for i, model in enumerate(models):
-            part = summary[summary.model == model].set_index("cell").reindex(cells)
+        for i, learner in enumerate(learners):
+            part = summary[summary.learner == learner].set_index("cell").reindex(cells)
             xs = x + i * width - 0.4 + width / 2
-            ax.bar(xs, part[metric], width, yerr=part[f"{metric}_sd"], label=model, capsize=2)
+            ax.bar(xs, part[metric], width, yerr=part[f"{metric}_sd"], label=learner, capsize=2)
             for xi, value in zip(xs, part[metric]):
                 if np.isnan(value):  # e.g. rho on a balanced subset: every class has the same count
                     ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="grey")

@@ -128,13 +128,11 @@ def caption_coverage(n_captions: int, match_sample_ids: pa.Array) -> dict[str, i
 def rank_frequency_figure(counts: np.ndarray, path: Path, title: str) -> Path:
     """Log-log plot of concept count against rank (non-zero counts), with the fitted Zipf line; a PNG without
     timestamps or version metadata, so the same counts give the same bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # 0.3-0.5 s: only a figure pays it (`tailstudy count` imports this module)
 
     y = np.sort(np.asarray(counts, float)[np.asarray(counts) > 0])[::-1]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100)  # no pyplot: no GUI backend, no global figure list
+    ax = fig.subplots()
     if len(y):
         ranks = np.arange(1, len(y) + 1)
         ax.loglog(ranks, y, marker=".", linestyle="none", markersize=3, label=f"{len(y)} concepts with a match")
@@ -151,6 +149,5 @@ def rank_frequency_figure(counts: np.ndarray, path: Path, title: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
     os.replace(tmp, path)
     return path

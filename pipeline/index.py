@@ -27,6 +27,7 @@ frequencies, not with the corpus.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Iterable
@@ -36,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tailstudy.errors import InputError
 from tailstudy.matching.bag import phrase_lemmas
 from tailstudy.matching.base import Csr, arrow_ints, arrow_strings, numpy_ints, sorted_unique
 from tailstudy.matching.phrase import inflections
@@ -302,26 +304,10 @@ def count(index_dir: Path, phrase: str, bag: bool = False, plurals: bool = False
     return {"count": int(len(rows)), "captions": int(total), "seconds": seconds, "examples": shown}
 
 
-# ---------------------------------------------------------------- stage and look-up
-
-def build_caption_index(ws, captions: str | Path, corpus: str, caption_col: str | None = None,
-                        id_col: str | None = None, force: bool = False, progress=None, url_col: str | None = None,
-                        hash_col: str | None = None):
-    """The index artifact of a caption file or folder (stage ``index``, pipeline/stages/index.py), built or reused."""
-    from tailstudy.matching.inputs import input_digest, resolve_sources
-    from tailstudy.stages import run_node
-    from tailstudy.stages.index import index_node
-
-    sources = resolve_sources(captions, caption_col, id_col, url_col, hash_col)
-    return run_node(ws, index_node(sources, input_digest(sources), corpus), force, progress=progress)
-
+# ---------------------------------------------------------------- look-up
 
 def find_index(ws, corpus: str | None) -> tuple[str, Path]:
     """(corpus name, index directory) of the workspace's index named `corpus` (or its only one)."""
-    import json
-
-    from tailstudy.errors import InputError
-
     found: dict[str, Path] = {}
     for manifest in sorted((ws.root / "index").glob("*/manifest.json")):
         found.setdefault(json.loads(manifest.read_text()).get("corpus", manifest.parent.name), manifest.parent)

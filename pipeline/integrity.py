@@ -25,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import pyarrow.parquet as pq
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 2  # 2: "files" is required and complete
 PARQUET_MAGIC = b"PAR1"
@@ -138,8 +140,6 @@ def artifact_problem(art_dir: Path, stage: str, key: str, full: bool = False) ->
 def records_problem(study_dir: Path, full: bool = False) -> str | None:
     """The first thing wrong with a study's records (studies/<name>/), or None: each Parquet file has its magic bytes
     and a footer that parses (`full`: every row group reads), spec.json is a JSON mapping."""
-    import pyarrow.parquet as pq
-
     for path in sorted(study_dir.glob("*.parquet")):
         problem = parquet_problem(path, path.stat().st_size)
         if problem:

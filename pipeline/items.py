@@ -9,6 +9,7 @@ augmented under the seed (seed, epoch, b).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -88,6 +89,13 @@ def subset_index(corpus_dir: Path, subset_dir: Path, class_ids: list[int]) -> It
             raise InputError(f"{subset_dir / 'subset.parquet'}: sample {sid} is not in {corpus_dir / 'captions.parquet'}")
         wanted.setdefault(key_of[sid], []).append((index_of[label] if label is not None else -1, caption))
     return locate_items([corpus_dir / "shards" / s for s in sorted(shards)], wanted, corpus_dir, with_captions=True)
+
+
+def target_concepts(corpus_dir: Path) -> list[int]:
+    """The synthetic world's targets, or what a real corpus's `targets` rule resolved to when its corpus was built
+    (default: the whole vocabulary)."""
+    name = "world.json" if (corpus_dir / "world.json").is_file() else "targets.json"
+    return sorted(json.loads((corpus_dir / name).read_text())["targets"])
 
 
 def eval_index(corpus_dir: Path, class_ids: list[int]) -> ItemIndex:

@@ -15,12 +15,16 @@ Linux only; elsewhere a no-op.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import packages_distributions
+from pathlib import Path
 
 STARTUP_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 # Prefect's default (20 s) is too short for a first start (it migrates its database) on a loaded machine
@@ -44,9 +48,6 @@ def shadowed_stdlib(folder=None) -> list[str]:
     the standard library (dataclasses 0.6 has no `slots`: pydantic fails on import and the server never answers).
     Everywhere else the standard library comes first. A directory listing (`folder`: Prefect's by default): nothing
     is imported."""
-    import importlib.util
-    from pathlib import Path
-
     if folder is None:
         spec = importlib.util.find_spec("prefect")
         if spec is None or not spec.submodule_search_locations:
@@ -61,8 +62,6 @@ def shadowed_stdlib(folder=None) -> list[str]:
     stems = [s for s in stems if s in sys.stdlib_module_names]
     if not stems:
         return []
-    from importlib.metadata import packages_distributions
-
     owners = packages_distributions()
     return [f"{folder / stem}{'.py' if (folder / f'{stem}.py').exists() else ''} shadows the standard library's "
             f"`{stem}` in Prefect's API server (started with site-packages first on sys.path): run `{sys.executable} "
@@ -185,8 +184,6 @@ def _left_behind(mark: str, seen: dict[int, int], me: int) -> dict[int, int]:
 def _wait_for_exit(parent: int, start: int, me: int) -> dict[int, int]:
     """Block until `parent` is gone (a pidfd wakes us at once; the tree is refreshed every POLL_S meanwhile) -> the
     last tree seen."""
-    import select
-
     seen: dict[int, int] = {}
     try:
         fd = os.pidfd_open(parent)

@@ -6,6 +6,9 @@ import numbers
 import sys
 from enum import Enum
 
+from rich.table import Table
+from rich.text import Text
+
 
 class TableFormat(str, Enum):
     table = "table"
@@ -51,9 +54,6 @@ def print_frame(df, fmt: TableFormat | str, console, title: str | None = None) -
     elif fmt is TableFormat.json:
         sys.stdout.write(df.to_json(orient="records", indent=None) + "\n")
     else:
-        from rich.table import Table
-        from rich.text import Text
-
         # Text, never a str: rich reads a str as markup and emoji codes ("[/x]", ":cross_mark:" are data here)
         table = Table(title=None if title is None else Text(title), show_edge=True)
         for col in df.columns:

@@ -17,4 +17,5 @@ def _shipped(name: str) -> Path:
 
 DATA_DIR = _shipped("data")
 SQL_DIR = _shipped("sql")
+DEPLOY_DIR = _shipped("deploy")  # in a wheel, only prefect.yaml and work-pools/ (what `tailstudy deploy` reads)
 REFERENCE_FREQ_DIR = DATA_DIR / "reference" / "freqs"

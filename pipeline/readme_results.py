@@ -46,7 +46,7 @@ def study_results(workspace: Path, study: str) -> tuple[pd.DataFrame, pd.DataFra
         art = workspace / "evaluate" / run.run_id
         if not (art / "metrics.parquet").is_file():
             continue  # a run not evaluated yet
-        labels = {"factor": run.factor, "level": run.level, "model": run.model, "seed": run.seed,
+        labels = {"factor": run.factor, "level": run.level, "learner": run.learner, "seed": run.seed,
                   **{k: getattr(run, k) for k in ("kind", "options") if hasattr(run, k)}}
         row = pq.read_table(art / "metrics.parquet").to_pylist()[0]
         metrics.append({**row, **labels})
@@ -67,9 +67,9 @@ def results_markdown(run_metrics: pd.DataFrame, per_class: pd.DataFrame) -> str:
     """The generated block: results per (level, learner) and the claims' verdicts."""
     lines = ["| level | learner | seeds | " + " | ".join(label for _, label in SHOWN) + " |",
              "|---|---|---|" + "---|" * len(SHOWN)]
-    for (factor, level, model), part in run_metrics.groupby(["factor", "level", "model"], sort=False):
+    for (factor, level, learner), part in run_metrics.groupby(["factor", "level", "learner"], sort=False):
         cells = [_mean_sd(part[m].astype(float)) if m in part else "–" for m, _ in SHOWN]
-        lines.append(f"| {factor} = {level} | {model} | {part['seed'].nunique()} | " + " | ".join(cells) + " |")
+        lines.append(f"| {factor} = {level} | {learner} | {part['seed'].nunique()} | " + " | ".join(cells) + " |")
     claims = claims_table(run_metrics, per_class)
     lines += ["", "| claim (Wen et al. 2024) | compares | metric | effect [95% CI] | paper | seeds (needed) | verdict |",
               "|---|---|---|---|---|---|---|"]

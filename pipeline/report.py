@@ -22,9 +22,9 @@ PROMPT_GAP = 0.1  # CLIP's top-1 with the evaluation prompts more than 10% below
 
 
 def summarise(run_metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds per (factor, level, model)."""
+    """Mean and standard deviation over seeds per (factor, level, learner)."""
     run_metrics = run_metrics.reindex(columns=[*dict.fromkeys([*run_metrics.columns, *SUMMARY_METRICS])])
-    grouped = run_metrics.groupby(["factor", "level", "model"], sort=False)
+    grouped = run_metrics.groupby(["factor", "level", "learner"], sort=False)
     mean = grouped[SUMMARY_METRICS].mean()
     std = grouped[SUMMARY_METRICS].std(ddof=0).add_suffix("_sd")
     out = mean.join(std).reset_index()
@@ -107,7 +107,7 @@ def prompt_warnings(summary: pd.DataFrame) -> list[str]:
     for row in summary.itertuples(index=False):
         own = getattr(row, "top1_caption_prompt", float("nan"))
         if own == own and own > 0 and row.top1 < (1 - PROMPT_GAP) * own:
-            out.append(f"{row.factor}={row.level}/{row.model}: top-1 {row.top1:.3f} with the evaluation prompts but "
+            out.append(f"{row.factor}={row.level}/{row.learner}: top-1 {row.top1:.3f} with the evaluation prompts but "
                        f"{own:.3f} with its own captions' prompt: the prompts are out of distribution for this text "
                        "tower, so its results reflect the prompts more than the data.")
     return out
@@ -125,7 +125,7 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
     for fig in figs:
         (out / "figures" / f"{fig.name}.png").write_bytes(fig.png)
     summary.to_csv(out / "summary.csv", index=False)
-    shown = summary[["factor", "level", "model", "seeds", "top1", "top1_sd", "top1_caption_prompt", "rho_acc",
+    shown = summary[["factor", "level", "learner", "seeds", "top1", "top1_sd", "top1_caption_prompt", "rho_acc",
                      "rho_pred", "rho_pred_sd", "rho_pred_corpus", "head_acc", "tail_acc", "nc1", "nc2"]]
     stats = pd.DataFrame([dict(corpus_stats)])
     intro = (f"{run_count_line(run_metrics)}. ρ is Spearman's rank correlation between a class's training frequency "

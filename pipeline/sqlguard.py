@@ -33,7 +33,9 @@ from pathlib import Path
 
 import duckdb
 
+from tailstudy.env import available_memory, usable_cores
 from tailstudy.errors import InputError
+from tailstudy.paths import SQL_DIR
 from tailstudy.store import Workspace
 
 DEFAULT_ROW_LIMIT = 1000  # table output
@@ -44,6 +46,29 @@ SESSION_FUNCTIONS = frozenset({
     "enable_profiling", "disable_profiling", "enable_logging", "disable_logging", "truncate_duckdb_logs",
     "checkpoint", "force_checkpoint", "query", "query_table", "json_execute_serialized_sql", "read_duckdb"})
 READS = ("SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT")
+QUERIES_DIR = SQL_DIR / "queries"
+
+
+def named_queries() -> list[str]:
+    return sorted(p.stem for p in QUERIES_DIR.glob("*.sql"))
+
+
+def resolve_query(text: str) -> str:
+    """`@name` -> the documented query sql/queries/name.sql; anything else is SQL as given. Only a shipped query's
+    bare name is looked up (no path, no `..`): never any other .sql file."""
+    if not text.startswith("@"):
+        return text
+    name, known = text[1:].strip().removesuffix(".sql"), named_queries()
+    if name not in known:
+        raise InputError(f"{text}: no such documented query (known: {', '.join(known)})")
+    return (QUERIES_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def use_workspace(con: duckdb.DuckDBPyConnection, ws: Workspace) -> duckdb.DuckDBPyConnection:
+    """Resolve the views' relative paths against the workspace, wherever it now lies (DuckDB's file_search_path)."""
+    quoted = ws.root.as_posix().replace("'", "''")
+    con.execute(f"SET file_search_path = '{quoted}'")
+    return con
 
 
 @dataclass(frozen=True)
@@ -68,16 +93,7 @@ def allowed_directories(ws: Workspace) -> list[str]:
 
 
 def default_memory() -> int:
-    from tailstudy.preflight import available_memory
-
     return max(MIN_MEMORY, min(available_memory(), 1 << 50) // 2)
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def _functions(node, found: set[str]) -> set[str]:
@@ -138,14 +154,12 @@ def _quoted(text: str) -> str:
 
 def connect_guarded(ws: Workspace, limits: Limits = Limits(), temp_dir: str | None = None) -> duckdb.DuckDBPyConnection:
     """The catalog, read-only, fenced to the workspace, bounded in memory and threads, its configuration locked."""
-    from tailstudy.catalog import use_workspace
-
     path = ws.catalog_path
     if not path.is_file():
         raise InputError(f"{path}: no catalog yet (run a study, or `tailstudy catalog` to build it)")
     memory = limits.memory or default_memory()
     config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false",
-              "allow_community_extensions": "false", "threads": str(limits.threads or default_threads()),
+              "allow_community_extensions": "false", "threads": str(limits.threads or usable_cores()),
               "memory_limit": f"{memory}B", "temp_directory": temp_dir or "",
               "max_temp_directory_size": f"{memory}B"}
     try:
@@ -161,30 +175,37 @@ def connect_guarded(ws: Workspace, limits: Limits = Limits(), temp_dir: str | No
     return con
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, box: dict) -> None:
+def _run(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, box: dict, done: threading.Event) -> None:
     try:
         relation = con.sql(sql)  # a SELECT: a relation, so the row limit is part of the plan (LIMIT rows)
         box["df"] = (relation.limit(rows) if rows is not None else relation).df()
     except BaseException as err:  # noqa: BLE001 -- handed to the waiting thread
         box["error"] = err
+    finally:
+        done.set()
 
 
 def _execute(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, seconds: float):
     """Run in a worker thread; interrupt DuckDB when the time is up or on Ctrl-C (the main thread stays in Python, so
     it gets the signal)."""
     box: dict = {}
-    worker = threading.Thread(target=_run, args=(con, sql, rows, box), daemon=True, name="tailstudy-sql")
+    # Ctrl-C lands in an Event's wait, never in worker.join(): a join it interrupted reports the thread ended while the
+    # thread is still inside DuckDB (CPython). The join after it lets the worker release DuckDB's objects before the
+    # connection closes: a process that exits with DuckDB still working in a thread aborts ("terminate called ...").
+    done = threading.Event()
+    worker = threading.Thread(target=_run, args=(con, sql, rows, box, done), daemon=True, name="tailstudy-sql")
     worker.start()
     try:
-        worker.join(seconds)
+        finished = done.wait(seconds)
     except KeyboardInterrupt:
         con.interrupt()
         worker.join(10)
         raise
-    if worker.is_alive():
+    if not finished:
         con.interrupt()
         worker.join(10)
         raise InputError(f"SQL: stopped after {seconds:g} s (--timeout SECONDS to allow more)")
+    worker.join()
     if "error" in box:
         raise box["error"]
     return box["df"]
@@ -193,8 +214,6 @@ def _execute(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, seconds
 def guarded_query(ws: Workspace, sql: str, limits: Limits = Limits()):
     """Run one read-only query on the catalog -> pandas DataFrame (at most `limits.rows` rows); every refusal or SQL
     error is one InputError."""
-    from tailstudy.catalog import resolve_query
-
     shipped = sql.startswith("@")
     sql = resolve_query(sql)
     temp_dir = tempfile.mkdtemp(prefix="tailstudy-sql-")  # DuckDB's spill files: never in the workspace

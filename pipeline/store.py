@@ -6,11 +6,13 @@ artifacts (never paths), so the same inputs always land in the same directory: `
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +21,10 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from tailstudy.errors import InputError
+from tailstudy.integrity import MANIFEST_FORMAT, artifact_problem, fsync_dir, read_manifest, record_files, records_problem
+from tailstudy.locks import file_lock, is_free, stderr_say
 
 MANIFEST = "manifest.json"
 KEY_LENGTH = 16
@@ -61,17 +67,37 @@ class Artifact:
     label: str = ""
 
     def manifest(self) -> dict[str, Any]:
-        from tailstudy.integrity import read_manifest
-
         found, problem = read_manifest(self.path, self.stage, self.key)
         if problem:
-            from tailstudy.errors import InputError
-
             raise InputError(problem)
         return found
 
 
 TEMP_NAME = re.compile(r"^\.(?:tmp|old)-(?P<key>.+)-[0-9a-f]+$")
+DEFAULT_WORKSPACE = "workspace"
+
+
+def workspace_path(path: str | Path | None = None) -> Path:
+    """The workspace a command or an entry flow means: `path`, else $TAILSTUDY_WORKSPACE, else ./workspace."""
+    return Path(path or os.environ.get("TAILSTUDY_WORKSPACE") or DEFAULT_WORKSPACE)
+
+
+def check_workspace(root: str | Path) -> Path:
+    """The workspace is a directory this process can write (created when missing) -> its resolved path."""
+    path = Path(root).resolve()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: the workspace path is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{path}: cannot create the workspace ({err.strerror})") from None
+    probe = path / f".write-probe-{os.getpid()}"
+    try:  # a real write: os.access says yes to root on a read-only mount
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"{path}: the workspace is not writable ({err.strerror})") from None
+    return path
 
 
 class Workspace:
@@ -94,14 +120,10 @@ class Workspace:
         problem = self.problem(stage, key)
         if problem and (stage, key) not in self._reported:
             self._reported.add((stage, key))
-            from tailstudy.locks import stderr_say
-
             stderr_say(f"corrupt artifact {stage}/{key}: {problem}; it will be rebuilt")
         return problem is None
 
     def problem(self, stage: str, key: str, full: bool = False) -> str | None:
-        from tailstudy.integrity import artifact_problem
-
         return artifact_problem(self.root / stage / key, stage, key, full)
 
     def scratch_dir(self, stage: str, key: str, fresh: bool = False) -> Path:
@@ -115,9 +137,6 @@ class Workspace:
 
     def lock(self, timeout: float | None = None, say=None):
         """The workspace lock, held by a run (or match / ingest) from start to end: a second one waits for it."""
-        from tailstudy.locks import file_lock
-        from tailstudy.preflight import check_workspace
-
         check_workspace(self.root)  # a file or a read-only directory: one line before any work
         return self._locked(file_lock(self.root / ".lock", f"workspace {self.root}", timeout, say))
 
@@ -129,8 +148,6 @@ class Workspace:
 
     def artifact_lock(self, stage: str, key: str):
         """Held while an artifact is built (and its work directory used): one builder per artifact at a time."""
-        from tailstudy.locks import file_lock, stderr_say
-
         return file_lock(self.lock_path(stage, key), f"artifact {stage}/{key}", None, stderr_say)
 
     def lock_path(self, stage: str, key: str) -> Path:
@@ -145,8 +162,6 @@ class Workspace:
         The caller fills the yielded directory and may add entries to ``manifest``; on any exception the temp
         directory is removed and no artifact appears. With ``replace`` an existing artifact is swapped out.
         """
-        from tailstudy.integrity import MANIFEST_FORMAT, fsync_dir, record_files
-
         final = self.root / stage / key
         tmp = self.root / stage / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
@@ -200,8 +215,6 @@ class Workspace:
 
     def record_problems(self, full: bool = False) -> list[str]:
         """What is wrong with the study records (studies/<name>/): one line per corrupt study."""
-        from tailstudy.integrity import records_problem
-
         studies = self.root / "studies"
         found = [records_problem(d, full) for d in sorted(studies.iterdir()) if d.is_dir()] if studies.is_dir() else []
         return [p for p in found if p]
@@ -222,8 +235,6 @@ class Workspace:
         - elsewhere (the workspace's own files, studies/, specs/): temp files whose writer, named in the file name
           (host, pid), is gone -- the catalog's ``.catalog-*.duckdb`` and every ``.NAME.*.tmp`` of the writers here
           (see `temp_path`); untagged ones of older versions once they are an hour old."""
-        from tailstudy.locks import is_free
-
         removed = 0
         if not self.root.is_dir():
             return removed
@@ -259,8 +270,6 @@ LEGACY_AGE_S = 3600
 
 def writer_tag() -> str:
     """<host>-<pid> of this process: a temp file's name says who writes it, so a cleaner can tell a dead writer's."""
-    import socket
-
     return f"{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]}-{os.getpid()}"
 
 
@@ -288,8 +297,6 @@ def _writer_gone(path: Path) -> bool:
 
 def is_disk_full(err: BaseException) -> bool:
     """ENOSPC (or EDQUOT) from Python, or torch.save's C++ writer failing on a full disk."""
-    import errno
-
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(err)
@@ -305,8 +312,6 @@ def tree_bytes(path: Path) -> int:
 def disk_full_error(path: Path, written: int = 0):
     """The disk holding `path` is full -> one InputError naming its mount point, what is free and what the write that
     failed needed (at least what it had written; that was removed)."""
-    from tailstudy.errors import InputError
-
     mount = Path(path).resolve()
     while not mount.exists() or (not os.path.ismount(mount) and mount != mount.parent):
         mount = mount.parent

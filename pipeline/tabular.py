@@ -8,6 +8,8 @@ from typing import Callable, Iterator, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
 
 from tailstudy.errors import InputError
 
@@ -80,9 +82,6 @@ def check_distinct(path: Path, names: list[str], used: list) -> None:
 
 def read_table(path: Path, fmt: str, header: bool, column_names: list[str]) -> pa.Table:
     """A whole Parquet / CSV / TSV / JSON-lines file as a table; CSV/TSV without a header take `column_names`."""
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
-
     if fmt == "parquet":
         return pq.read_table(path)
     if fmt in ("csv", "tsv"):
@@ -94,3 +93,14 @@ def read_table(path: Path, fmt: str, header: bool, column_names: list[str]) -> p
             parse_options=parse, convert_options=convert), 1 << 24)
     return read_growing(lambda block: pajson.read_json(path, read_options=pajson.ReadOptions(block_size=block)),
                         1 << 20)
+
+
+def check_id_type(path: Path, column: str | None, dtype) -> None:
+    """Sample ids are text or integers (a list or struct column cannot identify a sample)."""
+    if column is None or dtype is None:
+        return
+    if pa.types.is_dictionary(dtype):  # a pandas category: its values are the ids
+        dtype = dtype.value_type
+    if not (pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_integer(dtype)
+            or pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype)):
+        raise InputError(f"{path}: id column {column!r} holds {dtype}, not text or integers")

@@ -1,25 +1,30 @@
 """One training loop for every learner: seeded, device-agnostic, checkpointed each epoch and resumable."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 import os
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
+from tailstudy.env import usable_cores
 from tailstudy.items import num_batches
 from tailstudy.models import learner_kwargs, make_learner, reads_captions
 from tailstudy.spec import TrainSpec
+from tailstudy.store import disk_full_error, is_disk_full, temp_path
 
-# 4: AdamW as open_clip sets it up (no decay on gains, biases, logit scales: `decays`), weight decay 0.2 by default,
-# sampled vocabularies drawn by frequency (`linear`) by default, frozen heads (text_head) (issue 22); one batch path
-# (issue 24): open_clip's transforms applied per image in a DataLoader, so input batches are contiguous NCHW (the
-# replica path handed the model channels-last views: other kernels, other roundings), same items and crops.
-# 3: streamed from shards, open_clip transforms (augmentation), max_steps; 2: logit scales init 1/0.07, capped at 100
-TRAIN_VERSION = 4
+try:
+    import psutil  # in the lock (via dask distributed), not a declared dependency: without it, workers are left out
+except ImportError:  # pragma: no cover
+    psutil = None
+
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -38,8 +43,6 @@ def distributed_context(device: torch.device) -> tuple[DistributedContext, torch
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistributedContext(), device
-    import torch.distributed as dist
-
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -49,13 +52,6 @@ def distributed_context(device: torch.device) -> tuple[DistributedContext, torch
 
 
 MAX_AUTO_PARALLEL = 4  # training runs at once by default: more would multiply memory for little gain on CPUs
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def cpu_plan(cfg: TrainSpec, jobs: int = 1) -> tuple[int, int]:
@@ -78,8 +74,6 @@ def pick_device(requested: str) -> torch.device:
 
 def _save_atomic(obj: dict, path: Path) -> None:
     """No partial file survives a failed save; a full disk is one line (torch.save says '... unexpected pos ...')."""
-    from tailstudy.store import disk_full_error, is_disk_full, temp_path
-
     tmp = temp_path(path)
     try:
         torch.save(obj, tmp)
@@ -267,8 +261,6 @@ def map_large_blocks(batch_bytes: int) -> None:
     training process ~0.5 GB above its live data. A run whose input batch is large maps blocks of 1 MB and more
     directly, so freed activations go back to the system at once; the page faults that costs are small beside such a
     step. Runs with small inputs keep glibc's default (their short steps would pay the faults every step)."""
-    import ctypes
-
     if batch_bytes < LARGE_BATCH_MB * 2 ** 20:
         return
     try:
@@ -282,9 +274,6 @@ def release_memory() -> None:
     """Hand a finished run's memory back to the system: collect the reference cycles that can still hold its model
     and optimiser, then have glibc return its free heap pages (freed memory otherwise stays with the process, and the
     next stage's peak lands on top of it). A no-op where the C library is not glibc."""
-    import ctypes
-    import gc
-
     gc.collect()
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
@@ -297,12 +286,8 @@ def release_memory() -> None:
 def peak_rss_mb() -> float:
     """High-water RSS of this process plus the current RSS of its child processes (the data workers, which persist
     through the run), in MB."""
-    import resource
-
     total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    try:
-        import psutil  # in the lock (via dask distributed); without it the workers are left out
-    except ImportError:
+    if psutil is None:
         return total / 2 ** 20
     for child in psutil.Process().children(recursive=True):
         try:

@@ -13,9 +13,11 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from tailstudy.arrays import arrow_ints, arrow_list_of_strings, arrow_optional_strings, arrow_repeat
 from tailstudy.errors import InputError
 from tailstudy.paths import DATA_DIR
 from tailstudy.text import normalise
+from tailstudy.yamlfile import load_yaml
 
 VOCAB_DIR = DATA_DIR / "vocab"
 
@@ -43,8 +45,6 @@ class Vocabulary:
 
     def to_table(self) -> pa.Table:
         """The concepts as a table (built through tailstudy.arrays: no pandas import on `tailstudy match`)."""
-        from tailstudy.arrays import arrow_ints, arrow_list_of_strings, arrow_optional_strings, arrow_repeat
-
         concepts = self.concepts
         return pa.table(
             {
@@ -159,8 +159,6 @@ def _read_rows(path: Path) -> list[dict]:
         if suffix == ".json":
             data = json.loads(text) if text.strip() else []
         elif suffix in (".yaml", ".yml"):
-            from tailstudy.yamlfile import load_yaml
-
             data = load_yaml(text, str(path), InputError) or []
         else:
             raise InputError(f"{path}: unsupported vocabulary format (use .csv, .tsv, .json or .yaml)")

@@ -49,7 +49,7 @@ CREATE OR REPLACE VIEW subset_freq AS SELECT NULL::VARCHAR AS subset_key, NULL::
     NULL::VARCHAR AS name, NULL::BIGINT AS count, NULL::INTEGER AS rank, NULL::DOUBLE AS share WHERE false;
 
 CREATE OR REPLACE VIEW runs AS SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS study, NULL::VARCHAR AS factor,
-    NULL::VARCHAR AS level, NULL::VARCHAR AS model, NULL::BIGINT AS seed, NULL::VARCHAR AS subset_key,
+    NULL::VARCHAR AS level, NULL::VARCHAR AS learner, NULL::BIGINT AS seed, NULL::VARCHAR AS subset_key,
     NULL::VARCHAR AS train_key, NULL::VARCHAR AS status WHERE false;
 
 CREATE OR REPLACE VIEW per_class AS SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS concept_id, NULL::VARCHAR AS name,
@@ -58,7 +58,7 @@ CREATE OR REPLACE VIEW per_class AS SELECT NULL::VARCHAR AS run_id, NULL::INTEGE
     NULL::DOUBLE AS nc2_weight WHERE false;
 
 CREATE OR REPLACE VIEW run_metrics AS SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS study, NULL::VARCHAR AS factor,
-    NULL::VARCHAR AS level, NULL::VARCHAR AS model, NULL::BIGINT AS seed, NULL::DOUBLE AS top1, NULL::DOUBLE AS top5,
+    NULL::VARCHAR AS level, NULL::VARCHAR AS learner, NULL::BIGINT AS seed, NULL::DOUBLE AS top1, NULL::DOUBLE AS top5,
     NULL::DOUBLE AS rho_acc, NULL::DOUBLE AS rho_pred, NULL::DOUBLE AS head_acc, NULL::DOUBLE AS mid_acc,
     NULL::DOUBLE AS tail_acc, NULL::DOUBLE AS nc1, NULL::DOUBLE AS nc2, NULL::DOUBLE AS acc_logfreq_slope,
     NULL::DOUBLE AS trimmed_acc, NULL::DOUBLE AS rho_acc_corpus, NULL::DOUBLE AS rho_pred_corpus,

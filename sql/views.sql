@@ -89,10 +89,12 @@ SELECT regexp_extract(filename, '(?:^|/)curate/([^/]+)/subset_freq\.parquet$', 1
        count, rank, share
 FROM read_parquet('curate/*/subset_freq.parquet', filename = true);
 
--- the current runs of every study in the workspace (rewritten on each study run)
+-- the current runs of every study in the workspace (rewritten on each study run). Records written before the learner
+-- column was named `learner` call it `model`: the empty shape gives every file both columns, so either reads
 CREATE OR REPLACE VIEW runs AS
-SELECT run_id, study, factor, level, model AS learner, seed, subset_key, train_key, status
-FROM read_parquet('studies/*/runs.parquet');
+SELECT run_id, study, factor, level, coalesce(learner, model) AS learner, seed, subset_key, train_key, status
+FROM (SELECT * FROM read_parquet('studies/*/runs.parquet', union_by_name = true)
+      UNION ALL BY NAME SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS learner, NULL::VARCHAR AS model WHERE false);
 
 -- per-class evaluation of every run over the study's fixed evaluation classes (evaluate.classes): train_count = the
 -- subset's count (0: not in the subset), corpus_count = the pre-training corpus's natural count; nc1, nc2_mean,
@@ -109,7 +111,7 @@ FROM read_parquet('evaluate/*/per_class.parquet', union_by_name = true);
 -- top-1 with the prompt its own captions use (NULL for supervised learners): far above top1, the evaluation prompts are
 -- out of distribution for that text tower. NULL = undefined, never NaN.
 CREATE OR REPLACE VIEW run_metrics AS
-SELECT r.run_id, r.study, r.factor, r.level, r.model AS learner, r.seed,
+SELECT r.run_id, r.study, r.factor, r.level, r.learner, r.seed,
        nullif(m.top1, 'NaN'::DOUBLE) AS top1, nullif(m.top5, 'NaN'::DOUBLE) AS top5,
        nullif(m.rho_acc, 'NaN'::DOUBLE) AS rho_acc, nullif(m.rho_pred, 'NaN'::DOUBLE) AS rho_pred,
        nullif(m.head_acc, 'NaN'::DOUBLE) AS head_acc, nullif(m.mid_acc, 'NaN'::DOUBLE) AS mid_acc,
@@ -121,7 +123,7 @@ SELECT r.run_id, r.study, r.factor, r.level, r.model AS learner, r.seed,
        nullif(m.rho_nc2_mean_freq, 'NaN'::DOUBLE) AS rho_nc2_mean_freq,
        nullif(m.rho_nc2_weight_freq, 'NaN'::DOUBLE) AS rho_nc2_weight_freq,
        nullif(m.top1_caption_prompt, 'NaN'::DOUBLE) AS top1_caption_prompt
-FROM read_parquet('studies/*/runs.parquet') AS r
+FROM runs AS r
 -- evaluations of an older version have no top1_caption_prompt column: the empty shape adds it (NULL)
 JOIN (SELECT * FROM read_parquet('evaluate/*/metrics.parquet', union_by_name = true)
       UNION ALL BY NAME SELECT NULL::VARCHAR AS run_id, NULL::DOUBLE AS top1_caption_prompt WHERE false) AS m

@@ -168,7 +168,7 @@ def test_bad_workspace(case, command, tmp_path, monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------- a workspace that does not exist (a typo)
-# The rule (flows/cli.py `_workspace`): a workspace named by -w or $TAILSTUDY_WORKSPACE must exist; only the default
+# The rule (flows/cli_common.py `open_workspace`): a workspace named by -w or $TAILSTUDY_WORKSPACE must exist; only the default
 # ./workspace may be created, and only by run, match and ingest. Read-only commands create nothing.
 
 def _command(command: str, tmp_path: Path) -> list[str]:

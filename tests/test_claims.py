@@ -15,7 +15,7 @@ METRICS = ("top1", "rho_acc", "rho_pred", "rho_acc_corpus", "tail_acc")
 
 
 def run(factor, level, learner, seed, kind=None, options=None, **values):
-    row = {"factor": factor, "level": level, "model": learner, "seed": seed, "kind": kind or learner,
+    row = {"factor": factor, "level": level, "learner": learner, "seed": seed, "kind": kind or learner,
            "options": json.dumps(options or {}), **{m: np.nan for m in METRICS}, "top1": 0.5}
     return {**row, **values}
 

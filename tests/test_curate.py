@@ -249,7 +249,7 @@ def test_caption_variants_keep_the_same_rows(w, open_world):
 
 
 def test_the_class_name_is_prefixed_always_only_where_missing_or_never():
-    from tailstudy.curate import with_name
+    from tailstudy.variants import with_name
 
     named, other = "a blurry photo of my Tabby  Cat!", "my cat at home"
     assert with_name(named, "tabby cat", True) == "tabby cat. a blurry photo of my Tabby  Cat!"

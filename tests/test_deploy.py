@@ -1,11 +1,12 @@
 """Deploy and scale out (deploy/, flows/deployments.py, `tailstudy deploy` / `tailstudy submit`).
 
-The server tests start a real `prefect server start` on 127.0.0.1 (a free port, a temporary PREFECT_HOME), create the
-process work pool, run `prefect deploy` with deploy/prefect.yaml, submit a tiny study, and run
-`prefect worker start --run-once`. Every process they start is stopped by PID, with all its descendants, also when a
-test fails. Every HTTP client they start is pointed at a closed port on 127.0.0.1 as its proxy (127.0.0.1 itself
-excepted), so nothing they run reaches an address other than 127.0.0.1 (Prefect's server would otherwise try to fetch
-its collections registry from the internet when a work pool is created).
+The server tests start a real `prefect server start` on 127.0.0.1 (a free port, a temporary PREFECT_HOME), register
+deploy/prefect.yaml's study deployment with `tailstudy deploy` from a folder outside the checkout (which creates the
+process work pool), submit a tiny study, and run `prefect worker start --run-once`. Every process they start is
+stopped by PID, with all its descendants, also when a test fails. Every HTTP client they start is pointed at a closed
+port on 127.0.0.1 as its proxy (127.0.0.1 itself excepted), so nothing they run reaches an address other than 127.0.0.1
+(Prefect's server would otherwise try to fetch its collections registry from the internet when a work pool is
+created).
 
 The static tests check deploy/ without any engine: deploy/prefect.yaml against Prefect's own model and the flows'
 signatures, the Kubernetes manifests and the GPU job template against the Kubernetes API schemas (kubernetes-validate,
@@ -221,12 +222,11 @@ def runs(server):
     runner and with a 2-process local Dask cluster."""
     spec = server.root / "micro.yaml"
     spec.write_text(micro_spec())
-    code, out = server.run([VENV_BIN / "prefect", "work-pool", "create", "tailstudy-process", "--type", "process"],
-                           "pool")
-    assert code == 0, out
-    code, out = server.run([VENV_BIN / "prefect", "deploy", "--prefect-file", PREFECT_YAML, "--name", "study"],
-                           "prefect-deploy")
-    assert code == 0 and "Deployment 'tailstudy-run-study/study' successfully created" in out, out
+    # outside the checkout: module-path entrypoints need none, and the deployment runs where it was registered
+    code, out = server.run([VENV_BIN / "tailstudy", "deploy", "--name", "study"], "tailstudy-deploy-study",
+                           cwd=server.root)
+    assert code == 0 and "work pool tailstudy-process: created" in out, out
+    assert "  deployed tailstudy-run-study/study" in out, out
     ids = {}
     for label, extra in (("default", []), ("dask", ["--task-runner", "dask:2"])):
         code, out = server.run([VENV_BIN / "tailstudy", "submit", spec, "-w", server.root / f"ws-{label}", *extra],
@@ -253,8 +253,10 @@ def test_deployed_study_completes_on_a_process_worker(server, runs):
         flow_run = client.read_flow_run(runs["ids"]["default"])
         deployment = client.read_deployment_by_name("tailstudy-run-study/study")
     assert flow_run.state.is_completed(), (flow_run.state, runs["worker_log"][-3000:])
-    # the process-pool deployment runs the checkout `prefect deploy` ran in
-    assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    # the process-pool deployment runs in the folder `tailstudy deploy` ran in, the flow from the installed package
+    assert deployment.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(server.root)}}]
+    assert deployment.entrypoint == "tailstudy.flows.deployments.study"
 
     ws = runs["ws"]["default"]
     for stage in ("vocab", "corpus", "match", "frequency", "curate", "train", "evaluate", "report"):
@@ -395,12 +397,32 @@ def test_tailstudy_deploy_registers_pools_and_every_deployment(server, runs):
         match_dask = client.read_deployment_by_name("tailstudy-match/match-dask")
     assert gpu_pool.type == "kubernetes"
     assert gpu_pool.base_job_template == json.loads(GPU_TEMPLATE.read_text())
-    assert [(s.schedule.cron, s.active) for s in weekly.schedules] == [("0 3 * * 1", False)]
+    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in weekly.schedules] == [("0 3 * * 1", "UTC", False)]
+    assert weekly.parameters == {"task_runner": "local"} and weekly.work_pool_name == "tailstudy-process"
+    assert weekly.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     assert train_gpu.job_variables == {"gpus": 1} and train_gpu.parameters == {"gpus": 1}
     assert match_dask.job_variables == {"gpus": 0, "node_selector": {}}
+    assert match_dask.parameters == {"task_runner": "tcp://tailstudy-dask-scheduler:8786"}
     for deployment in (train_gpu, match_dask):
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/tailstudy"}}]
+    assert train_gpu.entrypoint == "tailstudy.flows.deployments.train" and "GPU nodes" in train_gpu.description
+    again_code, again = server.run([VENV_BIN / "tailstudy", "deploy", "--gpu"], "tailstudy-deploy-again")
+    assert again_code == 0 and "work pool tailstudy-gpu: exists" in again, again  # an update, not a second copy
+    with server.client() as client:
+        assert [(s.schedule.cron, s.active) for s in
+                client.read_deployment_by_name("tailstudy-run-study/study-weekly").schedules] == [("0 3 * * 1", False)]
+
+    # what tailstudy deploy does not read is refused in one line, before anything is registered
+    custom = server.root / "custom.yaml"
+    for extra, needle in (("    entrypoint: flows/deployments.py:study\n", "is not a tailstudy entry flow"),
+                          ("    entrypoint: tailstudy.flows.deployments.study\n    build: []\n", "build: not read"),
+                          ("    entrypoint: tailstudy.flows.deployments.train\n    parameters: {gpu: 1}\n",
+                           "parameters")):
+        custom.write_text("deployments:\n  - name: custom\n" + extra + "    work_pool: {name: tailstudy-process}\n")
+        code, out = server.run([VENV_BIN / "tailstudy", "deploy", "--prefect-file", custom], "deploy-custom")
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and needle in lines[0], out
 
     # user errors are one line and exit 2
     code, out = server.run([VENV_BIN / "tailstudy", "submit", runs["spec"], "--deployment", "nope"], "submit-nope")
@@ -415,11 +437,11 @@ name: tailstudy-standin
 prefect-version: 3.9.1
 deployments:
   - name: train-standin
-    entrypoint: flows/deployments.py:train
+    entrypoint: tailstudy.flows.deployments.train
     parameters: {gpus: 0}
     work_pool: {name: gpu-standin, work_queue_name: default}
   - name: study-dispatch
-    entrypoint: flows/deployments.py:study
+    entrypoint: tailstudy.flows.deployments.study
     parameters: {task_runner: local, dispatch: tailstudy-train/train-standin}
     work_pool: {name: tailstudy-process, work_queue_name: default}
 """
@@ -497,17 +519,22 @@ def test_prefect_yaml_follows_prefects_model_and_the_flows_signatures():
     from prefect.cli.deploy._models import PrefectYamlModel
     from prefect.flows import load_flow_from_entrypoint
 
-    from tailstudy.flows.cli import GPU_POOL, PROCESS_POOL
+    from tailstudy.flows import server
+    from tailstudy.flows.cli_server import GPU_POOL, PROCESS_POOL
+    from tailstudy.flows.deployments import ENTRY_FLOWS
 
     raw = yaml.safe_load(PREFECT_YAML.read_text())
     model = PrefectYamlModel.model_validate(raw)
     names = [d.name for d in model.deployments]
     assert len(names) == len(set(names)) == len(raw["deployments"])
+    assert server.PREFECT_YAML == PREFECT_YAML  # a checkout reads its own deploy/ (a wheel ships a copy)
+    assert [d["name"] for d in server.read_deployments(PREFECT_YAML)] == names  # tailstudy deploy reads all of it
     in_image = [{"prefect.deployments.steps.set_working_directory": {"directory": "/opt/tailstudy"}}]
     for deployment in model.deployments:
-        path, _, func = deployment.entrypoint.partition(":")
-        assert (REPO / path).is_file(), deployment.entrypoint
-        flow = load_flow_from_entrypoint(f"{REPO / path}:{func}")
+        # a module path, imported from the installed package wherever the worker runs: no file of a checkout
+        assert ":" not in deployment.entrypoint and deployment.entrypoint.startswith("tailstudy.flows.deployments.")
+        flow = load_flow_from_entrypoint(deployment.entrypoint, use_placeholder_flow=False)
+        assert flow in ENTRY_FLOWS.values(), deployment.entrypoint
         flow.validate_parameters(deployment.parameters)  # every parameter exists and has the right type
         assert deployment.work_pool.name in (PROCESS_POOL, GPU_POOL)
         if deployment.work_pool.name == GPU_POOL:
@@ -516,7 +543,7 @@ def test_prefect_yaml_follows_prefects_model_and_the_flows_signatures():
             assert deployment.pull is None and not deployment.work_pool.job_variables, deployment.name
     weekly = next(d for d in model.deployments if d.name == "study-weekly")
     assert [(s.cron, s.active) for s in weekly.schedules] == [("0 3 * * 1", False)]
-    assert (REPO / weekly.parameters["spec"]).is_file()
+    assert "spec" not in weekly.parameters  # the embedded default study: no path that only a checkout has
 
 
 def render_gpu_job(job_variables: dict) -> dict:
@@ -725,12 +752,12 @@ def test_torchrun_launcher():
             check_gpus(2)
 
 
-def test_deploy_and_submit_need_a_server():
-    from typer.testing import CliRunner
-
-    from tailstudy.flows.cli import app
+def test_deploy_and_submit_need_a_server(monkeypatch, capsys):
+    from tailstudy.flows.cli import main
 
     for args in (["deploy"], ["submit"]):  # conftest runs the tests without PREFECT_API_URL
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 2, result.output
-        assert "PREFECT_API_URL" in result.output
+        monkeypatch.setattr(sys, "argv", ["tailstudy", *args])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "PREFECT_API_URL" in err and len(err.strip().splitlines()) == 1, err

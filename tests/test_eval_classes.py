@@ -34,11 +34,11 @@ def results(tmp_path_factory, one_torch_thread):
 
 def test_every_run_is_scored_on_the_same_classes(results):
     _, run_metrics, per_class = results
-    classes = per_class.groupby(["level", "model"])["concept_id"].apply(lambda s: tuple(sorted(s)))
+    classes = per_class.groupby(["level", "learner"])["concept_id"].apply(lambda s: tuple(sorted(s)))
     assert classes.nunique() == 1 and len(classes.iloc[0]) == 12
     narrow = per_class[per_class.level == "6"]
     assert (narrow.train_count > 0).sum() == 2 * 6  # six trained classes per learner, the rest count 0
-    unseen_sl = narrow[(narrow.model == "sl") & (narrow.train_count == 0)]
+    unseen_sl = narrow[(narrow.learner == "sl") & (narrow.train_count == 0)]
     # a supervised learner never predicts a class its head lacks: those images are all wrong
     assert (unseen_sl.pred_count == 0).all() and (unseen_sl.correct == 0).all()
 

@@ -20,14 +20,41 @@ def test_gpu_slots_pin_each_node_to_its_own_device_and_hold_it_until_given_back(
 
 def test_training_nodes_ask_for_a_gpu_on_cuda_and_a_train_slot_on_cpu(tmp_path):
     executor = Executor(Workspace(tmp_path / "ws"), parallel=2, spec_path="x.yaml")  # runs train in child processes
-    for device, needs in (("cuda", {"gpu": 1}), ("cpu", {"train": 1})):
+    for device, needs in (("cuda", {"gpu": 1}), ("cpu", {"parallel": 1})):
         graph = plan_study(parse_spec({"name": "x", "train": {"device": device}}))
         assert {str(executor.needs(n)) for n in graph.of("train")} == {str(needs)}
         assert {str(executor.needs(n)) for n in graph.of("curate")} == {str({"cpu": 1})}
     # training in this process holds its torch RNG: no evaluate (which builds a model, drawing from it) overlaps it
     in_process = Executor(Workspace(tmp_path / "ws"))
-    assert {str(in_process.needs(n)) for n in graph.of("train")} == {str({"train": 1, "torch_rng": 1})}
+    assert {str(in_process.needs(n)) for n in graph.of("train")} == {str({"parallel": 1, "torch_rng": 1})}
     assert {str(in_process.needs(n)) for n in graph.of("evaluate")} == {str({"cpu": 1, "torch_rng": 1})}
     assert {str(executor.needs(n)) for n in graph.of("evaluate")} == {str({"cpu": 1})}
     executor.dispatch = "tailstudy-train/train-gpu"
     assert {str(executor.needs(n)) for n in graph.of("train")} == {str({"dispatch": 1})}
+
+
+def test_the_executor_reads_what_a_stage_declares_and_names_no_stage(tmp_path, monkeypatch):
+    """Isolation, dispatch and the torch RNG come from the stage's declared traits, not from its name."""
+    import ast
+    from pathlib import Path
+
+    import tailstudy.flows.executor as executor_module
+    from tailstudy.stages import REGISTRY, Node, Stage
+
+    class Probe(Stage):
+        name, VERSION = "probe", 1
+        uses_torch_rng, isolated, dispatchable = True, True, True
+
+        def resources(self, node, gpus=0):
+            return {"cpu": 2}
+
+    monkeypatch.setitem(REGISTRY, "probe", Probe())
+    node = Node("probe")
+    in_process, isolating = Executor(Workspace(tmp_path)), Executor(Workspace(tmp_path), parallel=2, spec_path="x")
+    assert in_process.needs(node) == {"cpu": 2, "torch_rng": 1} and in_process.where(Probe()) == "here"
+    assert isolating.needs(node) == {"cpu": 2} and isolating.where(Probe()) == "process"
+    isolating.dispatch = "flow/deployment"
+    assert isolating.needs(node) == {"dispatch": 1} and isolating.where(Probe()) == "flow"
+    strings = {n.value for n in ast.walk(ast.parse(Path(executor_module.__file__).read_text()))
+               if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert strings & set(REGISTRY) == set()

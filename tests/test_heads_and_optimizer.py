@@ -73,8 +73,7 @@ def test_each_process_gets_its_share_of_the_cores(monkeypatch):
     ("full", "where_missing", "{}"), ("title", "where_missing", "{}"),
     ("templates", True, "templates"), ("a_cname", True, "a {}"), ("cname", True, "{}")])
 def test_the_caption_prompt_is_what_the_levels_captions_wrap_each_name_in(caption, prefix, prompt):
-    from tailstudy.curate import caption_prompt, caption_variant
-    from tailstudy.evaluate import prompt_templates
+    from tailstudy.variants import caption_prompt, caption_variant, prompt_templates
 
     assert caption_prompt(caption, prefix) == prompt
     if prompt == "templates":  # template captions are the templates themselves

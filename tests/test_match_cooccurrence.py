@@ -11,9 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tailstudy import catalog
-from tailstudy.describe import index_and_describe
 from tailstudy.matching.reference import NaivePhrase
-from tailstudy.stages import match_captions
+from tailstudy.stages import index_and_describe, match_captions
 from tailstudy.store import Workspace
 from tailstudy.text import normalise
 from tailstudy.vocab import load_vocab

@@ -105,10 +105,10 @@ def test_a_level_whose_runs_are_all_drawn_elsewhere_gets_no_empty_panel():
 
     rng = np.random.default_rng(0)
     rows = []
-    for cell, model, run in (("caption=a_cname", "clip", "r1"), ("caption=a_cname", "sl", "r2"),
-                             ("caption=full", "sl", "r2"), ("caption=full", "clip", "r3"),
-                             ("imbalance=natural", "sl", "r2")):  # sl never reads captions: one run, three levels
-        rows += [{"cell": cell, "model": model, "run_id": run, "concept_id": c, "train_count": 5 * (c + 1),
+    for cell, learner, run in (("caption=a_cname", "clip", "r1"), ("caption=a_cname", "sl", "r2"),
+                               ("caption=full", "sl", "r2"), ("caption=full", "clip", "r3"),
+                               ("imbalance=natural", "sl", "r2")):  # sl never reads captions: one run, three levels
+        rows += [{"cell": cell, "learner": learner, "run_id": run, "concept_id": c, "train_count": 5 * (c + 1),
                   "acc": float(rng.random())} for c in range(6)]
     png, notes = acc_vs_freq_figure(pd.DataFrame(rows))
     with Image.open(io.BytesIO(png)) as img:

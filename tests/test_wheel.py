@@ -1,5 +1,6 @@
 """The wheel is a library install: built from the checkout, installed into a fresh virtualenv, `tailstudy match` and
-`tailstudy run` work from a folder outside the checkout (data and SQL come from the package via importlib.resources).
+`tailstudy run` work from a folder outside the checkout (data and SQL come from the package via importlib.resources),
+and `deploy` / `submit` read the prefect.yaml the wheel ships.
 Its metadata keeps what ordinary resolution would install runnable: img2dataset (which requires the `dataclasses`
 backport that breaks Prefect's server) only in the `ingest` extra, webdataset and pandas capped to tested releases.
 
@@ -97,12 +98,24 @@ def test_wheel_metadata_keeps_the_server_runnable_and_caps_what_the_product_need
     assert core["pandas"].contains("2.3.3") and not core["pandas"].contains("3.0.0")
 
 
-def test_deploy_from_the_wheel_says_in_one_line_that_it_needs_a_checkout(installed):
+def test_deploy_and_submit_from_the_wheel_read_its_own_prefect_yaml(installed):
+    """The wheel ships deploy/prefect.yaml and the GPU pool's job template; its entrypoints are module paths of the
+    installed package. With no server listening (a closed port on 127.0.0.1), `deploy` and `submit --deployment NAME`
+    get as far as the server: the whole file read and checked, the deployment name resolved."""
+    package = Path(run(installed / "venv" / "bin" / "python", "-c", "import tailstudy; print(tailstudy.__file__)",
+                       cwd=installed).stdout.strip()).parent
+    assert (package / "deploy" / "prefect.yaml").read_bytes() == (REPO / "deploy" / "prefect.yaml").read_bytes()
+    assert (package / "deploy" / "work-pools" / "kubernetes-gpu.json").is_file()
     (installed / "elsewhere").mkdir(exist_ok=True)
-    env = {**os.environ, "PREFECT_HOME": _PREFECT_HOME, "PYTHONPATH": "", "PREFECT_API_URL": "http://127.0.0.1:9/api"}
-    done = run(installed / "venv" / "bin" / "tailstudy", "deploy", cwd=installed / "elsewhere", env=env)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and len(lines) == 1 and "need a checkout" in lines[0], done.stderr
+    (installed / "elsewhere" / "mini.yaml").write_text(MINI_SPEC)
+    env = {**os.environ, "PREFECT_HOME": _PREFECT_HOME, "PYTHONPATH": "", "PREFECT_API_URL": "http://127.0.0.1:9/api",
+           "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    for args, needle in ((["deploy"], "cannot reach the Prefect server at http://127.0.0.1:9/api"),
+                         (["submit", "mini.yaml", "--deployment", "study-gpu"],
+                          "cannot submit tailstudy-run-study/study-gpu to http://127.0.0.1:9/api")):
+        done = run(installed / "venv" / "bin" / "tailstudy", *args, cwd=installed / "elsewhere", env=env)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and len(lines) == 1 and needle in lines[0], done.stderr
 
 
 def test_a_module_shadowing_the_standard_library_is_named_with_what_to_run(tmp_path):

@@ -3,17 +3,26 @@ signal handling disabled, and the per-image size cap (download_cap) installed fo
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import multiprocessing
 import os
 import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
+from tailstudy.env import configure_offline_env
+from tailstudy.errors import InputError
+
 SHARD_DIGITS = 5  # img2dataset's oom_shard_count
 
 
-def _offline_env() -> None:
-    from tailstudy.env import configure_offline_env
+def check_img2dataset(what: str) -> None:
+    """URL downloads need img2dataset, an optional dependency (the `ingest` extra; see pyproject.toml for why)."""
+    if importlib.util.find_spec("img2dataset") is None:
+        raise InputError(f"{what} downloads with img2dataset, which is not installed: pip install 'tailstudy[ingest]'")
 
+
+def _offline_env() -> None:
     configure_offline_env()  # NO_ALBUMENTATIONS_UPDATE=1 etc., inherited by img2dataset's spawned processes
     for name, value in (("WANDB_MODE", "disabled"), ("WANDB_SILENT", "true"), ("WANDB_DISABLED", "true")):
         os.environ.setdefault(name, value)
@@ -64,13 +73,9 @@ class _NoSignals:
 def run_img2dataset(url_list: Path, output: Path, cfg, mode: str, log: Optional[Path]) -> None:
     """One img2dataset.download call: webdataset shards of `cfg.image_size` images into `output`."""
     _offline_env()
-    import multiprocessing
+    from tailstudy.corpus.download_cap import capped  # img2dataset: the optional `ingest` extra
 
-    import img2dataset  # noqa: F401  (its package exports a function named `main`, hiding the module)
-
-    from tailstudy.corpus.download_cap import capped
-
-    i2d = sys.modules["img2dataset.main"]
+    i2d = sys.modules["img2dataset.main"]  # its package exports a function named `main`, hiding the module
     real_signal = i2d.signal
     i2d.signal = _NoSignals
     try:
@@ -86,10 +91,8 @@ def run_img2dataset(url_list: Path, output: Path, cfg, mode: str, log: Optional[
             )
     except BaseException:
         # img2dataset joins its logger process only on success; stop the one this call started
-        from img2dataset.logger import LoggerProcess
-
         for child in multiprocessing.active_children():
-            if isinstance(child, LoggerProcess):
+            if isinstance(child, i2d.LoggerProcess):
                 child.terminate()
                 child.join(5)
         raise

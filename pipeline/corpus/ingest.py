@@ -27,11 +27,14 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tailstudy.corpus.download_run import SHARD_DIGITS, run_img2dataset
 from tailstudy.corpus.readers import CAPTION_COLUMNS, STATUS_SCHEMA, UrlList
+from tailstudy.corpus.sources import link_or_copy, status_summary
 from tailstudy.errors import TailstudyError
 from tailstudy.store import atomic_write_text, write_parquet
 
@@ -131,8 +134,6 @@ ATTEMPT_COLUMNS = ["sample_id", "key", "status", "error_message", "width", "heig
 
 def read_attempts(download: Path):
     """Every attempt recorded by a finished shard -> DataFrame (one row per sample per attempt, with its shard)."""
-    import pandas as pd
-
     frames = []
     for shard_id in finished_shards(download):
         table = pq.read_table(download / f"{shard_name(shard_id)}.parquet")
@@ -150,8 +151,6 @@ def read_attempts(download: Path):
 
 def final_attempts(attempts):
     """One row per sample id (the index): its earliest success, else its latest failure; plus `attempts`."""
-    import numpy as np
-
     if attempts.empty:
         return attempts.assign(attempts=0).set_index("sample_id")
     frame = attempts.assign(_ok=attempts["status"] == "success")
@@ -257,21 +256,9 @@ def shard_member_sizes(path: Path, ext: str) -> dict[str, int]:
     return sizes
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    import shutil
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def sample_status(urls: UrlList, cfg, download_dir: Path):
     """One row per input row (DataFrame): its final attempt, or why it has none (invalid URL, never attempted), its
     shard and image size; a success whose image is missing from its tar counts as a failure."""
-    import pandas as pd
-
     final = final_attempts(read_attempts(download_dir))
     frame = urls.table.select(["sample_id", "url"]).to_pandas().join(final, on="sample_id")
     invalid = pd.Series(False, index=frame.index)
@@ -357,17 +344,3 @@ def assemble(urls: UrlList, cfg, work: Path, out: Path, progress=None) -> dict:
     if urls.extra.num_columns > 1:
         write_parquet(urls.extra, out / "metadata.parquet")
     return status_summary(rows)
-
-
-def status_summary(rows: dict[str, list]) -> dict:
-    """Counts for a manifest and the CLI: samples, successes, success rate, failures by kind, bytes."""
-    n = len(rows["sample_id"])
-    ok = sum(1 for s in rows["status"] if s == "success")
-    kinds: dict[str, int] = {}
-    for kind in rows["error_kind"]:
-        if kind:
-            kinds[kind] = kinds.get(kind, 0) + 1
-    return {"samples": n, "success": ok, "success_rate": round(ok / n, 4) if n else 0.0,
-            "errors": dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "bytes": int(sum(b for b in rows["bytes"] if b)),
-            "retried_ok": sum(1 for s, a in zip(rows["status"], rows["attempts"]) if s == "success" and (a or 0) > 1)}

@@ -6,6 +6,7 @@ column and the row; a bad *sample* (a non-http URL, an undecodable image) is a p
 """
 from __future__ import annotations
 
+import csv
 import glob as globlib
 import hashlib
 import io
@@ -20,9 +21,11 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from PIL import Image
 
 from tailstudy.corpus.shards import IMAGE_EXTS
 from tailstudy.errors import InputError
+from tailstudy.store import file_digest
 from tailstudy.tabular import MAX_BLOCK, check_distinct, decoded, read_table
 
 TEXT_FIELDS = ("title", "tags", "description")
@@ -40,8 +43,6 @@ IMAGE_SUFFIXES = tuple(f".{e}" for e in IMAGE_EXTS)
 # ---------------------------------------------------------------- fingerprints (what a corpus key hashes)
 
 def file_fingerprint(path: Path) -> str:
-    from tailstudy.store import file_digest
-
     return file_digest(path)[:32]
 
 
@@ -288,8 +289,6 @@ def image_member(members: dict[str, bytes]) -> Optional[str]:
 
 def decode_problem(data: bytes) -> Optional[str]:
     """None when the bytes decode as an image, else why not."""
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
@@ -307,8 +306,6 @@ def read_folder_metadata(path: Path) -> dict[str, dict]:
         raise InputError(f"{path}: no such metadata file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty metadata file")
-    import csv
-
     suffix = path.suffix.lower()
     rows: list[dict]
     try:

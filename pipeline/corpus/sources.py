@@ -13,12 +13,17 @@ Both keep the synthetic world's column contract, so match, curate, train and eva
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from tailstudy.corpus.readers import (CAPTION_COLUMNS, STATUS_SCHEMA, check_tar, class_dirs, class_resolver,
                                      decode_problem, default_metadata, file_fingerprint, image_files, image_member,
@@ -26,7 +31,8 @@ from tailstudy.corpus.readers import (CAPTION_COLUMNS, STATUS_SCHEMA, check_tar,
                                      shard_paths, tree_fingerprint)
 from tailstudy.corpus.shards import ShardWriter
 from tailstudy.errors import InputError, SpecError
-from tailstudy.store import stage_key, write_parquet
+from tailstudy.store import canonical_json, stage_key, write_parquet
+from tailstudy.vocab import load_vocab
 
 SOURCE_VERSIONS = {"urls": 1, "webdataset": 1, "folder": 1}
 STUDY_CORPUS_VERSION = 1
@@ -76,11 +82,6 @@ def source_key(cfg) -> str:
 
 def vocabulary_fingerprint(vocabulary: str) -> str:
     """The vocabulary's content (eval class folders and targets resolve against it), as the vocab stage hashes it."""
-    import hashlib
-
-    from tailstudy.store import canonical_json
-    from tailstudy.vocab import load_vocab
-
     vocab = load_vocab(vocabulary)
     return hashlib.sha256(canonical_json([vocab.name, vocab.content()]).encode()).hexdigest()[:32]
 
@@ -113,9 +114,21 @@ def status_table(rows: list[dict]) -> pa.Table:
                      for name in STATUS_SCHEMA.names}, schema=STATUS_SCHEMA)
 
 
-def summarize(rows: list[dict]) -> dict:
-    from tailstudy.corpus.ingest import status_summary
+def status_summary(rows: dict[str, list]) -> dict:
+    """Counts for a manifest and the CLI: samples, successes, success rate, failures by kind, bytes."""
+    n = len(rows["sample_id"])
+    ok = sum(1 for s in rows["status"] if s == "success")
+    kinds: dict[str, int] = {}
+    for kind in rows["error_kind"]:
+        if kind:
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return {"samples": n, "success": ok, "success_rate": round(ok / n, 4) if n else 0.0,
+            "errors": dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "bytes": int(sum(b for b in rows["bytes"] if b)),
+            "retried_ok": sum(1 for s, a in zip(rows["status"], rows["attempts"]) if s == "success" and (a or 0) > 1)}
 
+
+def summarize(rows: list[dict]) -> dict:
     return status_summary({name: [r[name] for r in rows] for name in STATUS_SCHEMA.names})
 
 
@@ -123,10 +136,6 @@ def _image_size(data: bytes) -> tuple[Optional[str], Optional[tuple[int, int]]]:
     problem = decode_problem(data)
     if problem:
         return problem, None
-    import io
-
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as img:
         return None, img.size
 
@@ -353,10 +362,16 @@ def resolve_targets(targets, vocab, eval_ids: list[int]) -> list[int]:
 
 # ---------------------------------------------------------------- the study corpus
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def assemble_study_corpus(source_dir: Path, out: Path, spec, vocab) -> dict:
     """Source artifact (hard-linked) + evaluation set + targets -> a corpus the later stages read unchanged."""
-    from tailstudy.corpus.ingest import link_or_copy
-
     for path in sorted(source_dir.rglob("*")):
         if path.is_file() and path.name != "manifest.json":
             link_or_copy(path, out / path.relative_to(source_dir))

@@ -29,8 +29,7 @@ import pyarrow.parquet as pq
 
 from tailstudy.arrays import arrow_ints
 from tailstudy.errors import InputError
-from tailstudy.preflight import check_id_type
-from tailstudy.tabular import check_distinct, csv_batches, decoded, is_text_type, read_growing
+from tailstudy.tabular import check_distinct, check_id_type, csv_batches, decoded, is_text_type, read_growing
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
            ".ndjson": "jsonl"}

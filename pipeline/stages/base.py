@@ -1,30 +1,35 @@
-"""A stage, a node of the study graph, and how one node is built.
+"""A stage, a node of the study graph, and what a node's build is given.
 
-A **stage** is code: a name, a VERSION, ``key(config, upstream keys)`` and ``build(ctx, out_dir)``. A **node** is one
-use of a stage in a graph: its config, the upstream nodes it reads (by role), resource needs (``{"gpu": 1}``) and,
-once known, its key. Most keys are known when the graph is planned; a key that hashes an upstream artifact's
-*content* (a training run hashes its subset's content) is resolved once that artifact exists. Building a node reuses
-the artifact at (stage, key) unless forced, else builds it atomically (``Workspace.build``).
+A **stage** is code: a name, a VERSION, ``key(config, upstream keys)`` and ``build(ctx, out_dir)``, plus what its
+builds need, as data the executor reads (``resources``, ``uses_torch_rng``, ``isolated``, ``dispatchable``: the
+executor names no stage). A **node** is one use of a stage in a graph: its config, the upstream nodes it reads (by
+role) and, once known, its key. Most keys are known when the graph is planned; a key that hashes an upstream
+artifact's *content* (a training run hashes its subset's content) is resolved once that artifact exists
+(``tailstudy.stages.registry``, which also builds a node: reuse the artifact at (stage, key) unless forced, else build
+it atomically, ``Workspace.build``).
 """
 from __future__ import annotations
 
-import platform
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, ContextManager, Iterable
 
-from tailstudy import __version__
 from tailstudy.store import Artifact, Workspace, stage_key
 
 
 class Stage:
-    """Subclass per stage; register an instance in ``tailstudy.stages.REGISTRY``."""
+    """Subclass per stage; register an instance in ``tailstudy.stages.registry.REGISTRY``."""
 
     name: ClassVar[str]
     VERSION: ClassVar[int]
     folder: ClassVar[str] = ""  # the workspace folder of its artifacts (default: the stage name)
     key_roles: ClassVar[tuple[str, ...] | None] = None  # upstream roles hashed into the key (None: all)
     reads_upstream: ClassVar[bool] = False  # the key hashes upstream *artifacts*, so they must exist first
+    # what a build needs beyond its slots (flows/executor.py reads these, never a stage's name):
+    uses_torch_rng: ClassVar[bool] = False  # it draws from torch's process-global RNG (it builds or trains a model)
+    isolated: ClassVar[bool] = False  # it may build in a process of its own (tailstudy.flows.torchrun), DDP included
+    dispatchable: ClassVar[bool] = False  # it may build as a child flow run of a deployment (another work pool)
 
     @property
     def dir(self) -> str:
@@ -45,8 +50,14 @@ class Stage:
         """The manifest's record of what this artifact was built from (not hashed)."""
         return {role: up.key for role, up in node.upstream.items()}
 
-    def resources(self, node: "Node") -> dict[str, int]:
+    def resources(self, node: "Node", gpus: int = 0) -> dict[str, int]:
+        """Slots one build holds while it runs, on a machine with `gpus` visible GPUs: "cpu" (one of --jobs),
+        "parallel" (one of train.parallel: a training run on CPU) or "gpu" (a device the build is pinned to)."""
         return {"cpu": 1}
+
+    def progress(self, node: "Node") -> ContextManager[Callable | None]:
+        """A context manager yielding the build's progress callback (a bar of tailstudy.progress), or None."""
+        return contextlib.nullcontext(None)
 
     def build(self, ctx: "BuildContext", out: Path) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -71,8 +82,11 @@ class Node:
 
 @dataclass
 class BuildContext:
+    """What one build is given: its node, the artifacts of its upstream nodes (by role), the device it is pinned to."""
+
     ws: Workspace
     node: Node
+    upstream: dict[str, Artifact] = field(default_factory=dict)
     force: bool = False
     device: str | None = None  # a pinned device ("cuda:1") for nodes that need one; None: the spec's choice
     progress: Callable | None = None
@@ -83,18 +97,10 @@ class BuildContext:
         return self.node.config
 
     def path(self, role: str) -> Path:
-        up = self.node.upstream[role]
-        return self.ws.artifact(stage_of(up).dir, up.key).path
+        return self.upstream[role].path
 
     def artifact(self, role: str) -> Artifact:
-        up = self.node.upstream[role]
-        return self.ws.artifact(stage_of(up).dir, up.key)
-
-
-def stage_of(node: Node) -> Stage:
-    from tailstudy.stages import REGISTRY
-
-    return REGISTRY[node.stage]
+        return self.upstream[role]
 
 
 def walk(nodes: Iterable[Node]) -> list[Node]:
@@ -111,59 +117,3 @@ def walk(nodes: Iterable[Node]) -> list[Node]:
     for node in nodes:
         visit(node)
     return list(seen.values())
-
-
-def resolve(node: Node, ws: Workspace) -> bool:
-    """Fill in the node's key if its upstream allows; -> whether it is known."""
-    if node.key is not None:
-        return True
-    stage = stage_of(node)
-    if any(up.key is None for up in node.upstream.values()):
-        return False
-    if stage.reads_upstream and (ws is None or not all(ws.exists(stage_of(u).dir, u.key) for u in node.upstream.values())):
-        return False
-    node.key = stage.key(node.config, stage.upstream_keys(node, ws))
-    return True
-
-
-def resolve_all(nodes: Iterable[Node], ws: Workspace | None = None) -> list[Node]:
-    """Resolve every key that can be resolved now (upstream first); -> the nodes still without a key."""
-    return [n for n in walk(nodes) if not resolve(n, ws)]
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape an artifact, read from package metadata (no heavy imports)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"tailstudy": __version__, "python": platform.python_version()}
-    for package in ("pyarrow", "duckdb", "numpy", "torch", "open_clip_torch"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:  # pragma: no cover - data-only installs
-            pass
-    return found
-
-
-def run_node(ws: Workspace, node: Node, force: bool = False, device: str | None = None, progress=None,
-             **options) -> Artifact:
-    """Reuse the node's artifact or build it atomically; `force` rebuilds and swaps it in."""
-    if not resolve(node, ws):
-        raise RuntimeError(f"{node.stage}[{node.label}]: its key needs upstream artifacts that are not built yet")
-    stage = stage_of(node)
-    final = ws.root / stage.dir / node.key
-    if ws.exists(stage.dir, node.key) and not force:
-        return Artifact(stage.dir, node.key, final, "reused", node.label)
-    manifest: dict[str, Any] = {"inputs": stage.inputs(node), "library": library_versions()}
-    ctx = BuildContext(ws, node, force, device, progress, options)
-    status = ws.produce(stage.dir, node.key, lambda out: stage.build(ctx, out), manifest, force)
-    return Artifact(stage.dir, node.key, final, status, node.label)
-
-
-def run_local(ws: Workspace, targets: Iterable[Node], force: Callable[[Node], bool] = lambda n: False,
-              **options) -> dict[str, Artifact]:
-    """Build `targets` and everything upstream of them in this process, one node at a time (what ``tailstudy match``
-    and ``tailstudy ingest`` use; a study runs through ``tailstudy.flows.executor``) -> artifacts by stage name (last wins)."""
-    built: dict[str, Artifact] = {}
-    for node in walk(targets):
-        built[node.stage] = run_node(ws, node, force(node), **options)
-    return built

@@ -7,8 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tailstudy.corpus.shards import index_shards
+from tailstudy.corpus.sources import assemble_study_corpus, study_corpus_config
+from tailstudy.corpus.synthetic import WORLD_VERSION, generate
 from tailstudy.errors import SpecError
+from tailstudy.progress import item_bar
 from tailstudy.stages.base import BuildContext, Node, Stage
+from tailstudy.stages.source import source_node
 
 
 def corpus_config(spec) -> dict:
@@ -19,22 +23,16 @@ def corpus_config(spec) -> dict:
                             "its own evaluation split)")
         # "eval_per_class": the spec section's old name, kept: the corpus key hashes this dict (keys are a promise)
         return {"corpus": spec.corpus.model_dump(mode="json"), "eval_per_class": spec.evaluate.per_class}
-    from tailstudy.corpus.sources import study_corpus_config
-
     return study_corpus_config(spec)
 
 
 def _build_synthetic(ctx: BuildContext, out: Path) -> dict:
-    from tailstudy.corpus.synthetic import generate
-
     spec = ctx.config["spec"]
     stats = generate(spec.corpus, spec.evaluate, out, ctx.progress)
     return {"rows": {"captions": stats["samples"], "eval": stats["eval_samples"]}, "world": stats}
 
 
 def _build_real(ctx: BuildContext, out: Path) -> dict:
-    from tailstudy.corpus.sources import assemble_study_corpus
-
     spec, source = ctx.config["spec"], ctx.artifact("source")
     stats = assemble_study_corpus(source.path, out, spec, ctx.config["vocab"])
     index_shards(out / "shards")  # the shards of a source artifact built before shards had member indexes
@@ -44,13 +42,7 @@ def _build_real(ctx: BuildContext, out: Path) -> dict:
 
 class CorpusStage(Stage):
     name = "corpus"
-
-    @property
-    def VERSION(self) -> int:  # noqa: N802 - the synthetic world's version keys every study corpus
-        from tailstudy.corpus.synthetic import WORLD_VERSION
-
-        return WORLD_VERSION
-
+    VERSION = WORLD_VERSION  # the synthetic world's version keys every study corpus
     key_roles = ()
 
     def key_config(self, config: dict) -> dict:
@@ -63,14 +55,16 @@ class CorpusStage(Stage):
         # "eval": the evaluate section's old name, kept so that manifests read as before
         return {"source": spec.corpus.source, "path": str(spec.corpus.path), "eval": spec.evaluate.folder}
 
+    def progress(self, node: Node):
+        synthetic = node.config["spec"].corpus.source == "synthetic"
+        return item_bar("corpus: " + ("rendering the synthetic world" if synthetic else "adding the eval set"))
+
     def build(self, ctx: BuildContext, out: Path) -> dict:
         synthetic = ctx.config["spec"].corpus.source == "synthetic"
         return {**(_build_synthetic if synthetic else _build_real)(ctx, out), "config": ctx.config["key"]}
 
 
 def corpus_node(spec, vocab) -> Node:
-    from tailstudy.stages.source import source_node
-
     upstream = {} if spec.corpus.source == "synthetic" else {"source": source_node(spec.corpus)}
     return Node("corpus", {"spec": spec, "vocab": vocab, "key": corpus_config(spec)}, upstream,
                 label=spec.corpus.source)

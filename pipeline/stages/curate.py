@@ -4,7 +4,6 @@ the corpus, match and vocab keys. The rules of each factor live in tailstudy.cur
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tailstudy.curate import CURATE_VERSION, curate
+from tailstudy.items import target_concepts
 from tailstudy.spec import Cell
 from tailstudy.stages.base import BuildContext, Node, Stage
 from tailstudy.store import canonical_json, write_parquet
@@ -27,13 +27,6 @@ def subset_digests(manifest: pa.Table) -> dict[str, str]:
     labels = manifest.select(["sample_id", "copy", "label"]).filter(pc.is_valid(manifest.column("label")))
     return {"labels": hashlib.sha256(canonical_json(labels.to_pydict()).encode()).hexdigest()[:16],
             "labels_captions": hashlib.sha256(canonical_json(manifest.to_pydict()).encode()).hexdigest()[:16]}
-
-
-def target_concepts(corpus_dir: Path) -> list[int]:
-    """The synthetic world's targets, or what a real corpus's `targets` rule resolved to when its corpus was built
-    (default: the whole vocabulary)."""
-    name = "world.json" if (corpus_dir / "world.json").is_file() else "targets.json"
-    return sorted(json.loads((corpus_dir / name).read_text())["targets"])
 
 
 class CurateStage(Stage):

@@ -1,25 +1,23 @@
 """evaluate: one trained learner on the study's fixed evaluation classes (evaluate.classes) -> per_class.parquet and
 metrics.parquet (top-1, rho against the subset's and the corpus's frequency, head/tail accuracy, per-class neural
-collapse, ...; rules in tailstudy.evaluate). Key = the eval options + the train, corpus and frequency keys; it is the
-run's `run_id`."""
+collapse, ...; rules in tailstudy.evaluate, the artifact in tailstudy.runs). Key = the eval options + the train,
+corpus and frequency keys; it is the run's `run_id`."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
-
+from tailstudy.models import known_learners
 from tailstudy.stages.base import BuildContext, Node, Stage
-from tailstudy.stages.curate import target_concepts
-from tailstudy.stages.train import train_spec, uses_gpu
-from tailstudy.store import write_parquet
+from tailstudy.stages.train import uses_gpu
+from tailstudy.variants import caption_prompt
+
+# 4: CLIP also scored with its captions' own prompt (top1_caption_prompt); metrics.parquet names the registered learner
+# `kind` (was `model`). 3: fixed eval class list, rho vs corpus frequency, per-class NC, NaN -> null
+EVALUATE_VERSION = 4
 
 
 def own_caption_prompt(config: dict) -> str | None:
-    """The caption prompt of the run's level (`tailstudy.curate.caption_prompt`) for a zero-shot learner, else None."""
-    from tailstudy.curate import caption_prompt
-    from tailstudy.models import known_learners
-
+    """The caption prompt of the run's level (tailstudy.variants.caption_prompt) for a zero-shot learner, else None."""
     if not getattr(known_learners()[config["run"].learner], "zero_shot", False):
         return None
     subset = config["cell"].subset
@@ -28,13 +26,9 @@ def own_caption_prompt(config: dict) -> str | None:
 
 class EvaluateStage(Stage):
     name = "evaluate"
+    VERSION = EVALUATE_VERSION
     key_roles = ("train", "corpus", "frequency")
-
-    @property
-    def VERSION(self) -> int:  # noqa: N802
-        from tailstudy.evaluate import EVALUATE_VERSION
-
-        return EVALUATE_VERSION
+    uses_torch_rng = True  # it builds a model (initialised from torch's RNG) before loading the trained weights
 
     def key_config(self, config: dict) -> dict:
         # "eval": the section's old name, kept in keys and manifests (keys are a promise). A zero-shot learner is also
@@ -46,44 +40,13 @@ class EvaluateStage(Stage):
     def inputs(self, node: Node) -> dict:
         return {"train": node.upstream["train"].key, "eval": node.config["spec"].evaluate.model_dump()}
 
-    def resources(self, node: Node) -> dict[str, int]:
-        return {"gpu": 1} if uses_gpu(node.config["run"].train.device) else {"cpu": 1}
+    def resources(self, node: Node, gpus: int = 0) -> dict[str, int]:
+        return {"gpu": 1} if uses_gpu(node.config["run"].train.device, gpus) else {"cpu": 1}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
-        import torch
+        from tailstudy.runs import evaluate_artifact  # torch + open_clip (seconds): paid by a run, never by planning
 
-        from tailstudy.data_eval import stream_predictor
-        from tailstudy.evaluate import evaluate_learner, evaluation_classes, json_metrics, metrics_arrow, per_class_arrow
-        from tailstudy.items import eval_index
-        from tailstudy.train import build_learner, pick_device, release_memory
-
-        spec, run, run_id = ctx.config["spec"], ctx.config["run"], ctx.node.key
-        state = torch.load(ctx.path("train") / "model.pt", map_location="cpu", weights_only=False)
-        class_ids, counts = state["class_ids"], state["class_counts"]
-        device = pick_device(train_spec(ctx).device)
-        names = {c.concept_id: c.name for c in ctx.config["vocab"].concepts}
-        learner = build_learner(run.learner, run.train, counts, [names[c] for c in class_ids],
-                                state.get("head_embeddings"))
-        learner.load_state_dict(state["model"])
-        learner.to(device)
-        eval_ids = evaluation_classes(target_concepts(ctx.path("corpus")), spec.evaluate.classes, names)
-        index = eval_index(ctx.path("corpus"), eval_ids)
-        concepts = np.asarray(eval_ids)[index.label]
-        freq = pq.read_table(ctx.path("frequency") / "concept_freq.parquet")
-        corpus_freq = dict(zip(freq.column("concept_id").to_pylist(), freq.column("count").to_pylist()))
-        trimmed = ctx.artifact("curate").manifest()["achieved"].get("trimmed_classes", [])
-        per_class, metrics = evaluate_learner(learner, index, concepts, eval_ids, class_ids, counts, corpus_freq, names,
-                                              spec.evaluate.prompts, device, trimmed,
-                                              stream_predictor(run.train.batch_size, run.train.workers),
-                                              own_caption_prompt(ctx.config))
-        del learner, state
-        release_memory()
-        write_parquet(per_class_arrow(run_id, eval_ids, [names[c] for c in eval_ids], per_class),
-                      out / "per_class.parquet")
-        # "model": the registered learner, not the study's name for it (variants with equal options share this file)
-        write_parquet(metrics_arrow({"run_id": run_id, "model": run.learner, "seed": ctx.config["seed"],
-                                     "train_key": ctx.node.upstream["train"].key}, metrics), out / "metrics.parquet")
-        return {"rows": {"eval": int(len(concepts))}, "metrics": json_metrics(metrics)}
+        return evaluate_artifact(ctx, out, own_caption_prompt(ctx.config))
 
 
 def evaluate_node(train: Node, cell, frequency: Node) -> Node:

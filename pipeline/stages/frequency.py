@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tailstudy.arrays import arrow_repeat, numpy_ints
-from tailstudy.frequency import FREQUENCY_VERSION, caption_coverage, concept_freq, imbalance_stats, one_row_table
+from tailstudy.frequency import (FREQUENCY_VERSION, caption_coverage, concept_freq, imbalance_stats, one_row_table,
+                                 rank_frequency_figure)
 from tailstudy.stages.base import BuildContext, Node, Stage
 from tailstudy.store import write_parquet
 
@@ -42,8 +43,6 @@ class FrequencyStage(Stage):
         return {"match": node.upstream["match"].key, **node.config["key"]}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
-        from tailstudy.frequency import rank_frequency_figure
-
         match = ctx.artifact("match")
         vocab, corpus, method = ctx.config["vocab"], ctx.config["corpus"], ctx.config["method"]
         matches = read_parts(match.path / "matches", ["sample_id", "concept_id"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tailstudy.index import INDEX_VERSION, build_index, index_config
+from tailstudy.matching.inputs import plan_shards, read_with_dedup_keys
 from tailstudy.stages.base import BuildContext, Node, Stage
 
 
@@ -19,8 +20,6 @@ class IndexStage(Stage):
         return {**node.given, "corpus": node.config["corpus"]}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
-        from tailstudy.matching.inputs import plan_shards, read_with_dedup_keys
-
         shards = plan_shards(ctx.config["sources"])
         stats = build_index((b for shard in shards for b in read_with_dedup_keys(shard)), out, ctx.progress)
         return {"rows": {"captions": stats["captions"], "words": stats["words"]}, "corpus": ctx.config["corpus"],

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tailstudy.errors import InputError
 from tailstudy.matching import make_matcher
+from tailstudy.matching.inputs import plan_shards, resolve_sources
+from tailstudy.matching.sharded import MatcherSpec, part_path, run_shards
 from tailstudy.stages.base import BuildContext, Node, Stage
 from tailstudy.vocab import Vocabulary
 
@@ -24,8 +26,6 @@ def match_config(method: str, options: dict, vocab: Vocabulary) -> dict:
 def _sources(ctx: BuildContext) -> list:
     if "sources" in ctx.config:  # `tailstudy match`: files resolved (and checked) when planning
         return ctx.config["sources"]
-    from tailstudy.matching.inputs import resolve_sources
-
     return resolve_sources(ctx.path("corpus") / "captions.parquet", "caption", "sample_id")
 
 
@@ -38,9 +38,6 @@ class MatchStage(Stage):
         return {**super().inputs(node), **node.given, **node.config.get("inputs", {}), "method": node.config["method"]}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
-        from tailstudy.matching.inputs import plan_shards
-        from tailstudy.matching.sharded import MatcherSpec, part_path, run_shards
-
         method, options = ctx.config["method"], ctx.config["options"]
         spec = MatcherSpec(method, ctx.config["vocab"], dict(options))
         work = ctx.ws.scratch_dir("match", ctx.node.key)

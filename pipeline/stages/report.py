@@ -10,7 +10,9 @@ from tailstudy.stages.base import BuildContext, Node, Stage
 from tailstudy.stages.curate import cell_id
 from tailstudy.stages.train import learner_labels
 
-REPORT_VERSION = 4  # 4: "–" for undefined values (not nan), no empty panel for a level drawn elsewhere; 3: self-contained HTML, per-level panels, reference overlay, distinct run count, claims table
+# 5: the learner column is `learner` (was `model`); 4: "–" for undefined values (not nan), no empty panel for a level
+# drawn elsewhere; 3: self-contained HTML, per-level panels, reference overlay, distinct run count, claims table
+REPORT_VERSION = 5
 
 
 def evaluations(report: Node) -> list[Node]:
@@ -19,14 +21,14 @@ def evaluations(report: Node) -> list[Node]:
 
 
 def collect_results(ws, evaluate_nodes: list[Node]):
-    """-> (run_metrics, per_class) DataFrames of the runs, labelled by factor level."""
-    import pandas as pd
+    """-> (run_metrics, per_class) DataFrames of the runs, labelled by factor level and learner."""
+    import pandas as pd  # 0.3 s+: `tailstudy match` imports this module and never pays it (test_match_speed)
 
     metrics, per_class = [], []
     for node in evaluate_nodes:
         art = ws.artifact("evaluate", node.key).path
         cell = node.config["cell"]
-        labels = {"factor": cell.factor, "level": cell.level, "cell": cell_id(cell), "model": node.config["learner"],
+        labels = {"factor": cell.factor, "level": cell.level, "cell": cell_id(cell), "learner": node.config["learner"],
                   "seed": node.config["seed"], **learner_labels(node.config["run"])}
         metrics.append({**pq.read_table(art / "metrics.parquet").to_pylist()[0], **labels})
         per_class.append(pq.read_table(art / "per_class.parquet").to_pandas().assign(**labels))
@@ -48,14 +50,13 @@ class ReportStage(Stage):
         return {"study": node.config["study"], "runs": len(node.config["runs"])}
 
     def build(self, ctx: BuildContext, out: Path) -> dict:
-        from tailstudy.claims import claims_table
-        from tailstudy.report import write_report
+        from tailstudy import claims, report  # pandas, scipy, matplotlib (seconds): paid by a report, not by `match`
 
         run_metrics, per_class = collect_results(ctx.ws, evaluations(ctx.node))
         frequency = ctx.artifact("frequency")
         counts = pq.read_table(frequency.path / "concept_freq.parquet", columns=["count"]).column("count").to_numpy()
-        written = write_report(ctx.config["study"], run_metrics, per_class, frequency.manifest()["imbalance"], out,
-                               concept_counts=counts, claims=claims_table(run_metrics, per_class))
+        written = report.write_report(ctx.config["study"], run_metrics, per_class, frequency.manifest()["imbalance"],
+                                      out, concept_counts=counts, claims=claims.claims_table(run_metrics, per_class))
         return {"rows": {"runs": len(run_metrics)}, **written}
 
     def upstream_keys(self, node: Node, ws) -> dict[str, str]:

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tailstudy.corpus.download_run import check_img2dataset
+from tailstudy.corpus.readers import read_url_list
 from tailstudy.corpus.shards import index_shards
+from tailstudy.corpus.sources import build_folder, build_webdataset, source_config, source_key
+from tailstudy.progress import item_bar
 from tailstudy.stages.base import BuildContext, Node, Stage
 
 
 def _build_urls(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
-    from tailstudy.preflight import check_img2dataset
-
     check_img2dataset("corpus.source: urls")  # an optional dependency (pyproject's `ingest` extra)
-    from tailstudy.corpus.ingest import assemble, download
-    from tailstudy.corpus.readers import read_url_list
+    from tailstudy.corpus.ingest import assemble, download  # pandas: paid by a URL download, never by `match`
 
     urls = read_url_list(cfg)  # validated before any work file is written
     previous = ctx.path("previous") if "previous" in ctx.node.upstream else None
@@ -29,14 +30,10 @@ def _build_urls(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
 
 
 def _build_webdataset(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
-    from tailstudy.corpus.sources import build_webdataset
-
     return build_webdataset(cfg, out, ctx.progress), {}
 
 
 def _build_folder(ctx: BuildContext, cfg, out: Path) -> tuple[dict, dict]:
-    from tailstudy.corpus.sources import build_folder
-
     return build_folder(cfg, out, ctx.progress), {}
 
 
@@ -49,17 +46,16 @@ class SourceStage(Stage):
     folder = "corpus"
 
     def key(self, config: dict, upstream: dict[str, str]) -> str:
-        from tailstudy.corpus.sources import source_key
-
         return source_key(config["source"])
 
     def inputs(self, node: Node) -> dict:
         cfg = node.config["source"]
         return {"source": cfg.source, "path": str(cfg.path)}
 
-    def build(self, ctx: BuildContext, out: Path) -> dict:
-        from tailstudy.corpus.sources import source_config
+    def progress(self, node: Node):
+        return item_bar(f"corpus: ingesting {node.label}")
 
+    def build(self, ctx: BuildContext, out: Path) -> dict:
         cfg = ctx.config["source"]
         summary, extra = SOURCE_BUILDERS[cfg.source](ctx, cfg, out)
         return {"rows": {"captions": summary["success"], "downloads": summary["samples"]}, "source": cfg.source,
