@@ -79,7 +79,7 @@ def log_stages(records: list[dict]) -> dict[str, int]:
 def data_stages_flow(spec_path: str, workspace: str, force: list[str] | None = None,
                      spec: StudySpec | None = None) -> dict:
     """The data stages of a study (vocabulary, corpus, match, frequency) and the catalog over them."""
-    graph, executor = open_study(spec_path, workspace, force, spec=spec)
+    graph, executor = open_study(spec_path, workspace, force, spec=spec, trains=False)
     records = executor.run([graph.node("frequency")])
     catalog.refresh(executor.ws)
     imbalance = executor.ws.artifact("frequency", graph.key("frequency")).manifest().get("imbalance", {})

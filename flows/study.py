@@ -49,15 +49,16 @@ def map_shards(fn, jobs):
 
 
 def open_study(spec_path: str, workspace: str, force: list[str] | None, jobs: int = 1, dispatch: str | None = None,
-               clean: bool = True, spec: StudySpec | None = None):
+               clean: bool = True, spec: StudySpec | None = None, trains: bool = True):
     """-> (graph, executor) for a flow run; stale temp dirs of killed runs are cleared first, unless `clean` is off
     (a child flow run of a study: its siblings are building in the same workspace). `dispatch` (FLOW/DEPLOYMENT, on
     a Prefect server): training runs become child flow runs of that deployment. `spec`: the spec at `spec_path`, parsed
-    by the caller (training children, in processes of their own, read `spec_path`)."""
+    by the caller (training children, in processes of their own, read `spec_path`). A top-level flow run (`clean`)
+    checks the spec's consequences on this machine first, its training device only where it `trains` here."""
     spec = load_spec(spec_path) if spec is None else spec
     ws = Workspace(workspace)
     if clean:
-        check_study(spec, ws.root, str(spec_path), trains_here=dispatch is None)  # a submitted study: on its worker
+        check_study(spec, ws.root, str(spec_path), trains_here=trains and dispatch is None)
         ws.clean_stale_temps()
     parallel, threads = cpu_plan(spec.train, jobs)
     torch.set_num_threads(threads)  # this process evaluates (and trains, one run at a time) on its share of the cores

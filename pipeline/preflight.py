@@ -34,6 +34,9 @@ def check_train(spec, source: str = "spec") -> None:
                             f"{_gb(batch)} of memory; this machine has {_gb(memory)} available")
 
 
+_PASSED: set[tuple] = set()  # checks that passed in this process (the world's check takes seconds)
+
+
 def check_run(spec, workspace: str | Path, source: str = "spec") -> Path:
     """Everything `tailstudy run` can check before the first stage -> the workspace path."""
     path = check_workspace(workspace)
@@ -46,12 +49,16 @@ def check_study(spec, workspace: Path, source: str = "spec", trains_here: bool =
     `tailstudy run` checks it with the workspace, a flow run (a submitted study, on its worker) before its first
     stage. `trains_here` off: training runs elsewhere (dispatched to GPU workers), so this machine's devices do not
     matter."""
+    done = (spec.model_dump_json(), str(workspace), trains_here)
+    if done in _PASSED:  # `tailstudy run` checked it before its flow started, in this process
+        return
     if trains_here:
         check_train(spec, source)
     if getattr(spec.corpus, "source", None) == "urls":
         check_img2dataset(f"{source}: corpus.source: urls")
     check_resources(spec, workspace, source)
     check_world(spec, source)
+    _PASSED.add(done)
 
 
 # ---------------------------------------------------------------- consequences of a spec, before any work

@@ -71,6 +71,8 @@ def results_markdown(run_metrics: pd.DataFrame, per_class: pd.DataFrame) -> str:
         cells = [_mean_sd(part[m].astype(float)) if m in part else "–" for m, _ in SHOWN]
         lines.append(f"| {factor} = {level} | {learner} | {part['seed'].nunique()} | " + " | ".join(cells) + " |")
     claims = claims_table(run_metrics, per_class)
+    if (claims["verdict"] == "not tested").all():  # an ablation study (e.g. prompts.yaml) tests no claim
+        return "\n".join(lines)
     lines += ["", "| claim (Wen et al. 2024) | compares | metric | effect [95% CI] | paper | seeds (needed) | verdict |",
               "|---|---|---|---|---|---|---|"]
     for row in claims.itertuples(index=False):

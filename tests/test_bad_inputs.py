@@ -555,6 +555,23 @@ def test_run_refuses_what_the_machine_or_world_cannot_hold(case, tmp_path, monke
     assert not any((tmp_path / "ws").iterdir())  # no stage ran
 
 
+@pytest.mark.parametrize("case", ["world_over_capacity", "samples_1e15", "eval_class_not_in_the_world"])
+def test_a_flow_run_checks_the_same_before_its_first_stage(case, tmp_path):
+    """A study submitted to a server starts in `open_study` on its worker, not in `tailstudy run`: the same refusal,
+    before any stage."""
+    from tailstudy.errors import SpecError
+    from tailstudy.flows.study import open_study
+
+    text, fragments = RUN_CONSEQUENCES[case]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    (tmp_path / "ws").mkdir(exist_ok=True)
+    with pytest.raises(SpecError) as refused:
+        open_study(str(spec), str(tmp_path / "ws"), None)
+    assert all(fragment in str(refused.value) for fragment in fragments), str(refused.value)
+    assert not any((tmp_path / "ws").iterdir())
+
+
 @pytest.mark.parametrize("args,fragment", [(["--lock-timeout", "nan"], "--lock-timeout nan"),
                                            (["--lock-timeout", "inf"], "--lock-timeout inf"),
                                            (["--lock-timeout", "-1"], "--lock-timeout -1")])

@@ -144,3 +144,13 @@ def test_readme_results_blocks_are_generated_between_their_studys_markers(tmp_pa
     assert "| imbalance = natural | sl | 3 | 0.500 ± 0.000 | – | 0.600 ± 0.000 | 0.800 ± 0.100 | – | – |" in text
     assert "| imbalance = natural | clip | 3 | 0.500 ± 0.000 | 0.520 ± 0.000 |" in text
     assert "| SL is more biased than CLIP | imbalance=natural/sl vs imbalance=natural/clip | rho_pred |" in text
+
+
+def test_a_study_that_tests_no_claim_gets_no_claims_table():
+    """An ablation (e.g. data/studies/prompts.yaml: CLIP alone under three caption rules) tests none of the claims."""
+    from tailstudy.readme_results import results_markdown
+
+    rows = [run("name_prefix", level, "clip", s, top1_caption_prompt=0.5) for level in ("true", "false")
+            for s in range(2)]
+    block = results_markdown(pd.DataFrame(rows), pd.DataFrame())
+    assert "| name_prefix = true | clip | 2 |" in block and "| claim" not in block
