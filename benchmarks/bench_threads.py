@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/bench_threads.py                  # 2 busy loops beside, 3 interleaved repetitions
     .venv/bin/python benchmarks/bench_threads.py --busy 0         # the same on an idle machine
+    .venv/bin/python benchmarks/bench_threads.py --study          # the whole default study beside the busy loops
+
+`--study`: `tailstudy run` of the embedded default study from nothing, in a fresh workspace, beside the busy loops;
+prints its wall time and whether it wrote its report within `--within` minutes (45: issue 21's bound for 2 cores).
 
 Steps: (1) build the upstream of one training run of the embedded default study (corpus, match, curate of its base
 level) in a temporary workspace, or reuse `--workspace DIR`; (2) start `--busy` processes that spin on a core each
@@ -57,6 +61,35 @@ def train_rate(spec: Path, workspace: Path, key: str, threads: int | None) -> fl
     return sum(e["samples"] for e in log) / sum(e["seconds"] for e in log)
 
 
+def busy_loops(count: int, timeout: float) -> list[subprocess.Popen]:
+    """`count` processes spinning on a core each, for at most `timeout` seconds."""
+    spin = f"import time\nend = time.time() + {timeout}\nwhile time.time() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(count)]
+
+
+def whole_study(args) -> int:
+    """The default study from nothing beside `args.busy` busy loops -> exit 0 when its report came within the bound."""
+    with tempfile.TemporaryDirectory(prefix="bench-threads-study-") as tmp:
+        workspace = args.workspace or Path(tmp)
+        workspace.mkdir(parents=True, exist_ok=True)
+        busy = busy_loops(args.busy, max(args.timeout, args.within * 60 * 2))
+        started = time.perf_counter()
+        try:
+            run = subprocess.run([str(Path(sys.executable).with_name("tailstudy")), "run", "-w", str(workspace)],
+                                 stdout=subprocess.DEVNULL)
+        finally:
+            for proc in busy:
+                proc.kill()
+        minutes = (time.perf_counter() - started) / 60
+        report = next(workspace.glob("report/*/report.html"), None)
+    ok = run.returncode == 0 and report is not None and minutes <= args.within
+    print(f"{usable_cores()} cores, {args.busy} busy processes: the default study from nothing took {minutes:.1f} min "
+          f"(exit {run.returncode}, report {'written' if report else 'missing'}; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    print(f"  {'PASS' if ok else 'FAIL'}  report written within {args.within:g} minutes")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--busy", type=int, default=2, help="spinning processes beside the run (default 2)")
@@ -65,15 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workspace", type=Path, default=None, help="reuse this workspace (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=1800, help="the busy loops end after this many seconds")
+    parser.add_argument("--study", action="store_true", help="run the whole default study beside the busy loops")
+    parser.add_argument("--within", type=float, default=45, help="--study: minutes it should take at most")
     args = parser.parse_args(argv)
+    if args.study:
+        return whole_study(args)
 
     with tempfile.TemporaryDirectory(prefix="bench-threads-") as tmp:
         workspace = args.workspace or Path(tmp)
         workspace.mkdir(parents=True, exist_ok=True)
         spec, key = prepared(workspace, args.learner, args.steps)
         ours = cpu_plan(load_spec(spec).train)[1]
-        spin = f"import time\nend = time.time() + {args.timeout}\nwhile time.time() < end: pass"
-        busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(args.busy)]
+        busy = busy_loops(args.busy, args.timeout)
         rates: dict[str, list[float]] = {"default": [], "ours": []}
         try:
             for _ in range(args.repeats):

@@ -4,10 +4,11 @@ It submits every node whose upstream nodes are done, concurrently, as Prefect ta
 names no stage: each stage declares what its builds need (``tailstudy.stages.base.Stage``): ``resources`` (``cpu``:
 at most ``jobs`` at a time; ``parallel``: a training run on CPU, at most ``parallel`` at a time, the spec's
 ``train.parallel``; ``gpu``: at most one per visible GPU, pinned to its own ``cuda:I``), ``uses_torch_rng``,
-``isolated`` and ``dispatchable``. A node's Prefect task is cached by its stage key (never by run id) and refreshed
-when its artifact is missing or forced, so a finished artifact is reused exactly as by
-``tailstudy.stages.run_node``. Nodes with the same (stage, key) (the base cell under every factor) are built once;
-the others are recorded as ``shared``.
+``isolated`` and ``dispatchable``; among the nodes ready at once, those whose stage declares the most ``work``
+start first (longest first: the last builds of a study are then short ones, not one long run beside idle slots). A
+node's Prefect task is cached by its stage key (never by run id) and refreshed when its artifact is missing or forced,
+so a finished artifact is reused exactly as by ``tailstudy.stages.run_node``. Nodes with the same (stage, key) (the
+base cell under every factor) are built once; the others are recorded as ``shared``.
 
 Concurrency, one mechanism per reason (here, then below the executor):
 1. a thread pool (Prefect's ThreadPoolTaskRunner): each node a Prefect task (cached, in the UI); threads suffice, as a
@@ -103,6 +104,7 @@ class Executor:
     records: list[dict] = field(default_factory=list)
     finished: dict[tuple, dict] = field(default_factory=dict)  # (stage, key) -> its record, across run() calls
     gpu_count: int = field(default=0, init=False)
+    _work: dict[int, float] = field(default_factory=dict, init=False)
 
     def forced(self, node: Node) -> bool:
         return node.stage in self.force or ("all" in self.force and node.stage in STAGES)
@@ -228,16 +230,11 @@ class Executor:
 
     def _start_ready(self, runner, pending, done, finished, earlier, running, slots, events) -> None:
         claimed = {(n.stage, n.key) for n, _, _ in running.values()} | set(finished)
-        for node in list(pending):
-            if not all(id(up) in done for up in node.upstream.values()) or not resolve(node, self.ws):
-                continue
+        ready = self._ready(pending, done, finished, earlier)
+        # longest first (the stages' `work`; stable, so equal builds keep the graph's order): a study then ends on
+        # short builds instead of one long run with the other slots idle
+        for node in sorted(ready, key=lambda n: -self.work(n)):
             ident = (node.stage, node.key)
-            if ident in finished:  # the same artifact, already built or reused (recorded once, in the first run())
-                if ident not in earlier:
-                    self.records.append({**finished[ident], "status": "shared", "label": node.label})
-                done.add(id(node))
-                pending.remove(node)
-                continue
             if ident in claimed:
                 continue
             taken = slots.take(self.needs(node))
@@ -248,6 +245,26 @@ class Executor:
             claimed.add(ident)
             future.add_done_callback(lambda f: events.put(id(f)))
             pending.remove(node)
+
+    def _ready(self, pending: list, done: set, finished: dict, earlier: set) -> list[Node]:
+        """The pending nodes whose upstream is done, after settling those whose artifact this executor already has
+        (built or reused in an earlier run(): recorded once, as shared); settling one can make its downstream ready."""
+        while True:
+            ready = [n for n in pending if all(id(up) in done for up in n.upstream.values()) and resolve(n, self.ws)]
+            settled = [n for n in ready if (n.stage, n.key) in finished]
+            if not settled:
+                return ready
+            for node in settled:
+                ident = (node.stage, node.key)
+                if ident not in earlier:
+                    self.records.append({**finished[ident], "status": "shared", "label": node.label})
+                done.add(id(node))
+                pending.remove(node)
+
+    def work(self, node: Node) -> float:
+        if id(node) not in self._work:  # asked once per node (it may wait through many events for a slot)
+            self._work[id(node)] = stage_of(node).work(node, self.ws)
+        return self._work[id(node)]
 
     def _record(self, future) -> dict:
         record = dict(future.result())

@@ -58,3 +58,44 @@ def test_the_executor_reads_what_a_stage_declares_and_names_no_stage(tmp_path, m
     strings = {n.value for n in ast.walk(ast.parse(Path(executor_module.__file__).read_text()))
                if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert strings & set(REGISTRY) == set()
+
+
+def test_ready_builds_start_longest_first_so_a_study_ends_on_short_ones(tmp_path, monkeypatch):
+    """With one slot, the ready builds run in order of the work their stage declares (largest first; equal work keeps
+    the graph's order), through the executor's real run (Prefect tasks, the workspace's atomic builds)."""
+    from tailstudy.stages import REGISTRY, Node, Stage
+
+    started: list[str] = []
+
+    class Sized(Stage):
+        name, VERSION = "sized", 1
+
+        def key_config(self, config):
+            return config
+
+        def work(self, node, ws):
+            return node.config["work"]
+
+        def build(self, ctx, out):
+            started.append(ctx.node.label)
+            (out / "done").write_text("")
+            return {}
+
+    monkeypatch.setitem(REGISTRY, "sized", Sized())
+    works = {"a": 1.0, "b": 30.0, "c": 0.0, "d": 30.0, "e": 7.0}
+    nodes = [Node("sized", {"work": w, "name": label}, label=label) for label, w in works.items()]
+    records = Executor(Workspace(tmp_path), jobs=1).run(nodes)
+    assert started == ["b", "d", "e", "a", "c"]
+    assert [r["label"] for r in records] == list(works)  # records keep the graph's order
+    started.clear()
+    Executor(Workspace(tmp_path), jobs=1).run(nodes)
+    assert started == []  # built once: reused by key
+    # one executor, two run() calls (a study's data stages, then its runs): what the first built is settled from the
+    # executor's own record, and its downstream then starts in the same pass (nothing is running to wake it later)
+    executor = Executor(Workspace(tmp_path), jobs=1)
+    up = Node("sized", {"work": 5.0, "name": "up"}, label="up")
+    down = [Node("sized", {"work": w, "name": f"down{w}"}, {"up": up}, label=f"down{w}") for w in (1.0, 2.0)]
+    executor.run([up])
+    started.clear()
+    executor.run(down)
+    assert started == ["down2.0", "down1.0"]

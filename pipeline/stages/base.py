@@ -1,12 +1,12 @@
 """A stage, a node of the study graph, and what a node's build is given.
 
 A **stage** is code: a name, a VERSION, ``key(config, upstream keys)`` and ``build(ctx, out_dir)``, plus what its
-builds need, as data the executor reads (``resources``, ``uses_torch_rng``, ``isolated``, ``dispatchable``: the
-executor names no stage). A **node** is one use of a stage in a graph: its config, the upstream nodes it reads (by
-role) and, once known, its key. Most keys are known when the graph is planned; a key that hashes an upstream
-artifact's *content* (a training run hashes its subset's content) is resolved once that artifact exists
-(``tailstudy.stages.registry``, which also builds a node: reuse the artifact at (stage, key) unless forced, else build
-it atomically, ``Workspace.build``).
+builds need, as data the executor reads (``resources``, ``uses_torch_rng``, ``isolated``, ``dispatchable``, and
+``work``, which orders ready builds: the executor names no stage). A **node** is one use of a stage in a graph: its
+config, the upstream nodes it reads (by role) and, once known, its key. Most keys are known when the graph is
+planned; a key that hashes an upstream artifact's *content* (a training run hashes its subset's content) is resolved
+once that artifact exists (``tailstudy.stages.registry``, which also builds a node: reuse the artifact at (stage, key)
+unless forced, else build it atomically, ``Workspace.build``).
 """
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ class Stage:
         """Slots one build holds while it runs, on a machine with `gpus` visible GPUs: "cpu" (one of --jobs),
         "parallel" (one of train.parallel: a training run on CPU) or "gpu" (a device the build is pinned to)."""
         return {"cpu": 1}
+
+    def work(self, node: "Node", ws: Workspace) -> float:
+        """How long a build takes, relative to the other builds of this stage (0: short, not worth ordering; builds of
+        different stages mostly wait for different slots). The executor starts the ready builds with the most work
+        first (longest first), so the builds that end a study are short ones and no slot idles through a long last
+        one. Called once the node is ready to build."""
+        return 0.0
 
     def progress(self, node: "Node") -> ContextManager[Callable | None]:
         """A context manager yielding the build's progress callback (a bar of tailstudy.progress), or None."""
