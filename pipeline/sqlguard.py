@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +186,17 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, box: dict, 
         done.set()
 
 
+def _stop(con: duckdb.DuckDBPyConnection, worker: threading.Thread, within: float = 10.0) -> None:
+    """Interrupt DuckDB until the worker's query ends (at most `within` seconds). Again and again, because DuckDB
+    clears the flag when a query starts executing: an interrupt that lands before (while the worker is still binding
+    the relation) is lost, and a lost one left the query running, so closing the connection then waited for all of
+    it."""
+    deadline = time.monotonic() + within
+    while worker.is_alive() and time.monotonic() < deadline:
+        con.interrupt()
+        worker.join(0.2)
+
+
 def _execute(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, seconds: float):
     """Run in a worker thread; interrupt DuckDB when the time is up or on Ctrl-C (the main thread stays in Python, so
     it gets the signal)."""
@@ -194,16 +206,14 @@ def _execute(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, seconds
     # connection closes: a process that exits with DuckDB still working in a thread aborts ("terminate called ...").
     done = threading.Event()
     worker = threading.Thread(target=_run, args=(con, sql, rows, box, done), daemon=True, name="tailstudy-sql")
-    worker.start()
     try:
+        worker.start()  # inside the try: start() waits for the thread, and Ctrl-C can land in that wait too
         finished = done.wait(seconds)
     except KeyboardInterrupt:
-        con.interrupt()
-        worker.join(10)
+        _stop(con, worker)
         raise
     if not finished:
-        con.interrupt()
-        worker.join(10)
+        _stop(con, worker)
         raise InputError(f"SQL: stopped after {seconds:g} s (--timeout SECONDS to allow more)")
     worker.join()
     if "error" in box:

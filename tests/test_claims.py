@@ -154,3 +154,21 @@ def test_a_study_that_tests_no_claim_gets_no_claims_table():
             for s in range(2)]
     block = results_markdown(pd.DataFrame(rows), pd.DataFrame())
     assert "| name_prefix = true | clip | 2 |" in block and "| claim" not in block
+
+
+def test_an_ablation_reads_each_level_against_the_first_paired_by_seed():
+    from tailstudy.readme_results import ablation_markdown
+
+    # top-1 of level "b" minus level "a" per seed: 0.1, 0.0, 0.2 -> mean 0.1, sd 0.1, half width t(0.975, 2) 0.1/√3;
+    # level "c" has no seed in common with "a" on the sl learner and is left out; seed 3 of "b" has no partner
+    top1 = {"a": [0.5, 0.6, 0.7], "b": [0.6, 0.6, 0.9, 0.1]}
+    rows = [run("caption", level, "clip", s, top1=v, rho_acc=0.3) for level, vals in top1.items()
+            for s, v in enumerate(vals)]
+    rows += [run("caption", "c", "clip", s, top1=0.5, rho_acc=0.3 - 0.1 * s) for s in range(3)]
+    rows += [run("caption", "a", "sl", 0), run("caption", "c", "sl", 1)]
+    half = stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)
+    block = ablation_markdown(pd.DataFrame(rows))
+    assert f"| caption = b | a | clip | 3 | +0.100 [{0.1 - half:+.3f}, {0.1 + half:+.3f}] | +0.000 [+0.000, +0.000] |" \
+        in block
+    assert "| caption = c | a | clip | 3 | -0.100 [" in block  # 0.5 against 0.5, 0.6, 0.7
+    assert "| caption = c | a | sl |" not in block and "caption = a |" not in block

@@ -95,6 +95,25 @@ def test_the_paper_setup_is_the_default():
     assert len(paper.seeds) >= 3 and len(load_spec(default_spec_path()).seeds) == 3
 
 
+def test_the_caption_ablation_trains_only_the_levels_the_paper_study_has_not():
+    """data/studies/caption_fields.yaml promises that its title and full CLIP runs are the paper study's: same stage,
+    key config and upstream all the way to the corpus, so the same keys (a workspace that ran the paper study trains
+    only the two middle levels)."""
+    from tailstudy.stages import plan_study
+    from tailstudy.stages.registry import stage_of
+
+    def signature(node):
+        upstream = tuple(sorted((role, signature(up)) for role, up in node.upstream.items()))
+        return node.stage, repr(stage_of(node).key_config(node.config)), upstream, tuple(sorted(node.given.items()))
+
+    studies = Path(__file__).resolve().parent.parent / "data" / "studies"
+    paper, ablation = ({signature(n): n.label for n in plan_study(load_spec(studies / f"{name}.yaml")).nodes
+                        if n.stage == "train"} for name in ("paper", "caption_fields"))
+    shared = sorted(label for sig, label in ablation.items() if sig in paper)
+    assert len(ablation) == 20 and shared == sorted(f"caption={level}/clip/s{s}" for level in ("full", "title")
+                                                    for s in range(5))
+
+
 def test_old_section_names_are_read_the_same_with_one_line_each(tmp_path, capsys):
     """`eval:` and `models:` are the old names of `evaluate:` and `learners:`: same spec, same stage keys."""
     from tailstudy.stages import plan_study

@@ -293,6 +293,36 @@ def test_ctrl_c_stops_a_long_query(fence):
     assert "Traceback" not in err and "interrupted" in err
 
 
+def test_an_interrupt_that_lands_before_the_query_runs_still_stops_it():
+    """DuckDB forgets an interrupt that arrives before a query starts executing; Ctrl-C can land there (the worker
+    has bound the relation, not yet run it), and a forgotten one left `tailstudy sql` waiting for the whole query."""
+    import threading
+
+    import duckdb
+
+    from tailstudy import sqlguard
+
+    con = duckdb.connect()
+    bound, ended = threading.Event(), {}
+
+    def worker():
+        relation = con.sql("SELECT count(*) FROM range(300000) a, range(300000) b WHERE a.range + b.range = -1")
+        bound.set()
+        time.sleep(0.5)  # the window: Ctrl-C arrives here
+        try:
+            relation.fetchall()
+            ended["how"] = "finished"
+        except duckdb.InterruptException:
+            ended["how"] = "interrupted"
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    bound.wait()
+    sent = time.monotonic()
+    sqlguard._stop(con, thread)
+    assert ended.get("how") == "interrupted" and time.monotonic() - sent < 5
+
+
 # ---------------------------------------------------------------- plain text stays plain
 
 def test_cells_and_errors_print_as_stored(fence, monkeypatch, capsys):

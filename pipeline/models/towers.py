@@ -84,6 +84,7 @@ def open_clip_config_dir(arch: str, out: Path) -> Path:
 
 
 def clip_tokenizer(arch: str, text_tower: str = "scratch"):
+    register_configs()  # else open_clip falls back to its default tokenizer (77 tokens) for our configs
     if text_tower == "scratch":
         return open_clip.get_tokenizer(arch)
     context = open_clip.get_model_config(arch)["text_cfg"].get("context_length", 77)
