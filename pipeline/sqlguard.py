@@ -186,15 +186,18 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, box: dict, 
         done.set()
 
 
-def _stop(con: duckdb.DuckDBPyConnection, worker: threading.Thread, within: float = 10.0) -> None:
+def _stop(con: duckdb.DuckDBPyConnection, worker: threading.Thread, done: threading.Event,
+          within: float = 10.0) -> None:
     """Interrupt DuckDB until the worker's query ends (at most `within` seconds). Again and again, because DuckDB
     clears the flag when a query starts executing: an interrupt that lands before (while the worker is still binding
     the relation) is lost, and a lost one left the query running, so closing the connection then waited for all of
-    it."""
+    it. `done`, not the thread's liveness: a Ctrl-C inside `start()` can come before the thread counts as alive."""
     deadline = time.monotonic() + within
-    while worker.is_alive() and time.monotonic() < deadline:
+    while not done.is_set() and time.monotonic() < deadline:
         con.interrupt()
-        worker.join(0.2)
+        done.wait(0.2)
+    if worker.is_alive():
+        worker.join(max(0.0, deadline - time.monotonic()))
 
 
 def _execute(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, seconds: float):
@@ -210,10 +213,10 @@ def _execute(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, seconds
         worker.start()  # inside the try: start() waits for the thread, and Ctrl-C can land in that wait too
         finished = done.wait(seconds)
     except KeyboardInterrupt:
-        _stop(con, worker)
+        _stop(con, worker, done)
         raise
     if not finished:
-        _stop(con, worker)
+        _stop(con, worker, done)
         raise InputError(f"SQL: stopped after {seconds:g} s (--timeout SECONDS to allow more)")
     worker.join()
     if "error" in box:

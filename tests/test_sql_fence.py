@@ -303,7 +303,7 @@ def test_an_interrupt_that_lands_before_the_query_runs_still_stops_it():
     from tailstudy import sqlguard
 
     con = duckdb.connect()
-    bound, ended = threading.Event(), {}
+    bound, done, ended = threading.Event(), threading.Event(), {}
 
     def worker():
         relation = con.sql("SELECT count(*) FROM range(300000) a, range(300000) b WHERE a.range + b.range = -1")
@@ -314,12 +314,14 @@ def test_an_interrupt_that_lands_before_the_query_runs_still_stops_it():
             ended["how"] = "finished"
         except duckdb.InterruptException:
             ended["how"] = "interrupted"
+        finally:
+            done.set()
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
     bound.wait()
     sent = time.monotonic()
-    sqlguard._stop(con, thread)
+    sqlguard._stop(con, thread, done)
     assert ended.get("how") == "interrupted" and time.monotonic() - sent < 5
 
 
