@@ -19,12 +19,10 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tailstudy.errors import InputError  # noqa: E402
 from tailstudy.models.towers import clip_tokenizer  # noqa: E402
+from tailstudy.store import Workspace  # noqa: E402
 from tailstudy.text import normalise  # noqa: E402
-
-
-def manifest(path: Path) -> dict:
-    return json.loads((path / "manifest.json").read_text())
 
 
 def context_report(captions: list[str], labels: list[int], names: dict[int, list[str]], tokenizer) -> dict:
@@ -49,13 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("workspace", type=Path)
     parser.add_argument("--arch", default="tiny", help="the open_clip model config whose tokenizer and context to use")
     args = parser.parse_args(argv)
+    if not (args.workspace / "curate").is_dir():
+        print(f"error: {args.workspace}: not a workspace with curated subsets (no curate/ folder)", file=sys.stderr)
+        return 2
+    ws = Workspace(args.workspace)
     tokenizer = clip_tokenizer(args.arch)
     any_lost = False
-    for subset in sorted((args.workspace / "curate").iterdir()):
+    for subset in sorted((ws.root / "curate").iterdir()):
         if not (subset / "manifest.json").is_file():
+            continue  # a build in progress or a leftover temporary folder
+        try:
+            inputs = ws.artifact("curate", subset.name).manifest()["inputs"]
+        except InputError as err:
+            print(f"{subset.name}: skipped ({err})")
             continue
-        inputs = manifest(subset)["inputs"]
-        world = args.workspace / "corpus" / inputs["corpus"] / "world.json"
+        world = ws.root / "corpus" / inputs["corpus"] / "world.json"
         if not world.is_file():
             print(f"{subset.name}: not the synthetic world (no world.json): skipped")
             continue

@@ -30,3 +30,9 @@ def test_a_cut_caption_loses_its_name_only_when_every_form_is_cut_off():
                 ]
     got = check.context_report(captions, [7, 7, 9, 7, -1], names, tokenizer)
     assert got == {"labelled": 4, "cut": 3, "lost": 1}
+
+
+def test_a_folder_that_is_no_workspace_is_one_line_and_exit_2(tmp_path, capsys):
+    assert load_check().main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope" in err and "Traceback" not in err
