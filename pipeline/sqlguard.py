@@ -26,9 +26,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from tailstudy.store import Workspace
 
 DEFAULT_ROW_LIMIT = 1000  # table output
 DEFAULT_SECONDS = 600.0
+CTRL_C_POLL = 0.1  # seconds between the waiting thread's looks at Ctrl-C and the deadline
 MIN_MEMORY = 256 << 20
 # table functions that act on the session or the database rather than read: refused by name (DuckDB's parse)
 SESSION_FUNCTIONS = frozenset({
@@ -200,24 +203,41 @@ def _stop(con: duckdb.DuckDBPyConnection, worker: threading.Thread, done: thread
         worker.join(max(0.0, deadline - time.monotonic()))
 
 
-def _execute(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, seconds: float):
-    """Run in a worker thread; interrupt DuckDB when the time is up or on Ctrl-C (the main thread stays in Python, so
-    it gets the signal)."""
+@contextmanager
+def ctrl_c_noted():
+    """-> an Event that Ctrl-C (SIGINT) sets while the block runs, instead of raising KeyboardInterrupt; the previous
+    handler is back afterwards. Why: DuckDB's Python client swallows a KeyboardInterrupt raised inside its own calls
+    (one that landed in the `import pandas` that `con.values` does lazily was lost, and the query then ran to its
+    end), so the signal only sets a flag, which the waiting loop acts on. Outside the main thread (no signals there):
+    an Event nobody sets."""
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.set())
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+def _execute(con: duckdb.DuckDBPyConnection, sql: str, rows: int | None, seconds: float,
+             pressed: threading.Event):
+    """Run in a worker thread, and interrupt DuckDB when the time is up or `pressed` (Ctrl-C, `ctrl_c_noted`) is set;
+    the main thread polls both."""
     box: dict = {}
-    # Ctrl-C lands in an Event's wait, never in worker.join(): a join it interrupted reports the thread ended while the
-    # thread is still inside DuckDB (CPython). The join after it lets the worker release DuckDB's objects before the
-    # connection closes: a process that exits with DuckDB still working in a thread aborts ("terminate called ...").
+    # The join after the loop lets the worker release DuckDB's objects before the connection closes: a process that
+    # exits with DuckDB still working in a thread aborts ("terminate called ...").
     done = threading.Event()
     worker = threading.Thread(target=_run, args=(con, sql, rows, box, done), daemon=True, name="tailstudy-sql")
-    try:
-        worker.start()  # inside the try: start() waits for the thread, and Ctrl-C can land in that wait too
-        finished = done.wait(seconds)
-    except KeyboardInterrupt:
-        _stop(con, worker, done)
-        raise
-    if not finished:
-        _stop(con, worker, done)
-        raise InputError(f"SQL: stopped after {seconds:g} s (--timeout SECONDS to allow more)")
+    worker.start()
+    deadline = time.monotonic() + seconds
+    while not done.wait(CTRL_C_POLL):
+        if pressed.is_set() or time.monotonic() >= deadline:
+            _stop(con, worker, done)
+            if pressed.is_set():
+                raise KeyboardInterrupt
+            raise InputError(f"SQL: stopped after {seconds:g} s (--timeout SECONDS to allow more)")
     worker.join()
     if "error" in box:
         raise box["error"]
@@ -232,27 +252,36 @@ def guarded_query(ws: Workspace, sql: str, limits: Limits = Limits()):
     temp_dir = tempfile.mkdtemp(prefix="tailstudy-sql-")  # DuckDB's spill files: never in the workspace
     previous = os.getcwd()
     try:
-        con = connect_guarded(ws, limits, temp_dir)
-        try:
-            os.chdir(ws.root)  # relative paths resolve (and are checked) against the workspace, not the caller's cwd
-            check_read_only(con, sql, shipped)
-            df = _execute(con, sql, limits.rows, limits.seconds)
-        except duckdb.PermissionException as err:
-            raise InputError(f"SQL: not allowed: {first_line(err)} (`tailstudy sql` reads only the workspace "
-                             f"{ws.root})") from None
-        except duckdb.InterruptException:
-            raise InputError(f"SQL: stopped after {limits.seconds:g} s (--timeout SECONDS to allow more)") from None
-        except duckdb.OutOfMemoryException as err:
-            raise InputError(f"SQL: the query needs more memory than its limit ({first_line(err)}); --memory-limit "
-                             "GB to allow more") from None
-        except duckdb.Error as err:
-            raise InputError(f"SQL error: {first_line(err)}") from None
-        finally:
-            os.chdir(previous)
-            con.close()
+        with ctrl_c_noted() as pressed:
+            df = _guarded(ws, sql, shipped, limits, temp_dir, pressed)
     finally:
+        os.chdir(previous)
         shutil.rmtree(temp_dir, ignore_errors=True)
+    if pressed.is_set():  # Ctrl-C while the connection opened, the check ran or the query ended
+        raise KeyboardInterrupt
     return df
+
+
+def _guarded(ws: Workspace, sql: str, shipped: bool, limits: Limits, temp_dir: str, pressed: threading.Event):
+    con = connect_guarded(ws, limits, temp_dir)
+    try:
+        os.chdir(ws.root)  # relative paths resolve (and are checked) against the workspace, not the caller's cwd
+        check_read_only(con, sql, shipped)
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        return _execute(con, sql, limits.rows, limits.seconds, pressed)
+    except duckdb.PermissionException as err:
+        raise InputError(f"SQL: not allowed: {first_line(err)} (`tailstudy sql` reads only the workspace "
+                         f"{ws.root})") from None
+    except duckdb.InterruptException:
+        raise InputError(f"SQL: stopped after {limits.seconds:g} s (--timeout SECONDS to allow more)") from None
+    except duckdb.OutOfMemoryException as err:
+        raise InputError(f"SQL: the query needs more memory than its limit ({first_line(err)}); --memory-limit "
+                         "GB to allow more") from None
+    except duckdb.Error as err:
+        raise InputError(f"SQL error: {first_line(err)}") from None
+    finally:
+        con.close()
 
 
 def limit_note(df, rows: int | None):

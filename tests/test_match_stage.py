@@ -296,7 +296,7 @@ def test_cli_match_then_sql(tmp_path, monkeypatch, capsys):
 
 
 def test_the_installed_command_flushes_its_output_and_keeps_exit_codes(tmp_path):
-    """`tailstudy` (the console script: tailstudy.flows.cli:main) as a user runs it: what it printed arrives in full
+    """`tailstudy` (the console script: tailstudy.flows.console:main) as a user runs it: what it printed arrives in full
     through a pipe, with its exit code, and the catalog is usable."""
     from conftest import VENV_BIN
 

@@ -532,3 +532,27 @@ def test_a_run_on_a_full_disk_ends_in_one_line_and_leaves_no_temp(small_disk, tm
     assert len(errors) == 1 and f"{small_disk}: the disk is full" in errors[0], done.stderr[-3000:]
     temps = [p for p in small_disk.rglob("*") if p.name.endswith(".tmp") or p.name.startswith((".tmp-", ".catalog-"))]
     assert temps == []
+
+
+SIGNAL_ON_TYPER = """\
+import os, signal, sys
+
+
+class SignalOnTyper:  # Ctrl-C while the command line imports its dependencies (typer is among the first)
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+sys.meta_path.insert(0, SignalOnTyper())
+"""
+
+
+def test_ctrl_c_while_the_command_line_imports_is_one_line(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(SIGNAL_ON_TYPER)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([str(VENV_BIN / "tailstudy"), "status", "-w", str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr.strip() == "interrupted", (done.returncode, done.stderr[-2000:])

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -291,6 +292,48 @@ def test_ctrl_c_stops_a_long_query(fence):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and time.monotonic() - sent < 10, (proc.returncode, err)
     assert "Traceback" not in err and "interrupted" in err
+
+
+def test_ctrl_c_inside_duckdbs_own_import_is_not_lost(fence):
+    """DuckDB's Python client imports pandas lazily inside `con.values` (the read-only check) and swallows a
+    KeyboardInterrupt raised in that import: a Ctrl-C landing there was lost and the query ran to its end. Here the
+    import of pandas itself sends the SIGINT, in a fresh interpreter that has not imported pandas yet."""
+    join = "SELECT count(*) FROM range(300000) a, range(300000) b WHERE a.range + b.range = -1"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from pathlib import Path
+        from tailstudy import sqlguard
+        from tailstudy.store import Workspace
+        assert "pandas" not in sys.modules
+
+        class SignalOnPandas:
+            def find_spec(self, name, path=None, target=None):
+                if name == "pandas":
+                    sys.meta_path.remove(self)
+                    os.kill(os.getpid(), signal.SIGINT)
+                return None
+
+        sys.meta_path.insert(0, SignalOnPandas())
+        try:
+            sqlguard.guarded_query(Workspace(Path({str(fence["ws"])!r})), {join!r}, sqlguard.Limits(seconds=40))
+        except KeyboardInterrupt:
+            print("interrupted", "pandas" in sys.modules)
+    """)
+    sent = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["interrupted", "True"], done.stderr[-2000:]
+    assert time.monotonic() - sent < 30
+
+
+def test_ctrl_c_noted_sets_a_flag_and_restores_the_handler():
+    from tailstudy import sqlguard
+
+    before = signal.getsignal(signal.SIGINT)
+    with sqlguard.ctrl_c_noted() as pressed:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs between bytecodes: no KeyboardInterrupt may escape here
+        assert pressed.is_set()
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_an_interrupt_that_lands_before_the_query_runs_still_stops_it():
