@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import matplotlib
 
@@ -12,12 +11,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
+from tailstudy.frequency import reference_counts, reference_tables  # noqa: E402
+
 # The shipped reference corpora overlaid on the rank-frequency plot (the paper's Fig. 1 sources, ImageNet classes).
 REFERENCE_CORPORA = {"laion400m_imagenet": "LAION-400M", "metaclip_400m_imagenet": "MetaCLIP-400M",
                      "laion2b_imagenet": "LAION-2B", "cc12m_imagenet": "CC-12M", "yfcc15m_imagenet": "YFCC-15M",
                      "incaps_imagenet": "IN-Caps"}
 TREND_BINS = 6  # equal-count bins of log training frequency for the trend line
-ZIPF_MIN_COUNT = 5  # counts below this sit on the discreteness floor: not part of the ranked body
+# Counts below this sit on the discreteness floor: not part of the ranked body. The figure's fit is its own statistic,
+# named so in its legend: imbalance.zipf_exponent (SQL, the Corpus table) is the unweighted fit over all non-zero ranks.
+ZIPF_MIN_COUNT = 5
 
 
 def png_bytes(fig) -> bytes:
@@ -58,7 +61,7 @@ def rank_frequency_figure(counts: np.ndarray, references: dict[str, np.ndarray],
         if np.isfinite(s):
             r = np.arange(1, fitted + 1)
             ax.loglog(r / n, np.exp(log_c) * r ** -s / y.sum(), "r-", linewidth=1.5,
-                      label=f"Zipf fit of the body, s = {s:.2f}")
+                      label=f"Zipf fit of the body (counts ≥ {ZIPF_MIN_COUNT}), s = {s:.2f}")
     ax.set_xlabel("relative rank (rank / concepts)")
     ax.set_ylabel("share of matched captions")
     ax.set_title(title, fontsize=9)
@@ -157,12 +160,8 @@ def by_level_figure(summary: pd.DataFrame) -> bytes:
     return png_bytes(fig)
 
 
-def reference_counts(freq_dir: Path) -> dict[str, np.ndarray]:
-    """The shipped reference corpora's class counts (REFERENCE_CORPORA found under freq_dir), by display name."""
-    found = {}
-    for source, label in REFERENCE_CORPORA.items():
-        path = freq_dir / f"class_frequency_{source}.txt"
-        if path.is_file():
-            table = pd.read_csv(path, sep="\t", header=None, quoting=3, names=["name", "count"])
-            found[label] = table["count"].to_numpy(float)
-    return found
+def reference_corpora() -> dict[str, np.ndarray]:
+    """The shipped reference corpora's class counts (tailstudy.frequency.reference_counts), by display name."""
+    known = set(reference_tables())
+    return {label: np.array(list(reference_counts(source).values()), float)
+            for source, label in REFERENCE_CORPORA.items() if source in known}

@@ -13,7 +13,6 @@ import pandas as pd
 
 from tailstudy import figures as F
 from tailstudy.output import cell
-from tailstudy.paths import REFERENCE_FREQ_DIR
 
 SUMMARY_METRICS = ["top1", "top5", "rho_acc", "rho_pred", "head_acc", "mid_acc", "tail_acc", "nc1", "nc2",
                    "acc_logfreq_slope", "rho_acc_corpus", "rho_pred_corpus", "top1_caption_prompt"]
@@ -75,7 +74,7 @@ def build_figures(summary: pd.DataFrame, per_class: pd.DataFrame, concept_counts
                     "Bar charts of rho(train frequency, predictions) and top-1 accuracy per factor level and "
                     "learner, with seed spread as error bars", F.by_level_figure(summary))]
     if concept_counts is not None:
-        refs = F.reference_counts(REFERENCE_FREQ_DIR)
+        refs = F.reference_corpora()
         found.append(Figure("rank_frequency", "Rank-frequency of the matched corpus and reference corpora",
                             "Log-log share of matched captions against relative concept rank for this corpus, its "
                             f"Zipf body fit and the reference corpora {', '.join(refs)}",
@@ -114,11 +113,11 @@ def prompt_warnings(summary: pd.DataFrame) -> list[str]:
 
 
 def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame, corpus_stats: dict,
-                 out: Path, rank_frequency: Path | None = None, *, concept_counts=None,
+                 out: Path, *, concept_counts=None,
                  claims: pd.DataFrame | None = None) -> dict:
     """-> files written under `out`: report.html (self-contained), report.md + figures/*.png, report_ui.md (figures
-    inlined, for Prefect), summary.csv. `claims` (tailstudy.claims.claims_table) goes first when given;
-    `rank_frequency` is accepted for older callers and unused (the figure is drawn from `concept_counts`)."""
+    inlined, for Prefect), summary.csv. `claims` (tailstudy.claims.claims_table) goes first when given; the
+    rank-frequency figure is drawn from `concept_counts`."""
     summary = summarise(run_metrics)
     figs, notes = build_figures(summary, per_class, concept_counts, study)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -127,7 +126,8 @@ def write_report(study: str, run_metrics: pd.DataFrame, per_class: pd.DataFrame,
     summary.to_csv(out / "summary.csv", index=False)
     shown = summary[["factor", "level", "learner", "seeds", "top1", "top1_sd", "top1_caption_prompt", "rho_acc",
                      "rho_pred", "rho_pred_sd", "rho_pred_corpus", "head_acc", "tail_acc", "nc1", "nc2"]]
-    stats = pd.DataFrame([dict(corpus_stats)])
+    # the figure fits the ranked body; this is the catalog's imbalance.zipf_exponent: one name per statistic
+    stats = pd.DataFrame([dict(corpus_stats)]).rename(columns={"zipf_exponent": "zipf_exponent (all ranks)"})
     intro = (f"{run_count_line(run_metrics)}. ρ is Spearman's rank correlation between a class's training frequency "
              "and its accuracy (rho_acc) or the number of test images predicted as it (rho_pred); lower means less "
              "frequency bias. top1_caption_prompt: CLIP scored with the prompt its own captions use (the paper's 80 "

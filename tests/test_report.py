@@ -124,3 +124,55 @@ def test_undefined_values_print_as_a_dash(study):
     markdown = next((study / "ws" / "report").glob("*/report.md")).read_text()
     assert "<td>nan</td>" not in report and "| nan |" not in markdown
     assert "<td>–</td>" in report  # e.g. the claims this study cannot test
+
+
+@pytest.mark.slow
+def test_the_corpus_table_shows_the_catalogs_zipf_exponent_under_a_name_that_says_which_fit(study):
+    # the figure's legend gives the fit of the ranked body; the table must not show another number under the same name
+    ws = study / "ws"
+    corpus = next((ws / "report").glob("*/report.md")).read_text().split("## Corpus")[1].strip().splitlines()
+    header, row = ([c.strip() for c in line.strip("|").split("|")] for line in (corpus[0], corpus[2]))
+    assert "zipf_exponent" not in header
+    shown = float(row[header.index("zipf_exponent (all ranks)")])
+    with duckdb.connect(str(ws / "catalog.duckdb"), read_only=True) as con:
+        con.execute(f"SET file_search_path = '{ws}'")
+        assert shown == pytest.approx(con.execute("select zipf_exponent from imbalance").fetchone()[0], abs=5e-4)
+
+
+def test_reference_corpora_are_the_shipped_tables():
+    import numpy as np
+
+    from tailstudy.figures import REFERENCE_CORPORA, reference_corpora
+    from tailstudy.paths import REFERENCE_FREQ_DIR
+
+    found = reference_corpora()
+    assert list(found) == list(REFERENCE_CORPORA.values())
+    for source, label in REFERENCE_CORPORA.items():
+        lines = (REFERENCE_FREQ_DIR / f"class_frequency_{source}.txt").read_text(encoding="utf-8").splitlines()
+        counts = np.array([float(line.rsplit("\t", 1)[1]) for line in lines if line.strip()])
+        assert np.array_equal(found[label], counts), label
+
+
+@pytest.mark.slow
+def test_study_time_sums_each_built_artifact_once(study):
+    import json
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "study_time.py"
+    ws = study / "ws"
+    done = subprocess.run([sys.executable, str(script), str(ws), "--spec", str(study / "shared.yaml"), "--cores", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "not built" not in done.stdout
+    rows = {tuple(line.split()[:2]): line.split() for line in done.stdout.splitlines() if line.startswith("train ")}
+    manifests = [json.loads(p.read_text()) for p in (ws / "train").glob("*/manifest.json")]
+    for learner, runs in (("clip", 2), ("sl", 1)):  # sl never reads captions: both caption levels share its run
+        mine = [m for m in manifests if m["learner"] == learner]
+        assert len(mine) == runs == int(rows[("train", learner)][2])
+        assert float(rows[("train", learner)][3]) == pytest.approx(sum(m["seconds"] for m in mine), abs=0.6)
+    total = float(re.search(r"sum: ([\d,]+) process-seconds", done.stdout).group(1).replace(",", ""))
+    assert total == pytest.approx(sum(json.loads(p.read_text())["seconds"] for p in ws.glob("*/*/manifest.json")),
+                                  abs=1.0)
+    missing = subprocess.run([sys.executable, str(script), str(study / "nope")], capture_output=True, text=True,
+                             timeout=300)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "nope" in missing.stderr

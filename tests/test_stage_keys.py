@@ -22,6 +22,8 @@ from tests.conftest import TINY_SPEC
 # logit_scale; one DataLoader data path; heads), EVALUATE_VERSION 4 (top1_caption_prompt), REPORT_VERSION 4 (claims
 # per metric). Worlds 2 and 3 keep their corpus, match and frequency keys (tests below): a workspace of the previous
 # default re-runs from curate on.
+# REPORT_VERSION 6 (the rank-frequency legend names its body fit; the Corpus table says its Zipf exponent is over all
+# ranks): only the report key below moves; every other stage is reused.
 PREVIOUS_PER_CLASS = 30  # the previous default study evaluated (and so rendered) 30 images per class
 WORLD_2 = {'corpus': 'c88b23bc2cbbd22a'}
 WORLD_3 = {'corpus': '9280fe6bce62a65c', 'match': 'e0fbfe4a36cfa4fa', 'frequency': 'e787e0f26e8bae25'}
@@ -40,7 +42,7 @@ TINY = {'corpus': '9ea34b503cf86e2b',
             'imbalance=natural': 'f4d4518b545e3e1c'},
  'frequency': 'd384d18caf79f93f',
  'match': 'ca1d53b806d01db3',
- 'report': '2b13c82d5e394818',
+ 'report': '4d71c01508c092b2',
  'runs': {'caption=a_cname/clip/s0': ['fcd874b5e9fb8462', '958dcfe8418177d5'],
           'caption=a_cname/sl/s0': ['c918bfc251ef6aef', '5803b0a40022ffb1'],
           'caption=full/clip/s0': ['d59625a27ea5e78d', '4e22990446074418'],
