@@ -21,8 +21,9 @@ GPU_POOL = "tailstudy-gpu"
 
 @app.command(rich_help_panel=PANEL)
 def deploy(
-    names: List[str] = typer.Option([], "--name", "-n", help="Deploy only these deployments of deploy/prefect.yaml "
-                                                             "(repeatable; default: all whose work pool exists)."),
+    names: List[str] = typer.Option([], "--name", "-n", metavar="<name>",
+                                    help="Deploy only these deployments of deploy/prefect.yaml (repeatable; default: "
+                                         "all whose work pool exists)."),
     gpu: bool = typer.Option(False, "--gpu", help=f"Also create the Kubernetes GPU pool {GPU_POOL!r} "
                                                   "(deploy/work-pools/kubernetes-gpu.json) and deploy to it."),
     prefect_file: Optional[Path] = typer.Option(None, "--prefect-file", help="Default: deploy/prefect.yaml."),
@@ -75,15 +76,17 @@ def submit(
                                    "(study, study-gpu, match, match-dask, train, train-gpu, ...) or FLOW/DEPLOYMENT."),
     workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help="Workspace path as the worker sees it "
                                             "(default: the worker's $TAILSTUDY_WORKSPACE, else ./workspace)."),
-    force: List[str] = typer.Option([], "--force", help="Re-run this stage even if cached (repeatable; 'all')."),
+    force: List[str] = typer.Option([], "--force", metavar="<stage>",
+                                    help="Re-run this stage even if cached (repeatable; 'all')."),
     task_runner: Optional[str] = typer.Option(None, "--task-runner", help="study/match: local, threads[:N], "
                                               "processes[:N], dask[:N] or tcp://HOST:PORT of a Dask scheduler."),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="train: GPUs per run (sets the flow parameter and the "
                                                             "work pool's `gpus` job variable)."),
-    learners: List[str] = typer.Option([], "--learner", "--model", help="train: only this learner (repeatable; "
-                                       "--model: its old name)."),
-    levels: List[str] = typer.Option([], "--level", help="train: only this factor level (repeatable)."),
-    seeds: List[int] = typer.Option([], "--seed", help="train: only this seed (repeatable)."),
+    learners: List[str] = typer.Option([], "--learner", "--model", metavar="<learner>",
+                                       help="train: only this learner (repeatable; --model: its old name)."),
+    levels: List[str] = typer.Option([], "--level", metavar="<level>",
+                                     help="train: only this factor level (repeatable)."),
+    seeds: List[int] = typer.Option([], "--seed", metavar="<seed>", help="train: only this seed (repeatable)."),
     dispatch: Optional[str] = typer.Option(None, "--dispatch", help="study: FLOW/DEPLOYMENT that trains each run as "
                                            "a child flow run (study-gpu: tailstudy-train/train-gpu)."),
     watch: bool = typer.Option(False, "--watch", help="Wait for the flow run to end; exit 1 unless it completed."),

@@ -36,16 +36,18 @@ def print_results(results: list[dict]) -> None:
 def run(
     spec: Optional[Path] = typer.Argument(None, help="Study spec YAML (default: the embedded default study)."),
     workspace: Optional[Path] = WorkspaceOpt,
-    force: List[str] = typer.Option([], "--force", help="Re-run this stage even if cached (repeatable; 'all')."),
+    force: List[str] = typer.Option([], "--force", metavar="<stage>",
+                                    help="Re-run this stage even if cached (repeatable; 'all')."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's own logs."),
-    task_runner: Optional[str] = typer.Option(None, "--task-runner",
+    task_runner: Optional[str] = typer.Option(None, "--task-runner", metavar="<runner>",
                                               help="Runs the per-shard data tasks: local, threads:N, processes:N, "
                                                    "dask:N or tcp://HOST:PORT (a Dask scheduler)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="CPU-bound stage nodes (curate, evaluate, ...) that may "
-                                                            "run at once; training runs overlap per train.parallel."),
-    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help="When another run holds the "
-                                                 "workspace: wait at most this many seconds (default: until it "
-                                                 "ends; 0: fail at once)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="<n>",
+                             help="CPU-bound stage nodes (curate, evaluate, ...) that may run at once; training runs "
+                                  "overlap per train.parallel."),
+    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", metavar="<seconds>",
+                                                 help="When another run holds the workspace: wait at most this many "
+                                                      "seconds (default: until it ends; 0: fail at once)."),
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", "-f", help="Results as table, csv or json "
                                                                               "(stdout; stage lines go to stderr)."),
 ) -> None:
