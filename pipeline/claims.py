@@ -8,7 +8,8 @@ t-interval. The rule, per claim:
 - a run within `CHANCE_FACTOR` x chance top-1 cannot decide anything: the claim reads "near chance";
 - reproduced when every metric's interval lies above 0; contradicted when any lies below 0; else inconclusive;
 - an inconclusive metric whose interval is wider than the paper's effect is underpowered for that effect: the row
-  says so, with the number of seeds that would resolve it at the measured spread.
+  says so, with the number of seeds that would resolve it at the measured spread; one whose interval holds 0 but lies
+  wholly below the paper's effect is "smaller than the paper's" (ours): no effect of the paper's size, decided.
 
 Comparisons (Side = a study cell and a learner name; `<base>` = the study's base cell):
 1. SL more biased than CLIP: sl − clip at the base cell, on rho_pred and rho_acc.
@@ -272,8 +273,11 @@ def measure(claim: Claim, runs: Runs, classes: int | None) -> list[dict]:
         effects = effects[~np.isnan(effects)]
         mean, low, high = interval(effects)
         own = verdict_of([low], [high])
-        if own == "inconclusive" and m.paper is not None and not math.isnan(high) and (high - low) / 2 >= abs(m.paper):
-            own = "underpowered"  # the interval is wider than the effect the paper reports
+        if own == "inconclusive" and m.paper is not None and not math.isnan(high):
+            if (high - low) / 2 >= abs(m.paper):
+                own = "underpowered"  # the interval is wider than the effect the paper reports
+            elif 0 < m.paper and high < m.paper:
+                own = "smaller than the paper's"  # holds 0 and excludes the paper's effect
         rows.append({"claim": claim.text, "compares": compares, "metric": m.name, "effect": mean, "ci_low": low,
                      "ci_high": high, "paper": m.paper, "seeds": len(effects), "needed": seeds_needed(effects, m.paper),
                      "metric_verdict": own})

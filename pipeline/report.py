@@ -97,7 +97,9 @@ CLAIMS_NOTE = ("Each claim of Wen et al. (2024) as measured rows, one per metric
                "t-interval; 'paper' = the effect the paper reports; 'needed' = seeds whose interval would be "
                "narrower than that effect at the measured spread. A claim is reproduced when every metric's interval "
                "lies above 0, contradicted when one lies below 0, inconclusive otherwise, and decides nothing when a "
-               "run it uses is within 2x chance top-1.")
+               "run it uses is within 2x chance top-1. A metric's own verdict, where the claim's does not say it: "
+               "underpowered (its interval is wider than the paper's effect) or smaller than the paper's (its "
+               "interval holds 0 and lies below the paper's effect).")
 
 
 def prompt_warnings(summary: pd.DataFrame) -> list[str]:

@@ -73,6 +73,18 @@ def test_an_interval_wider_than_the_papers_effect_is_underpowered_and_says_how_m
     assert stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n) < 0.16 <= stats.t.ppf(0.975, n - 2) * sd / np.sqrt(n - 1)
 
 
+def test_an_interval_around_0_below_the_papers_effect_is_smaller_than_the_papers():
+    # sampled vocabulary, rho_acc: sl - sl_sampled_vocab = 0.02, -0.01, 0.03 -> [-0.03, 0.06], below the paper's 0.13
+    rows = [run("imbalance", "natural", "sl", s, rho_pred=0.8, rho_acc=0.6) for s in range(3)]
+    rows += [run("imbalance", "natural", "sl_sampled_vocab", s, rho_pred=0.3 + 0.01 * s, rho_acc=0.6 - e)
+             for s, e in enumerate([0.02, -0.01, 0.03])]
+    got = table(rows).loc["a sampled vocabulary debiases SL"]
+    acc = got.loc["rho_acc"]
+    assert acc.ci_low < 0 < acc.ci_high < 0.13 and (acc.ci_high - acc.ci_low) / 2 < 0.13
+    assert acc.metric_verdict == "smaller than the paper's" and acc.verdict == "inconclusive"
+    assert got.loc["rho_pred", "metric_verdict"] == "reproduced"
+
+
 def test_template_clip_closer_to_the_sl_vocabulary_trend_than_full_text_clip():
     # SL runs on a line rho_pred = 2 rho_acc - 0.5, top1 = 0.6; template CLIP on it, full-text CLIP far below
     rows = []
