@@ -11,9 +11,9 @@ from tailstudy.stages.curate import cell_id
 from tailstudy.stages.train import learner_labels
 
 # 6: the figure legend names its fit (ranked body, counts >= 5), the Corpus table `zipf_exponent (all ranks)`, the
-# claims' metric verdict "smaller than the paper's"; 5: the
-# learner column is `learner` (was `model`); 4: "–" for undefined values (not nan), no empty panel for a level
-# drawn elsewhere; 3: self-contained HTML, per-level panels, reference overlay, distinct run count, claims table
+# claims' metric verdict "smaller than the paper's"; 5: the learner column is `learner` (was `model`); 4: "–" for
+# undefined values (not nan), no empty panel for a level drawn elsewhere; 3: self-contained HTML, per-level panels,
+# reference overlay, distinct run count, claims table
 REPORT_VERSION = 6
 
 
