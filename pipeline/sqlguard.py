@@ -209,9 +209,9 @@ def ctrl_c_noted():
     handler is back afterwards. Why: DuckDB's Python client swallows a KeyboardInterrupt raised inside its own calls
     (one that landed in the `import pandas` that `con.values` does lazily was lost, and the query then ran to its
     end), so the signal only sets a flag, which the waiting loop acts on. Outside the main thread (no signals there):
-    an Event nobody sets."""
+    an Event nobody sets; likewise where SIGINT is ignored (a background job: Ctrl-C is not for it)."""
     pressed = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield pressed
         return
     previous = signal.signal(signal.SIGINT, lambda *_: pressed.set())

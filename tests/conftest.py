@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,19 @@ learners: [clip, sl]
 train: {arch: tiny, epochs: 2, batch_size: 128}
 seeds: [0]
 """
+
+
+def terminal_sigint() -> None:
+    """preexec_fn for a child that a test sends Ctrl-C: SIGINT at its default and unblocked, as a terminal starts a
+    command. A child inherits an ignored or blocked SIGINT across exec, and an earlier test in this long-lived process
+    can leave one so (seen once in the full suite: the child never saw the signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def sigint_state() -> str:
+    """This process's SIGINT handler and blocked signals, for an assertion message."""
+    return f"parent SIGINT handler {signal.getsignal(signal.SIGINT)!r}, blocked {signal.pthread_sigmask(signal.SIG_BLOCK, [])}"
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -17,7 +17,7 @@ import pytest
 
 from tailstudy.errors import InputError
 from tailstudy.store import Workspace, write_parquet
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, sigint_state, terminal_sigint
 
 HOLD_LOCK = """
 import sys, time
@@ -554,5 +554,6 @@ def test_ctrl_c_while_the_command_line_imports_is_one_line(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(SIGNAL_ON_TYPER)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     done = subprocess.run([str(VENV_BIN / "tailstudy"), "status", "-w", str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 130 and done.stderr.strip() == "interrupted", (done.returncode, done.stderr[-2000:])
+                          text=True, timeout=120, preexec_fn=terminal_sigint)
+    assert done.returncode == 130 and done.stderr.strip() == "interrupted", \
+        (done.returncode, done.stderr[-2000:], sigint_state())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, sigint_state, terminal_sigint
 from tests.test_bad_inputs import assert_one_line, run_main
 
 SECRET = "TAILSTUDY-SECRET-7f3a"
@@ -284,13 +284,13 @@ def test_bad_limits_are_refused(args, fragment, fence, monkeypatch, capsys):
 def test_ctrl_c_stops_a_long_query(fence):
     join = "SELECT count(*) FROM range(300000) a, range(300000) b WHERE a.range + b.range = -1"
     proc = subprocess.Popen([str(VENV_BIN / "tailstudy"), "sql", join, "-w", str(fence["ws"])], cwd="/",
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_sigint)
     time.sleep(4)  # imports, then well into the join
     assert proc.poll() is None
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and time.monotonic() - sent < 10, (proc.returncode, err)
+    assert proc.returncode == 130 and time.monotonic() - sent < 10, (proc.returncode, err, sigint_state())
     assert "Traceback" not in err and "interrupted" in err
 
 
@@ -407,3 +407,18 @@ def test_python_variables_are_not_tables(fence, monkeypatch, capsys):
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("the fence tests use Linux paths")
+
+
+def test_an_ignored_sigint_stays_ignored_while_a_query_runs():
+    from tailstudy import sqlguard
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with sqlguard.ctrl_c_noted() as pressed:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert not pressed.is_set()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
