@@ -320,20 +320,27 @@ def test_ctrl_c_inside_duckdbs_own_import_is_not_lost(fence):
             print("interrupted", "pandas" in sys.modules)
     """)
     sent = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.split() == ["interrupted", "True"], done.stderr[-2000:]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          preexec_fn=terminal_sigint)
+    assert done.stdout.split() == ["interrupted", "True"], (done.stderr[-2000:], sigint_state())
     assert time.monotonic() - sent < 30
 
 
 def test_ctrl_c_noted_sets_a_flag_and_restores_the_handler():
     from tailstudy import sqlguard
 
-    before = signal.getsignal(signal.SIGINT)
-    with sqlguard.ctrl_c_noted() as pressed:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)  # the handler runs between bytecodes: no KeyboardInterrupt may escape here
-        assert pressed.is_set()
-    assert signal.getsignal(signal.SIGINT) is before
+    # SIGINT as an interactive process has it (an earlier test in this process can leave it ignored or blocked)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        with sqlguard.ctrl_c_noted() as pressed:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs between bytecodes: no KeyboardInterrupt may escape here
+            assert pressed.is_set()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_an_interrupt_that_lands_before_the_query_runs_still_stops_it():
