@@ -46,6 +46,19 @@ def terminal_sigint() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def sigint_on_import(module: str) -> str:
+    """Python source that, run first in a process, sends that process SIGINT when `module` is first imported: a
+    Ctrl-C landing at a known point inside start-up (or inside a library's own lazy import)."""
+    return (f"import os, signal, sys\n\n\n"
+            f"class SigintOnImport:\n"
+            f"    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name == {module!r}:\n"
+            f"            sys.meta_path.remove(self)\n"
+            f"            os.kill(os.getpid(), signal.SIGINT)\n"
+            f"        return None\n\n\n"
+            f"sys.meta_path.insert(0, SigintOnImport())\n")
+
+
 def sigint_state() -> str:
     """This process's SIGINT handler and blocked signals, for an assertion message."""
     return f"parent SIGINT handler {signal.getsignal(signal.SIGINT)!r}, blocked {signal.pthread_sigmask(signal.SIG_BLOCK, [])}"

@@ -17,7 +17,7 @@ import pytest
 
 from tailstudy.errors import InputError
 from tailstudy.store import Workspace, write_parquet
-from tests.conftest import VENV_BIN, sigint_state, terminal_sigint
+from tests.conftest import VENV_BIN, sigint_on_import, sigint_state, terminal_sigint
 
 HOLD_LOCK = """
 import sys, time
@@ -534,24 +534,9 @@ def test_a_run_on_a_full_disk_ends_in_one_line_and_leaves_no_temp(small_disk, tm
     assert temps == []
 
 
-SIGNAL_ON_TYPER = """\
-import os, signal, sys
-
-
-class SignalOnTyper:  # Ctrl-C while the command line imports its dependencies (typer is among the first)
-    def find_spec(self, name, path=None, target=None):
-        if name == "typer":
-            sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
-        return None
-
-
-sys.meta_path.insert(0, SignalOnTyper())
-"""
-
-
 def test_ctrl_c_while_the_command_line_imports_is_one_line(tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(SIGNAL_ON_TYPER)
+    # Ctrl-C while the command line imports its dependencies (typer is among the first)
+    (tmp_path / "sitecustomize.py").write_text(sigint_on_import("typer"))
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     done = subprocess.run([str(VENV_BIN / "tailstudy"), "status", "-w", str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=120, preexec_fn=terminal_sigint)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VENV_BIN, sigint_state, terminal_sigint
+from tests.conftest import VENV_BIN, sigint_on_import, sigint_state, terminal_sigint
 from tests.test_bad_inputs import assert_one_line, run_main
 
 SECRET = "TAILSTUDY-SECRET-7f3a"
@@ -299,21 +299,11 @@ def test_ctrl_c_inside_duckdbs_own_import_is_not_lost(fence):
     KeyboardInterrupt raised in that import: a Ctrl-C landing there was lost and the query ran to its end. Here the
     import of pandas itself sends the SIGINT, in a fresh interpreter that has not imported pandas yet."""
     join = "SELECT count(*) FROM range(300000) a, range(300000) b WHERE a.range + b.range = -1"
-    script = textwrap.dedent(f"""
-        import os, signal, sys
+    script = sigint_on_import("pandas") + textwrap.dedent(f"""
         from pathlib import Path
         from tailstudy import sqlguard
         from tailstudy.store import Workspace
         assert "pandas" not in sys.modules
-
-        class SignalOnPandas:
-            def find_spec(self, name, path=None, target=None):
-                if name == "pandas":
-                    sys.meta_path.remove(self)
-                    os.kill(os.getpid(), signal.SIGINT)
-                return None
-
-        sys.meta_path.insert(0, SignalOnPandas())
         try:
             sqlguard.guarded_query(Workspace(Path({str(fence["ws"])!r})), {join!r}, sqlguard.Limits(seconds=40))
         except KeyboardInterrupt:
